@@ -1,0 +1,1 @@
+"""ebbtide: a Reverse ETL engine."""

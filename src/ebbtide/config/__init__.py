@@ -1,0 +1,1 @@
+"""The workspace: definitions as YAML files under version control."""

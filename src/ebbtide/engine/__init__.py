@@ -1,0 +1,1 @@
+"""The sync engine: extract → diff → map → load → commit. Imports no driver."""

@@ -1,0 +1,160 @@
+"""Load: send outbound batches with bounded concurrency, retry what is retriable, settle results."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ebbtide.engine.backoff import Backoff
+from ebbtide.engine.mapping import CompiledMapping
+from ebbtide.engine.outcome import RecordFailure, RunCounts
+from ebbtide.errors import DestinationError
+from ebbtide.ports import (
+    KEY_COLUMN,
+    OP_COLUMN,
+    RECORD_COLUMN,
+    BatchResult,
+    Destination,
+    Journal,
+    Operation,
+    OutboundBatch,
+    RecordRejection,
+    iter_batches,
+)
+
+MAX_PAYLOAD_SAMPLE = 4096
+
+
+@dataclass
+class LoadSettings:
+    batch_size: int
+    concurrency: int
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+@dataclass
+class Loader:
+    """Delivers one run's changes and keeps its books: journal, counts, failures."""
+
+    mapping: CompiledMapping
+    run_id: int
+    destination: Destination
+    journal: Journal
+    settings: LoadSettings
+    counts: RunCounts
+    on_failures: Callable[[list[RecordFailure]], None]
+    redact: Callable[[str], str]
+    on_progress: Callable[[int], None] = lambda n: None
+    fatal: DestinationError | None = None
+
+    async def run(self, reader: pa.RecordBatchReader) -> None:
+        """Send every batch of `reader`; stops early only on a fatal destination error."""
+        in_flight: set[asyncio.Task[None]] = set()
+        await self.destination.open()
+        try:
+            for number, records in enumerate(iter_batches(reader), start=1):
+                if self.fatal is not None:
+                    break
+                while len(in_flight) >= self.settings.concurrency:
+                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    _reraise(done)
+                batch = OutboundBatch(
+                    self.run_id, number, self.mapping.name, self.mapping.action, self.mapping.mode, records
+                )
+                in_flight.add(asyncio.create_task(self._deliver(batch)))
+            if in_flight:
+                done, _ = await asyncio.wait(in_flight)
+                _reraise(done)
+        finally:
+            for task in in_flight:
+                task.cancel()
+            await self.destination.close()
+
+    async def _deliver(self, batch: OutboundBatch) -> None:
+        attempts = self.settings.backoff.attempts
+        for attempt in range(1, attempts + 1):
+            if self.fatal is not None:
+                return  # left unsent and unacknowledged: the next sync sends it
+            try:
+                result = await self.destination.send(batch)
+            except DestinationError as error:
+                if error.error_class.retriable and attempt < attempts:
+                    await asyncio.sleep(self.settings.backoff.delay(attempt, error.retry_after))
+                    continue
+                self._fail_all(batch, error)
+                return
+            self._settle(batch, result)
+            return
+
+    def _settle(self, batch: OutboundBatch, result: BatchResult) -> None:
+        records = batch.records
+        if result.rejected:
+            rejected_at = _positions(records, result.rejected)
+            mask = pa.array([i not in rejected_at for i in range(records.num_rows)])
+            self._record_failures(records, rejected_at)
+            records = records.filter(mask)
+        if records.num_rows:
+            self.journal.append(records)
+            for op, n in _count_ops(records).items():
+                self.counts.count_loaded(op, n)
+        self.on_progress(batch.records.num_rows)
+
+    def _fail_all(self, batch: OutboundBatch, error: DestinationError) -> None:
+        rejection = RecordRejection("", error.error_class, error.message, error.code, error.http_status)
+        self._record_failures(batch.records, dict.fromkeys(range(len(batch)), rejection))
+        if error.error_class.fatal:
+            self.fatal = error
+        self.on_progress(len(batch))
+
+    def _record_failures(self, records: pa.RecordBatch, at: dict[int, RecordRejection]) -> None:
+        keys = records.column(KEY_COLUMN)
+        ops = records.column(OP_COLUMN)
+        payloads = records.column(RECORD_COLUMN)
+        failures = [
+            RecordFailure(
+                key=str(keys[i]),
+                operation=Operation(str(ops[i])),
+                error_class=r.error_class,
+                message=self.redact(r.message),
+                code=r.code,
+                http_status=r.http_status,
+                payload=self.redact(str(payloads[i]))[:MAX_PAYLOAD_SAMPLE],
+            )
+            for i, r in at.items()
+        ]
+        for failure in failures:
+            self.counts.count_failed(failure.error_class, 1)
+        self.on_failures(failures)
+
+
+def canonical_key(key_json: str) -> str:
+    """Keys compare by value, whatever spacing or property order the destination used."""
+    return json.dumps(json.loads(key_json), sort_keys=True, separators=(",", ":"))
+
+
+def _positions(records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]) -> dict[int, RecordRejection]:
+    by_key = {canonical_key(r.key): r for r in rejected}
+    positions: dict[int, RecordRejection] = {}
+    for i, key in enumerate(records.column(KEY_COLUMN).to_pylist()):
+        rejection = by_key.get(canonical_key(key))
+        if rejection is not None:
+            positions[i] = rejection
+    return positions
+
+
+def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
+    counted = pc.value_counts(records.column(OP_COLUMN))
+    return {
+        Operation(str(pair["values"])): int(pair["counts"].as_py())
+        for pair in counted
+    }
+
+
+def _reraise(done: set[asyncio.Task[None]]) -> None:
+    for task in done:
+        task.result()

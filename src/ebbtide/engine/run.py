@@ -1,0 +1,121 @@
+"""One sync run: extract → check → diff → load → commit, timing each phase."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from ebbtide.engine.load import Loader, LoadSettings
+from ebbtide.engine.mapping import CompiledMapping
+from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
+from ebbtide.errors import DestinationError
+from ebbtide.ports import ChangeCounts, Destination, Operation, SnapshotStore, Source
+
+
+class Phase(StrEnum):
+    EXTRACT = "extract"
+    DIFF = "diff"
+    LOAD = "load"
+    COMMIT = "commit"
+
+
+class RunListener:
+    """Hears about a run's progress; the CLI draws progress bars from it."""
+
+    def phase(self, phase: Phase, total: int | None = None) -> None:
+        """A phase starts; `total` is the number of records it will handle, when known."""
+
+    def advance(self, records: int) -> None:
+        """Records done in the current phase."""
+
+
+@dataclass
+class RunResult:
+    """Everything the run found and did, whatever its status."""
+
+    status: RunStatus = RunStatus.RUNNING
+    counts: RunCounts = field(default_factory=RunCounts)
+    timings: PhaseTimings = field(default_factory=PhaseTimings)
+    error: str | None = None
+    fatal: DestinationError | None = None
+
+
+@dataclass
+class SyncJob:
+    """The parts of one run, assembled by the sync service."""
+
+    run_id: int
+    mapping: CompiledMapping
+    query: str
+    source: Source
+    snapshot: SnapshotStore
+    destination: Destination
+    load: LoadSettings
+    record_failures: Callable[[list[RecordFailure]], None]
+    redact: Callable[[str], str]
+    listener: RunListener = field(default_factory=RunListener)
+
+
+def execute(job: SyncJob, result: RunResult) -> RunResult:
+    """Run every phase; an exception leaves `result` with the counts reached so far."""
+    timings = result.timings
+    with _timed(timings, "extract_s"):
+        job.listener.phase(Phase.EXTRACT)
+        job.snapshot.merge_journals()  # what a crashed run had delivered
+        result.counts.extracted = job.snapshot.stage(job.source.read(job.query))
+        job.snapshot.check_keys()
+    with _timed(timings, "diff_s"):
+        job.listener.phase(Phase.DIFF)
+        changes = job.snapshot.diff()
+        _count_changes(result.counts, changes, job.mapping.operations_sent)
+    with _timed(timings, "load_s"):
+        to_send = sum(changes.of(op) for op in job.mapping.operations_sent)
+        job.listener.phase(Phase.LOAD, to_send)
+        if to_send:
+            result.fatal = _load(job, result.counts)
+    with _timed(timings, "commit_s"):
+        job.listener.phase(Phase.COMMIT)
+        job.snapshot.merge_journals(unsent=frozenset(Operation) - job.mapping.operations_sent)
+    result.status = status_of(result.counts, fatal=result.fatal is not None)
+    if result.fatal is not None:
+        result.error = f"{result.fatal} — {result.fatal.error_class.recommended_action}"
+    return result
+
+
+def _load(job: SyncJob, counts: RunCounts) -> DestinationError | None:
+    journal = job.snapshot.open_journal(job.run_id)
+    loader = Loader(
+        mapping=job.mapping,
+        run_id=job.run_id,
+        destination=job.destination,
+        journal=journal,
+        settings=job.load,
+        counts=counts,
+        on_failures=job.record_failures,
+        redact=job.redact,
+        on_progress=job.listener.advance,
+    )
+    try:
+        reader = job.snapshot.outbound(job.mapping.operations_sent, job.load.batch_size)
+        asyncio.run(loader.run(reader))
+    finally:
+        journal.close()
+    return loader.fatal
+
+
+def _count_changes(counts: RunCounts, changes: ChangeCounts, sent: frozenset[Operation]) -> None:
+    counts.added, counts.updated, counts.deleted = changes.added, changes.updated, changes.deleted
+    counts.skipped = sum(changes.of(op) for op in Operation if op not in sent)
+
+
+@contextmanager
+def _timed(timings: PhaseTimings, attribute: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        setattr(timings, attribute, round(time.perf_counter() - started, 4))

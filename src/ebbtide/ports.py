@@ -1,0 +1,223 @@
+"""The protocols between the engine and its adapters. Nothing here imports a driver."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Generic, Protocol, TypeVar
+
+import pyarrow as pa
+
+from ebbtide.config.models import DestinationConfig, SourceConfig, SyncMode
+from ebbtide.errors import ErrorClass
+
+
+class Operation(StrEnum):
+    """What happened to a record since the last sync."""
+
+    ADDED = "added"
+    UPDATED = "updated"
+    DELETED = "deleted"
+
+
+# Column names the engine puts next to the mapped fields in every outbound batch.
+OP_COLUMN = "__op"
+KEY_COLUMN = "__key"
+HASH_COLUMN = "__hash"
+RECORD_COLUMN = "__record"
+KEY_PART_PREFIX = "__k"
+
+
+@dataclass(frozen=True)
+class ChangeCounts:
+    """What the diff found."""
+
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+
+    def of(self, operation: Operation) -> int:
+        return int(getattr(self, operation.value))
+
+    @property
+    def total(self) -> int:
+        return self.added + self.updated + self.deleted
+
+
+class Source(Protocol):
+    """A warehouse connection that streams a query's rows as Arrow record batches."""
+
+    def read(self, query: str) -> pa.RecordBatchReader:
+        """Stream the rows of `query`; batches are bounded so memory stays flat."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """A field a destination action accepts."""
+
+    name: str
+    type: str = "any"
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """Something a destination can do with a record; `fields` None accepts any field."""
+
+    name: str
+    description: str
+    fields: tuple[FieldSpec, ...] | None = None
+    modes: frozenset[SyncMode] = frozenset(SyncMode)
+
+
+@dataclass(frozen=True)
+class OutboundBatch:
+    """Records on their way to a destination, as one Arrow record batch.
+
+    Columns: `__op`, `__key` (the key as JSON), `__record` (the whole record as JSON:
+    op, key and data), `__hash`, `__k0…` (key parts) and one column per mapped field.
+    """
+
+    run_id: int
+    number: int
+    mapping: str
+    action: str
+    mode: SyncMode
+    records: pa.RecordBatch
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.run_id}-{self.number}"
+
+    def __len__(self) -> int:
+        return self.records.num_rows
+
+
+@dataclass(frozen=True)
+class RecordRejection:
+    """The destination refused one record of a batch that it otherwise accepted."""
+
+    key: str
+    error_class: ErrorClass
+    message: str
+    code: str | None = None
+    http_status: int | None = None
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """What the destination said of a batch: every record not rejected was accepted."""
+
+    rejected: tuple[RecordRejection, ...] = ()
+
+
+class Destination(Protocol):
+    """Sends batches; batching, concurrency, retries and bookkeeping are the engine's.
+
+    A whole-batch failure raises `DestinationError` with its error class.
+    """
+
+    async def open(self) -> None:
+        """Connect (called once per run, before the first batch)."""
+        ...
+
+    async def send(self, batch: OutboundBatch) -> BatchResult:
+        """Deliver one batch and say which of its records were rejected."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+class Journal(Protocol):
+    """Durable record of the batches a destination accepted during one run."""
+
+    def append(self, records: pa.RecordBatch) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class SnapshotStore(Protocol):
+    """Per mapping: primary key → hash of the row as the destination last accepted it.
+
+    It also runs the diff, since that belongs where the snapshot lives.
+    """
+
+    def merge_journals(self, unsent: frozenset[Operation] = frozenset()) -> int:
+        """Fold accepted records, and changes the mode does not send, into the snapshot."""
+        ...
+
+    def stage(self, rows: pa.RecordBatchReader) -> int:
+        """Take in the model's rows and hash them; returns how many were extracted."""
+        ...
+
+    def check_keys(self) -> None:
+        """Raise ModelError on null or duplicate primary keys."""
+        ...
+
+    def diff(self) -> ChangeCounts:
+        """Compare the staged rows with the snapshot."""
+        ...
+
+    def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
+        """The changed rows to send, as outbound record batches."""
+        ...
+
+    def sample_changes(
+        self, operations: frozenset[Operation], limit: int
+    ) -> list[dict[str, object]]:
+        """A few records per operation as they would be sent."""
+        ...
+
+    def open_journal(self, run_id: int) -> Journal:
+        """Where this run appends what the destination accepted."""
+        ...
+
+    def close(self) -> None:
+        """Release files; scratch data is dropped."""
+        ...
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What an adapter may need from the workspace: where relative paths start."""
+
+    root: Path
+
+
+SourceConfigT = TypeVar("SourceConfigT", bound=SourceConfig)
+DestinationConfigT = TypeVar("DestinationConfigT", bound=DestinationConfig)
+
+
+@dataclass(frozen=True)
+class SourcePlugin(Generic[SourceConfigT]):
+    """A source type: its options and how to connect."""
+
+    config: type[SourceConfigT]
+    connect: Callable[[SourceConfigT, AdapterContext], Source]
+
+
+@dataclass(frozen=True)
+class DestinationPlugin(Generic[DestinationConfigT]):
+    """A destination type: its options, its actions and how to build a client."""
+
+    config: type[DestinationConfigT]
+    actions: dict[str, ActionSpec]
+    build: Callable[[DestinationConfigT, AdapterContext], Destination]
+
+
+def iter_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+    """Batches of a reader, typed for mypy."""
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return

@@ -1,0 +1,1 @@
+"""Services: what the CLI, the API and the scheduler call. Each one is a function call away."""

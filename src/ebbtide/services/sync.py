@@ -1,0 +1,179 @@
+"""Running and planning syncs: leases, adapters and history around the engine."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from ebbtide.config.workspace import Workspace
+from ebbtide.destinations import DESTINATIONS
+from ebbtide.engine.load import LoadSettings
+from ebbtide.engine.mapping import CompiledMapping, compile_mapping
+from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
+from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
+from ebbtide.errors import EbbtideError, LeaseLostError
+from ebbtide.ports import AdapterContext, Destination, Operation, Source
+from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.sources import SOURCES
+from ebbtide.state.records import Lease, RunRecord
+from ebbtide.state.store import SqlStateStore
+
+log = logging.getLogger(__name__)
+
+LEASE_TTL_S = 60.0
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What the next sync of a mapping would send; nothing sent, nothing committed."""
+
+    mapping: str
+    mode: str
+    extracted: int
+    added: int
+    updated: int
+    deleted: int
+    operations_sent: list[str]
+    samples: list[dict[str, object]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "mapping": self.mapping, "mode": self.mode, "extracted": self.extracted,
+            "added": self.added, "updated": self.updated, "deleted": self.deleted,
+            "would_send": self.would_send, "operations_sent": self.operations_sent,
+            "samples": self.samples,
+        }
+
+    @property
+    def would_send(self) -> int:
+        sent = set(self.operations_sent)
+        return sum(n for op, n in (("added", self.added), ("updated", self.updated),
+                                   ("deleted", self.deleted)) if op in sent)
+
+
+class SyncService:
+    """Runs mappings of one workspace against its state store."""
+
+    def __init__(self, workspace: Workspace, state: SqlStateStore | None = None) -> None:
+        self.workspace = workspace
+        self.state = state or SqlStateStore(workspace.spec.state, workspace.root)
+        self.lease_ttl_s = LEASE_TTL_S
+
+    def compile(self, name: str) -> CompiledMapping:
+        spec = self.workspace.mapping(name)
+        destination = self.workspace.destinations[spec.destination]
+        action = DESTINATIONS.get(destination.type).actions[spec.action]
+        return compile_mapping(name, spec, self.workspace.model(spec.model), action)
+
+    def run(
+        self, name: str, trigger: Trigger = Trigger.MANUAL, listener: RunListener | None = None
+    ) -> RunRecord:
+        """Sync one mapping now and return its run as recorded in the history."""
+        mapping = self.compile(name)
+        run, lease = self.state.start_run(name, trigger.value, self.lease_ttl_s)
+        result = RunResult()
+        heartbeat = _Heartbeat(self.state, lease, self.lease_ttl_s)
+        heartbeat.start()
+        try:
+            self._execute(mapping, run.id, result, listener or RunListener())
+            status = result.status
+        except EbbtideError as error:
+            result.error = self.workspace.redact(str(error))
+            status = RunStatus.FAILED
+        except KeyboardInterrupt:
+            result.error = "cancelled by the user; the next sync sends what this one did not"
+            status = RunStatus.CANCELLED
+            heartbeat.stop()
+            self.state.finish_run(lease, status, result)
+            raise
+        finally:
+            heartbeat.stop()
+        return self.state.finish_run(lease, status, result)
+
+    def _execute(
+        self, mapping: CompiledMapping, run_id: int, result: RunResult, listener: RunListener
+    ) -> None:
+        source = self._source(mapping.model)
+        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
+        try:
+            config = self.workspace.destinations[mapping.destination]
+            job = SyncJob(
+                run_id=run_id,
+                mapping=mapping,
+                query=self.workspace.model_query(mapping.model),
+                source=source,
+                snapshot=snapshot,
+                destination=self._destination(mapping.destination),
+                load=LoadSettings(batch_size=config.batch_size, concurrency=config.concurrency),
+                record_failures=lambda failures: self._record_failures(run_id, failures),
+                redact=self.workspace.redact,
+                listener=listener,
+            )
+            execute(job, result)
+        finally:
+            snapshot.close()
+            source.close()
+
+    def plan(self, name: str, samples: int = 3) -> SyncPlan:
+        """Stage and diff without sending or committing anything."""
+        mapping = self.compile(name)
+        source = self._source(mapping.model)
+        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
+        try:
+            extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
+            snapshot.check_keys()
+            changes = snapshot.diff()
+            sample = snapshot.sample_changes(frozenset(Operation), samples)
+        finally:
+            snapshot.close()
+            source.close()
+        return SyncPlan(
+            mapping=name, mode=str(mapping.mode), extracted=extracted, added=changes.added,
+            updated=changes.updated, deleted=changes.deleted,
+            operations_sent=sorted(op.value for op in mapping.operations_sent), samples=sample,
+        )
+
+    def _source(self, model: str) -> Source:
+        name = self.workspace.model(model).source
+        config = self.workspace.sources[name]
+        plugin = SOURCES.get(config.type)
+        source: Source = plugin.connect(config, AdapterContext(self.workspace.root))
+        return source
+
+    def _destination(self, name: str) -> Destination:
+        config = self.workspace.destinations[name]
+        plugin = DESTINATIONS.get(config.type)
+        destination: Destination = plugin.build(config, AdapterContext(self.workspace.root))
+        return destination
+
+    def _record_failures(self, run_id: int, failures: list[RecordFailure]) -> None:
+        self.state.add_failures(run_id, failures)
+
+
+class _Heartbeat:
+    """Keeps the lease alive from a thread, so a long phase never looks like a dead run."""
+
+    def __init__(self, state: SqlStateStore, lease: Lease, ttl_s: float) -> None:
+        self.state, self.lease, self.ttl_s = state, lease, ttl_s
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ebbtide-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.ttl_s / 4):
+            try:
+                self.state.heartbeat(self.lease, self.ttl_s)
+            except LeaseLostError:
+                log.warning("run %s lost its lease on %s", self.lease.run_id, self.lease.mapping)
+                self.lost = True
+                return

@@ -1,0 +1,1 @@
+"""Snapshot stores: per mapping, primary key → hash of the row the destination accepted."""

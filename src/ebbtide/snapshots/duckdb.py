@@ -1,0 +1,295 @@
+"""The default snapshot store: one DuckDB file per mapping under the workspace's `.ebbtide/`.
+
+Staging, hashing and the diff all run inside DuckDB on a scratch database that spills to
+disk, so memory stays flat however large the model grows.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from ebbtide.engine.mapping import CompiledMapping
+from ebbtide.errors import EbbtideError, ModelError, SnapshotMismatchError
+from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, ChangeCounts, Operation
+from ebbtide.snapshots import duckdb_sql as sql
+from ebbtide.snapshots.journal import AckJournal, journal_files, read_journals
+
+SAMPLE_KEYS = 10
+
+
+class SnapshotBusyError(EbbtideError):
+    """Another process has the mapping's snapshot open."""
+
+    exit_code = 4
+
+
+class DuckDBSnapshotStore:
+    """Stage → check → diff → outbound → journal → commit, for one mapping."""
+
+    def __init__(
+        self, state_dir: Path, mapping: CompiledMapping, memory_limit: str = "512MB"
+    ) -> None:
+        self.mapping = mapping
+        base = state_dir / "snapshots"
+        base.mkdir(parents=True, exist_ok=True)
+        self.journal_dir = base / f"{mapping.name}.journal"
+        self._scratch = state_dir / "work" / mapping.name
+        shutil.rmtree(self._scratch, ignore_errors=True)
+        self._scratch.mkdir(parents=True)
+        try:
+            self.con = duckdb.connect(
+                str(base / f"{mapping.name}.duckdb"),
+                config={
+                    "memory_limit": memory_limit,
+                    "temp_directory": str(self._scratch / "spill"),
+                    "preserve_insertion_order": False,
+                },
+            )
+        except duckdb.IOException as exc:
+            raise SnapshotBusyError(
+                f"the snapshot of mapping {mapping.name!r} is in use by another process"
+            ) from exc
+        self.con.execute(f"ATTACH {sql.literal(str(self._scratch / 'work.duckdb'))} AS work")
+        self.con.execute(
+            "CREATE TABLE IF NOT EXISTS ebbtide_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        )
+        self.stage_schema: pa.Schema | None = None
+
+    # -- extract -------------------------------------------------------------------------
+
+    def stage(self, rows: pa.RecordBatchReader) -> int:
+        """Copy the mapped columns of the model into the scratch database, with row hashes."""
+        self.mapping.check_columns(rows.schema)
+        columns = ", ".join(sql.quote(c) for c in self.mapping.columns)
+        self.con.register("model_rows", rows)
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE work.stage AS SELECT {columns},"
+                f" {sql.hash_expression(self.mapping)} AS {HASH_COLUMN} FROM model_rows"
+            )
+        finally:
+            self.con.unregister("model_rows")
+        self.stage_schema = (
+            self.con.execute("SELECT * FROM work.stage LIMIT 0").to_arrow_table().schema
+        )
+        return self._count("work.stage")
+
+    def check_keys(self) -> None:
+        """Null or duplicate primary keys fail the run before anything is sent."""
+        keys = self.mapping.key_columns
+        null_test = " OR ".join(f"{sql.quote(k)} IS NULL" for k in keys)
+        nulls = self._count(f"work.stage WHERE {null_test}")
+        if nulls:
+            samples = self._scalars(
+                f"SELECT to_json(struct_pack({self._struct_parts('work.stage')}))::VARCHAR"
+                f" FROM work.stage WHERE {null_test} LIMIT {SAMPLE_KEYS}"
+            )
+            raise ModelError(
+                f"model {self.mapping.model!r}: {nulls} row(s) have a null primary key"
+                f" ({', '.join(keys)}); nothing was sent.",
+                samples,
+            )
+        key_list = ", ".join(sql.quote(k) for k in keys)
+        dupes = f"SELECT {key_list}, count(*) AS n FROM work.stage GROUP BY ALL HAVING count(*) > 1"
+        duplicated = self._count(f"({dupes})")
+        if duplicated:
+            samples = self._scalars(
+                f"SELECT {sql.key_json(self.mapping, 'd')} || ' (' || n || ' rows)'"
+                f" FROM ({dupes}) d ORDER BY n DESC LIMIT {SAMPLE_KEYS}"
+            )
+            raise ModelError(
+                f"model {self.mapping.model!r}: {duplicated} primary key value(s) appear more"
+                f" than once ({', '.join(keys)}); nothing was sent.",
+                samples,
+            )
+
+    # -- diff ----------------------------------------------------------------------------
+
+    def diff(self) -> ChangeCounts:
+        """added / updated / deleted by key and row hash, against the snapshot."""
+        self._ensure_snapshot()
+        keys = self.mapping.key_columns
+        coalesced = ", ".join(
+            f"coalesce(s.{sql.quote(k)}, n.{sql.quote(k)}) AS {sql.quote(k)}" for k in keys
+        )
+        self.con.execute(
+            f"""CREATE OR REPLACE TABLE work.changes AS
+            SELECT CASE WHEN n.row_hash IS NULL THEN 'added'
+                        WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted' ELSE 'updated' END AS {OP_COLUMN},
+                   {coalesced}, s.{HASH_COLUMN}
+            FROM work.stage s FULL OUTER JOIN snapshot n ON {sql.key_join("s", "n", keys)}
+            WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.row_hash"""
+        )
+        counts = dict(
+            self.con.execute(
+                f"SELECT {OP_COLUMN}, count(*) FROM work.changes GROUP BY ALL"
+            ).fetchall()
+        )
+        return ChangeCounts(**{op: int(n) for op, n in counts.items()})
+
+    def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
+        """The changed rows to send, in batches of `batch_size`."""
+        assert self.stage_schema is not None, "stage() comes first"
+        query = sql.outbound_query(self.mapping, self.stage_schema, operations)
+        return self.con.cursor().execute(query).to_arrow_reader(batch_size)
+
+    def sample_changes(
+        self, operations: frozenset[Operation], limit: int
+    ) -> list[dict[str, object]]:
+        """A few records per operation, as they would be sent (for `sync plan`)."""
+        records: list[dict[str, object]] = []
+        for op in sorted(operations):
+            reader = self.outbound(frozenset({Operation(op)}), limit)
+            batch = next(iter(reader), None)
+            if batch is not None:
+                records += [json.loads(r) for r in batch.column("__record").to_pylist()]
+        return records
+
+    # -- commit --------------------------------------------------------------------------
+
+    def journal_schema(self) -> pa.Schema:
+        assert self.stage_schema is not None, "stage() comes first"
+        parts = [
+            pa.field(f"{KEY_PART_PREFIX}{i}", self.stage_schema.field(k).type)
+            for i, k in enumerate(self.mapping.key_columns)
+        ]
+        return pa.schema(
+            [*parts, pa.field(HASH_COLUMN, pa.uint64()), pa.field(OP_COLUMN, pa.string())]
+        )
+
+    def open_journal(self, run_id: int) -> AckJournal:
+        return AckJournal(self.journal_dir, run_id, self.journal_schema())
+
+    def merge_journals(self, unsent: frozenset[Operation] = frozenset()) -> int:
+        """Fold acknowledged records (and changes the mode does not send) into the snapshot."""
+        files = journal_files(self.journal_dir)
+        if not self._snapshot_exists() or (not files and not unsent):
+            return 0  # journals are only written after diff() created the snapshot
+        self._collect_accepted(files, unsent)
+        merged = self._count("work.accepted")
+        keys = self.mapping.key_columns
+        key_list = ", ".join(sql.quote(k) for k in keys)
+        # One transaction may write one database only: work.accepted was built before it.
+        self.con.execute("BEGIN")
+        try:
+            self.con.execute(
+                f"DELETE FROM snapshot n USING work.accepted a WHERE {sql.key_join('n', 'a', keys)}"
+            )
+            self.con.execute(
+                f"INSERT INTO snapshot SELECT {key_list}, {HASH_COLUMN} FROM work.accepted"
+                f" WHERE {OP_COLUMN} <> 'deleted'"
+                f" QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY seq DESC) = 1"
+            )
+            self.con.execute("COMMIT")
+        except duckdb.Error:
+            self.con.execute("ROLLBACK")
+            raise
+        for file in files:
+            file.unlink()
+        return merged
+
+    def _collect_accepted(self, files: list[Path], unsent: frozenset[Operation]) -> None:
+        key_cols = [sql.quote(k) for k in self.mapping.key_columns]
+        renamed = ", ".join(
+            f"{sql.quote(f'{KEY_PART_PREFIX}{i}')} AS {k}" for i, k in enumerate(key_cols)
+        )
+        self.con.register("journal_rows", read_journals(files, self._snapshot_journal_schema()))
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE work.accepted AS SELECT {renamed}, {HASH_COLUMN},"
+                f" {OP_COLUMN}, 0 AS seq FROM journal_rows"
+            )
+        finally:
+            self.con.unregister("journal_rows")
+        if unsent:
+            ops = ", ".join(sql.literal(op) for op in sorted(unsent))
+            self.con.execute(
+                f"INSERT INTO work.accepted SELECT {', '.join(key_cols)}, {HASH_COLUMN},"
+                f" {OP_COLUMN}, 1 FROM work.changes WHERE {OP_COLUMN} IN ({ops})"
+            )
+
+    def close(self) -> None:
+        self.con.close()
+        shutil.rmtree(self._scratch, ignore_errors=True)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _snapshot_exists(self) -> bool:
+        return bool(
+            self._count(
+                "information_schema.tables WHERE table_catalog = current_database()"
+                " AND table_schema = 'main' AND table_name = 'snapshot'"
+            )
+        )
+
+    def _ensure_snapshot(self) -> None:
+        """Create the snapshot on first use; refuse one taken with another key."""
+        assert self.stage_schema is not None, "stage() comes first"
+        key_types = {k: str(self.stage_schema.field(k).type) for k in self.mapping.key_columns}
+        if self._snapshot_exists():
+            self._check_key(key_types)
+            return
+        columns = ", ".join(
+            f"{sql.quote(k)} {self._duck_type('work.stage', k)}" for k in self.mapping.key_columns
+        )
+        self.con.execute(f"CREATE TABLE snapshot ({columns}, row_hash UBIGINT)")
+        self._set_meta(
+            {
+                "primary_key": json.dumps(list(self.mapping.key_columns)),
+                "key_types": json.dumps(key_types),
+                "hash_version": sql.HASH_VERSION,
+            }
+        )
+
+    def _snapshot_journal_schema(self) -> pa.Schema:
+        table = self.con.execute(
+            "SELECT * EXCLUDE (row_hash) FROM snapshot LIMIT 0"
+        ).to_arrow_table()
+        parts = [pa.field(f"{KEY_PART_PREFIX}{i}", f.type) for i, f in enumerate(table.schema)]
+        return pa.schema(
+            [*parts, pa.field(HASH_COLUMN, pa.uint64()), pa.field(OP_COLUMN, pa.string())]
+        )
+
+    def _check_key(self, key_types: dict[str, str]) -> None:
+        meta = self.meta()
+        stored_key = json.loads(meta.get("primary_key", "[]"))
+        if stored_key != list(self.mapping.key_columns):
+            raise SnapshotMismatchError(
+                f"mapping {self.mapping.name!r}: the snapshot was taken with primary key"
+                f" {', '.join(stored_key)}, the model now has {', '.join(self.mapping.key_columns)};"
+                " syncing would delete and re-add every record. Reset the mapping to sync it anew."
+            )
+        stored_types = json.loads(meta.get("key_types", "{}"))
+        if stored_types != key_types:
+            raise SnapshotMismatchError(
+                f"mapping {self.mapping.name!r}: the primary key's type changed from {stored_types}"
+                f" to {key_types}. Reset the mapping to sync it anew."
+            )
+
+    def meta(self) -> dict[str, str]:
+        return dict(self.con.execute("SELECT key, value FROM ebbtide_meta").fetchall())
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self.con.execute("INSERT OR REPLACE INTO ebbtide_meta VALUES (?, ?)", [key, value])
+
+    def _duck_type(self, table: str, column: str) -> str:
+        rows = self.con.execute(f"DESCRIBE SELECT {sql.quote(column)} FROM {table}").fetchall()
+        return str(rows[0][1])
+
+    def _struct_parts(self, table: str) -> str:
+        return ", ".join(
+            f"{sql.quote(k)} := {table}.{sql.quote(k)}" for k in self.mapping.key_columns
+        )
+
+    def _count(self, relation: str) -> int:
+        row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()
+        return int(row[0]) if row else 0
+
+    def _scalars(self, query: str) -> list[str]:
+        return [str(r[0]) for r in self.con.execute(query).fetchall()]

@@ -1,0 +1,61 @@
+"""SQLite files, read through the standard library's driver."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+
+from ebbtide.config.models import SourceConfig
+from ebbtide.errors import SourceError
+from ebbtide.ports import AdapterContext, SourcePlugin
+from ebbtide.sources import BATCH_ROWS
+from ebbtide.sources.rows import batches_from_rows
+
+# SQLite's declared column affinities, as far as they tell a stable Arrow type.
+_AFFINITY = {"INTEGER": pa.int64(), "INT": pa.int64(), "BIGINT": pa.int64(), "REAL": pa.float64(),
+             "DOUBLE": pa.float64(), "FLOAT": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary(),
+             "BOOLEAN": pa.bool_()}
+
+
+class SQLiteSourceConfig(SourceConfig):
+    path: str
+
+
+class SQLiteSource:
+    """Reads a SQLite file read-only; a cursor fetches rows a batch at a time."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise SourceError(f"SQLite file {path} does not exist")
+        self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+
+    def read(self, query: str) -> pa.RecordBatchReader:
+        try:
+            cursor = self._con.execute(query)
+        except sqlite3.Error as exc:
+            raise SourceError(f"the model's SQL failed on SQLite: {exc}") from exc
+        names = [d[0] for d in cursor.description]
+        return batches_from_rows(names, cursor.fetchmany, BATCH_ROWS, self._declared_types(query, names))
+
+    def _declared_types(self, query: str, names: list[str]) -> list[pa.DataType | None]:
+        """Declared types of the result's columns, where SQLite can tell them."""
+        try:
+            view = "ebbtide_probe"
+            self._con.execute(f"CREATE TEMP VIEW {view} AS {query}")
+            declared = {row[1]: row[2] for row in self._con.execute(f"PRAGMA table_info({view})")}
+            self._con.execute(f"DROP VIEW {view}")
+        except sqlite3.Error:
+            return [None] * len(names)
+        return [_AFFINITY.get(str(declared.get(n, "")).upper().split("(")[0]) for n in names]
+
+    def close(self) -> None:
+        self._con.close()
+
+
+def _connect(config: SQLiteSourceConfig, context: AdapterContext) -> SQLiteSource:
+    return SQLiteSource(context.root / config.path)
+
+
+PLUGIN = SourcePlugin(config=SQLiteSourceConfig, connect=_connect)

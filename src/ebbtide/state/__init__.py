@@ -1,0 +1,1 @@
+"""The state store: runs, per-record failures and leases, in SQLite or PostgreSQL."""

@@ -1,0 +1,86 @@
+"""Tables of the state store. Every change here comes with an Alembic migration."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on every backend."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the state store")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+metadata = sa.MetaData()
+
+runs = sa.Table(
+    "runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("trigger", sa.String(20), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=False),
+    sa.Column("finished_at", UTCDateTime),
+    sa.Column("heartbeat_at", UTCDateTime),
+    sa.Column("extract_s", sa.Float),
+    sa.Column("diff_s", sa.Float),
+    sa.Column("load_s", sa.Float),
+    sa.Column("commit_s", sa.Float),
+    sa.Column("extracted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("added", sa.BigInteger, nullable=False, default=0),
+    sa.Column("updated", sa.BigInteger, nullable=False, default=0),
+    sa.Column("deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("skipped", sa.BigInteger, nullable=False, default=0),
+    sa.Column("loaded_new", sa.BigInteger, nullable=False, default=0),
+    sa.Column("loaded_updated", sa.BigInteger, nullable=False, default=0),
+    sa.Column("loaded_deleted", sa.BigInteger, nullable=False, default=0),
+    sa.Column("failed", sa.BigInteger, nullable=False, default=0),
+    sa.Column("failed_by_class", sa.JSON, nullable=False, default=dict),
+    sa.Column("error", sa.Text),
+    sa.Column("host", sa.String(200)),
+    sa.Column("pid", sa.Integer),
+    sa.Index("ix_runs_mapping_id", "mapping", "id"),
+    sa.Index("ix_runs_status", "status"),
+)
+
+run_failures = sa.Table(
+    "run_failures",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer, sa.ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("record_key", sa.Text, nullable=False),
+    sa.Column("operation", sa.String(10), nullable=False),
+    sa.Column("error_class", sa.String(30), nullable=False),
+    sa.Column("code", sa.String(100)),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text),
+    sa.Index("ix_run_failures_run", "run_id", "error_class"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column("expires_at", UTCDateTime, nullable=False),
+)

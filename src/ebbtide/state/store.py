@@ -1,0 +1,261 @@
+"""The SQL state store (SQLAlchemy Core): SQLite by default, PostgreSQL for teams."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config as AlembicConfig
+
+from ebbtide.engine.outcome import RecordFailure, RunStatus
+from ebbtide.engine.run import RunResult
+from ebbtide.errors import EbbtideError, ErrorClass, LeaseLostError, MappingBusyError
+from ebbtide.ports import Operation
+from ebbtide.state.records import FailureGroup, Lease, RunRecord
+from ebbtide.state.schema import leases, run_failures, runs
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class StateStoreError(EbbtideError):
+    """The state store cannot be reached or upgraded."""
+
+
+class SqlStateStore:
+    """Runs, failures and leases; the schema is upgraded with Alembic when opened."""
+
+    def __init__(self, url: str, root: Path) -> None:
+        self.url = _resolve_sqlite_path(url, root)
+        connect_args: dict[str, Any] = {}
+        if self.url.startswith("sqlite"):
+            connect_args = {"timeout": 30}
+        self.engine = sa.create_engine(self.url, connect_args=connect_args)
+        if self.engine.dialect.name == "sqlite":
+            sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+        self._migrate()
+
+    def _migrate(self) -> None:
+        config = AlembicConfig()
+        config.set_main_option(
+            "script_location", str(resources.files("ebbtide.state") / "migrations")
+        )
+        try:
+            with self.engine.begin() as connection:
+                config.attributes["connection"] = connection
+                command.upgrade(config, "head")
+        except sa.exc.OperationalError as exc:
+            raise StateStoreError(f"cannot open the state store: {exc.orig}") from exc
+
+    # -- runs and leases -----------------------------------------------------------------
+
+    def start_run(self, mapping: str, trigger: str, lease_ttl_s: float) -> tuple[RunRecord, Lease]:
+        """Claim the mapping and record a new running run, or raise MappingBusyError.
+
+        A lease past its expiry belongs to a dead run: it is taken over and that run is
+        marked interrupted.
+        """
+        now = utcnow()
+        token = uuid.uuid4().hex
+        with self.engine.begin() as conn:
+            held = conn.execute(
+                sa.select(leases).where(leases.c.mapping == mapping).with_for_update()
+            ).first()
+            if held is not None and held.expires_at > now:
+                raise MappingBusyError(
+                    f"mapping {mapping!r} is busy: run {held.run_id} holds it"
+                    f" (lease until {held.expires_at:%H:%M:%S} UTC)"
+                )
+            if held is not None:
+                self._take_over(conn, held, token, now, lease_ttl_s)
+            else:
+                try:
+                    with conn.begin_nested():
+                        conn.execute(
+                            leases.insert().values(
+                                mapping=mapping, token=token,
+                                expires_at=now + timedelta(seconds=lease_ttl_s),
+                            )
+                        )
+                except sa.exc.IntegrityError as exc:
+                    raise MappingBusyError(f"mapping {mapping!r} is busy: another run just started") from exc
+            run_id = conn.execute(
+                runs.insert().values(
+                    mapping=mapping, trigger=trigger, status=RunStatus.RUNNING.value,
+                    started_at=now, heartbeat_at=now, failed_by_class={},
+                    host=socket.gethostname(), pid=os.getpid(),
+                )
+            ).inserted_primary_key[0]
+            conn.execute(leases.update().where(leases.c.mapping == mapping).values(run_id=run_id))
+        return self.get_run(int(run_id)), Lease(mapping, token, int(run_id))
+
+    def _take_over(self, conn: sa.Connection, held: Any, token: str, now: datetime, ttl: float) -> None:
+        claimed = conn.execute(
+            leases.update()
+            .where(leases.c.mapping == held.mapping, leases.c.token == held.token)
+            .values(token=token, run_id=None, expires_at=now + timedelta(seconds=ttl))
+        ).rowcount
+        if claimed != 1:
+            raise MappingBusyError(f"mapping {held.mapping!r} is busy: another run took it over")
+        if held.run_id is not None:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == held.run_id, runs.c.status == RunStatus.RUNNING.value)
+                .values(
+                    status=RunStatus.INTERRUPTED.value, finished_at=now,
+                    error="the run stopped without finishing (its lease expired); the next run"
+                    " re-sent what it had not delivered",
+                )
+            )
+
+    def heartbeat(self, lease: Lease, lease_ttl_s: float) -> None:
+        """Extend the lease; LeaseLostError when another run has taken it over."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            kept = conn.execute(
+                leases.update()
+                .where(leases.c.mapping == lease.mapping, leases.c.token == lease.token)
+                .values(expires_at=now + timedelta(seconds=lease_ttl_s))
+            ).rowcount
+            if kept != 1:
+                raise LeaseLostError(f"run {lease.run_id} lost its lease on {lease.mapping!r}")
+            conn.execute(runs.update().where(runs.c.id == lease.run_id).values(heartbeat_at=now))
+
+    def holds(self, lease: Lease) -> bool:
+        with self.engine.connect() as conn:
+            token = conn.execute(
+                sa.select(leases.c.token).where(leases.c.mapping == lease.mapping)
+            ).scalar()
+        return token == lease.token
+
+    def finish_run(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
+        """Record the run's outcome and release its lease."""
+        counts, timings = result.counts, result.timings
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == lease.run_id)
+                .values(
+                    status=status.value, finished_at=utcnow(), error=result.error,
+                    extract_s=timings.extract_s, diff_s=timings.diff_s,
+                    load_s=timings.load_s, commit_s=timings.commit_s,
+                    extracted=counts.extracted, added=counts.added, updated=counts.updated,
+                    deleted=counts.deleted, skipped=counts.skipped,
+                    loaded_new=counts.loaded_new, loaded_updated=counts.loaded_updated,
+                    loaded_deleted=counts.loaded_deleted, failed=counts.failed,
+                    failed_by_class=dict(counts.failed_by_class),
+                )
+            )
+            conn.execute(
+                leases.delete().where(
+                    leases.c.mapping == lease.mapping, leases.c.token == lease.token
+                )
+            )
+        return self.get_run(lease.run_id)
+
+    def add_failures(self, run_id: int, failures: Sequence[RecordFailure]) -> None:
+        if not failures:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                run_failures.insert(),
+                [
+                    {
+                        "run_id": run_id, "record_key": f.key, "operation": f.operation.value,
+                        "error_class": f.error_class.value, "code": f.code,
+                        "http_status": f.http_status, "message": f.message, "payload": f.payload,
+                    }
+                    for f in failures
+                ],
+            )
+
+    # -- history -------------------------------------------------------------------------
+
+    def get_run(self, run_id: int) -> RunRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
+        if row is None:
+            raise EbbtideError(f"there is no run {run_id}")
+        return _run_record(row)
+
+    def list_runs(self, mapping: str | None = None, limit: int = 50) -> list[RunRecord]:
+        query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+        if mapping is not None:
+            query = query.where(runs.c.mapping == mapping)
+        with self.engine.connect() as conn:
+            return [_run_record(row) for row in conn.execute(query)]
+
+    def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:
+        query = (
+            sa.select(run_failures).where(run_failures.c.run_id == run_id)
+            .order_by(run_failures.c.id).limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [
+                RecordFailure(
+                    key=row.record_key, operation=Operation(row.operation),
+                    error_class=ErrorClass(row.error_class), message=row.message,
+                    code=row.code, http_status=row.http_status, payload=row.payload,
+                )
+                for row in conn.execute(query)
+            ]
+
+    def failure_groups(self, run_id: int, samples: int = 5) -> list[FailureGroup]:
+        """Failures grouped by error class and message, largest group first."""
+        grouped = (
+            sa.select(run_failures.c.error_class, run_failures.c.message, sa.func.count().label("n"))
+            .where(run_failures.c.run_id == run_id)
+            .group_by(run_failures.c.error_class, run_failures.c.message)
+            .order_by(sa.desc("n"))
+        )
+        groups = []
+        with self.engine.connect() as conn:
+            for error_class, message, n in conn.execute(grouped):
+                keys = conn.execute(
+                    sa.select(run_failures.c.record_key)
+                    .where(run_failures.c.run_id == run_id, run_failures.c.error_class == error_class,
+                           run_failures.c.message == message)
+                    .order_by(run_failures.c.id).limit(samples)
+                ).scalars()
+                groups.append(FailureGroup(error_class, message, int(n), list(keys)))
+        return groups
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _run_record(row: Any) -> RunRecord:
+    values = dict(row._mapping)
+    for unused in ("heartbeat_at", "host", "pid"):
+        values.pop(unused)
+    values["status"] = RunStatus(values["status"])
+    values["failed_by_class"] = dict(values["failed_by_class"] or {})
+    return RunRecord(**values)
+
+
+def _resolve_sqlite_path(url: str, root: Path) -> str:
+    """`sqlite:///.ebbtide/state.db` is relative to the workspace, not the working directory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return url
+    path = Path(url[len(prefix):])
+    if not path.is_absolute():
+        path = root / path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"{prefix}{path}"
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
