@@ -19,7 +19,8 @@ from ebbtide.config.models import (
     WorkspaceSpec,
 )
 from ebbtide.config.redact import Redactor
-from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError
+from ebbtide.engine.mapping import compile_mapping
+from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, MappingError
 from ebbtide.registry import unknown_name
 
 WORKSPACE_FILE = "ebbtide.yml"
@@ -79,13 +80,17 @@ def load_workspace(root: Path) -> Workspace:
     errors = [
         ConfigError(
             f"environment variable {name} is not set (export it or add it to {root / '.env'})",
-            file=str(file), line=doc.line_of(path), path=dotted(path),
+            file=str(file),
+            line=doc.line_of(path),
+            path=dotted(path),
         )
         for name, path in env.missing
     ]
     raw = doc.data if doc.data is not None else {}
     if not isinstance(raw, dict):
-        raise ConfigErrors([ConfigError("the file must hold a mapping of sections", file=str(file), line=1)])
+        raise ConfigErrors(
+            [ConfigError("the file must hold a mapping of sections", file=str(file), line=1)]
+        )
     spec = _validate(WorkspaceSpec, raw, (), doc, errors)
     if spec is None:
         raise ConfigErrors(errors)
@@ -101,7 +106,11 @@ M = Any
 
 
 def _validate(
-    model: type[BaseModel], data: Any, prefix: KeyPath, doc: LocatedDocument, errors: list[ConfigError]
+    model: type[BaseModel],
+    data: Any,
+    prefix: KeyPath,
+    doc: LocatedDocument,
+    errors: list[ConfigError],
 ) -> M:
     try:
         return model.model_validate(data)
@@ -112,7 +121,9 @@ def _validate(
         return None
 
 
-def _config_error(model: type[BaseModel], error: Any, path: KeyPath, doc: LocatedDocument) -> ConfigError:
+def _config_error(
+    model: type[BaseModel], error: Any, path: KeyPath, doc: LocatedDocument
+) -> ConfigError:
     message = error["msg"]
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(model, path)
@@ -123,13 +134,13 @@ def _config_error(model: type[BaseModel], error: Any, path: KeyPath, doc: Locate
     elif error["type"] == "missing":
         message = f"{path[-1]!r} is required"
     elif message.startswith("Value error, "):
-        message = message[len("Value error, "):]
+        message = message[len("Value error, ") :]
     return ConfigError(message, file=str(doc.file), line=doc.line_of(path), path=dotted(path))
 
 
 def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
     """Field names of the (possibly nested) model that `path[-1]` was found in."""
-    section = {"models": ModelSpec, "mappings": MappingSpec}
+    section: dict[str, type[BaseModel]] = {"models": ModelSpec, "mappings": MappingSpec}
     for i, part in enumerate(path[:-1]):
         if part in section and len(path) - i == 3:
             return sorted(section[str(part)].model_fields)
@@ -137,12 +148,16 @@ def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
 
 
 class _Checker:
-    def __init__(self, root: Path, doc: LocatedDocument, spec: WorkspaceSpec, errors: list[ConfigError]):
+    def __init__(
+        self, root: Path, doc: LocatedDocument, spec: WorkspaceSpec, errors: list[ConfigError]
+    ):
         self.root, self.doc, self.spec, self.errors = root, doc, spec, errors
 
     def error(self, message: str, path: KeyPath) -> None:
         self.errors.append(
-            ConfigError(message, file=str(self.doc.file), line=self.doc.line_of(path), path=dotted(path))
+            ConfigError(
+                message, file=str(self.doc.file), line=self.doc.line_of(path), path=dotted(path)
+            )
         )
 
     def adapters(self) -> tuple[dict[str, SourceConfig], dict[str, DestinationConfig]]:
@@ -152,12 +167,16 @@ class _Checker:
         sources: dict[str, SourceConfig] = {}
         for name, raw in self.spec.sources.items():
             plugin = self._plugin(SOURCES, raw, ("sources", name))
-            if plugin is not None and (cfg := _validate(plugin.config, raw, ("sources", name), self.doc, self.errors)):
+            if plugin is not None and (
+                cfg := _validate(plugin.config, raw, ("sources", name), self.doc, self.errors)
+            ):
                 sources[name] = cfg
         destinations: dict[str, DestinationConfig] = {}
         for name, raw in self.spec.destinations.items():
             plugin = self._plugin(DESTINATIONS, raw, ("destinations", name))
-            if plugin is not None and (cfg := _validate(plugin.config, raw, ("destinations", name), self.doc, self.errors)):
+            if plugin is not None and (
+                cfg := _validate(plugin.config, raw, ("destinations", name), self.doc, self.errors)
+            ):
                 destinations[name] = cfg
         return sources, destinations
 
@@ -176,16 +195,24 @@ class _Checker:
 
         for name, model in self.spec.models.items():
             if model.source not in self.spec.sources:
-                self.error(unknown_name("source", model.source, sorted(self.spec.sources)), ("models", name, "source"))
+                self.error(
+                    unknown_name("source", model.source, sorted(self.spec.sources)),
+                    ("models", name, "source"),
+                )
             if model.file and not (self.root / model.file).is_file():
                 self.error(f"the file {model.file} does not exist", ("models", name, "file"))
         for name, mapping in self.spec.mappings.items():
             path: KeyPath = ("mappings", name)
             if mapping.model not in self.spec.models:
-                self.error(unknown_name("model", mapping.model, sorted(self.spec.models)), path + ("model",))
+                self.error(
+                    unknown_name("model", mapping.model, sorted(self.spec.models)),
+                    path + ("model",),
+                )
             if mapping.destination not in self.spec.destinations:
                 self.error(
-                    unknown_name("destination", mapping.destination, sorted(self.spec.destinations)),
+                    unknown_name(
+                        "destination", mapping.destination, sorted(self.spec.destinations)
+                    ),
                     path + ("destination",),
                 )
                 continue
@@ -194,4 +221,13 @@ class _Checker:
                 continue
             actions = DESTINATIONS.get(config.type).actions
             if mapping.action not in actions:
-                self.error(unknown_name("action", mapping.action, sorted(actions)), path + ("action",))
+                self.error(
+                    unknown_name("action", mapping.action, sorted(actions)), path + ("action",)
+                )
+            elif mapping.model in self.spec.models:
+                try:
+                    compile_mapping(
+                        name, mapping, self.spec.models[mapping.model], actions[mapping.action]
+                    )
+                except MappingError as exc:
+                    self.error(str(exc), path + ("fields",))

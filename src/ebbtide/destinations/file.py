@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, cast
 
 from ebbtide.config.models import DestinationConfig
 from ebbtide.ports import (
@@ -34,7 +34,7 @@ class FileDestination:
 
     async def send(self, batch: OutboundBatch) -> BatchResult:
         assert self._file is not None, "open() comes first"
-        lines = batch.records.column(RECORD_COLUMN).to_pylist()
+        lines = cast(list[str], batch.records.column(RECORD_COLUMN).to_pylist())
         self._file.write("\n".join(lines) + "\n")
         self._file.flush()
         return BatchResult()

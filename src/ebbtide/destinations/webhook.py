@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from email.utils import parsedate_to_datetime
 from datetime import UTC, datetime
-from typing import Any
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
 
 import aiohttp
 from pydantic import Field, HttpUrl
@@ -58,7 +58,7 @@ class WebhookDestination:
 
     async def send(self, batch: OutboundBatch) -> BatchResult:
         assert self._session is not None, "open() comes first"
-        records = ",".join(batch.records.column(RECORD_COLUMN).to_pylist())
+        records = ",".join(cast(list[str], batch.records.column(RECORD_COLUMN).to_pylist()))
         head = json.dumps({"mapping": batch.mapping, "action": batch.action})[:-1]
         body = f'{head},"records":[{records}]}}'.encode()
         try:

@@ -35,6 +35,7 @@ class LoadSettings:
     batch_size: int
     concurrency: int
     backoff: Backoff = field(default_factory=Backoff)
+    give_up_after: int = 3  # batches in a row that failed every retry
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Loader:
     redact: Callable[[str], str]
     on_progress: Callable[[int], None] = lambda n: None
     fatal: DestinationError | None = None
+    _failing_in_a_row: int = 0
 
     async def run(self, reader: pa.RecordBatchReader) -> None:
         """Send every batch of `reader`; stops early only on a fatal destination error."""
@@ -61,10 +63,17 @@ class Loader:
                 if self.fatal is not None:
                     break
                 while len(in_flight) >= self.settings.concurrency:
-                    done, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    done, in_flight = await asyncio.wait(
+                        in_flight, return_when=asyncio.FIRST_COMPLETED
+                    )
                     _reraise(done)
                 batch = OutboundBatch(
-                    self.run_id, number, self.mapping.name, self.mapping.action, self.mapping.mode, records
+                    self.run_id,
+                    number,
+                    self.mapping.name,
+                    self.mapping.action,
+                    self.mapping.mode,
+                    records,
                 )
                 in_flight.add(asyncio.create_task(self._deliver(batch)))
             if in_flight:
@@ -88,6 +97,7 @@ class Loader:
                     continue
                 self._fail_all(batch, error)
                 return
+            self._failing_in_a_row = 0
             self._settle(batch, result)
             return
 
@@ -105,9 +115,15 @@ class Loader:
         self.on_progress(batch.records.num_rows)
 
     def _fail_all(self, batch: OutboundBatch, error: DestinationError) -> None:
-        rejection = RecordRejection("", error.error_class, error.message, error.code, error.http_status)
+        rejection = RecordRejection(
+            "", error.error_class, error.message, error.code, error.http_status
+        )
         self._record_failures(batch.records, dict.fromkeys(range(len(batch)), rejection))
-        if error.error_class.fatal:
+        if error.error_class.retriable:
+            self._failing_in_a_row += 1
+        if error.error_class.fatal or self._failing_in_a_row >= self.settings.give_up_after:
+            # Bad credentials, or a destination that stays down through every retry of
+            # several batches: the rest would fail the same way, so stop and leave it unsent.
             self.fatal = error
         self.on_progress(len(batch))
 
@@ -137,11 +153,13 @@ def canonical_key(key_json: str) -> str:
     return json.dumps(json.loads(key_json), sort_keys=True, separators=(",", ":"))
 
 
-def _positions(records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]) -> dict[int, RecordRejection]:
+def _positions(
+    records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]
+) -> dict[int, RecordRejection]:
     by_key = {canonical_key(r.key): r for r in rejected}
     positions: dict[int, RecordRejection] = {}
     for i, key in enumerate(records.column(KEY_COLUMN).to_pylist()):
-        rejection = by_key.get(canonical_key(key))
+        rejection = by_key.get(canonical_key(str(key)))
         if rejection is not None:
             positions[i] = rejection
     return positions
@@ -149,10 +167,7 @@ def _positions(records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]) -
 
 def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
     counted = pc.value_counts(records.column(OP_COLUMN))
-    return {
-        Operation(str(pair["values"])): int(pair["counts"].as_py())
-        for pair in counted
-    }
+    return {Operation(str(pair["values"])): int(pair["counts"].as_py()) for pair in counted}
 
 
 def _reraise(done: set[asyncio.Task[None]]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -92,3 +93,26 @@ def compile_mapping(
         key_columns=tuple(model.primary_key),
         fields=tuple(FieldMapping(field, column) for field, column in spec.fields.items()),
     )
+
+
+def _check_fields(name: str, spec: MappingSpec, action: ActionSpec) -> None:
+    """Against an action with a fixed list of fields: nothing unknown, nothing required missing."""
+    if action.fields is None:
+        return
+    accepted = {f.name for f in action.fields}
+    for field in spec.fields:
+        if field not in accepted:
+            raise MappingError(
+                f"mapping {name!r}: action {action.name!r} has no field {field!r}"
+                + suggestion(field, sorted(accepted))
+            )
+    missing = [f.name for f in action.fields if f.required and f.name not in spec.fields]
+    if missing:
+        raise MappingError(
+            f"mapping {name!r}: action {action.name!r} requires field(s) {', '.join(missing)}"
+        )
+
+
+def suggestion(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (accepted: {', '.join(known)})"

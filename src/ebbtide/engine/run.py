@@ -80,9 +80,17 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     with _timed(timings, "commit_s"):
         job.listener.phase(Phase.COMMIT)
         job.snapshot.merge_journals(unsent=frozenset(Operation) - job.mapping.operations_sent)
-    result.status = status_of(result.counts, fatal=result.fatal is not None)
-    if result.fatal is not None:
-        result.error = f"{result.fatal} — {result.fatal.error_class.recommended_action}"
+    stopped = result.fatal
+    result.status = status_of(
+        result.counts, fatal=stopped is not None and stopped.error_class.fatal
+    )
+    if stopped is not None:
+        why = (
+            ""
+            if stopped.error_class.fatal
+            else "stopped after batches in a row failed every retry: "
+        )
+        result.error = f"{why}{stopped} — {stopped.error_class.recommended_action}"
     return result
 
 

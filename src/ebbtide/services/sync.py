@@ -40,17 +40,29 @@ class SyncPlan:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "mapping": self.mapping, "mode": self.mode, "extracted": self.extracted,
-            "added": self.added, "updated": self.updated, "deleted": self.deleted,
-            "would_send": self.would_send, "operations_sent": self.operations_sent,
+            "mapping": self.mapping,
+            "mode": self.mode,
+            "extracted": self.extracted,
+            "added": self.added,
+            "updated": self.updated,
+            "deleted": self.deleted,
+            "would_send": self.would_send,
+            "operations_sent": self.operations_sent,
             "samples": self.samples,
         }
 
     @property
     def would_send(self) -> int:
         sent = set(self.operations_sent)
-        return sum(n for op, n in (("added", self.added), ("updated", self.updated),
-                                   ("deleted", self.deleted)) if op in sent)
+        return sum(
+            n
+            for op, n in (
+                ("added", self.added),
+                ("updated", self.updated),
+                ("deleted", self.deleted),
+            )
+            if op in sent
+        )
 
 
 class SyncService:
@@ -130,9 +142,14 @@ class SyncService:
             snapshot.close()
             source.close()
         return SyncPlan(
-            mapping=name, mode=str(mapping.mode), extracted=extracted, added=changes.added,
-            updated=changes.updated, deleted=changes.deleted,
-            operations_sent=sorted(op.value for op in mapping.operations_sent), samples=sample,
+            mapping=name,
+            mode=str(mapping.mode),
+            extracted=extracted,
+            added=changes.added,
+            updated=changes.updated,
+            deleted=changes.deleted,
+            operations_sent=sorted(op.value for op in mapping.operations_sent),
+            samples=sample,
         )
 
     def _source(self, model: str) -> Source:

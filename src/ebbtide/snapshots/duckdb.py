@@ -120,7 +120,8 @@ class DuckDBSnapshotStore:
         self.con.execute(
             f"""CREATE OR REPLACE TABLE work.changes AS
             SELECT CASE WHEN n.row_hash IS NULL THEN 'added'
-                        WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted' ELSE 'updated' END AS {OP_COLUMN},
+                        WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted'
+                        ELSE 'updated' END AS {OP_COLUMN},
                    {coalesced}, s.{HASH_COLUMN}
             FROM work.stage s FULL OUTER JOIN snapshot n ON {sql.key_join("s", "n", keys)}
             WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.row_hash"""
@@ -147,7 +148,7 @@ class DuckDBSnapshotStore:
             reader = self.outbound(frozenset({Operation(op)}), limit)
             batch = next(iter(reader), None)
             if batch is not None:
-                records += [json.loads(r) for r in batch.column("__record").to_pylist()]
+                records += [json.loads(str(r)) for r in batch.column("__record").to_pylist()]
         return records
 
     # -- commit --------------------------------------------------------------------------
@@ -261,7 +262,8 @@ class DuckDBSnapshotStore:
         if stored_key != list(self.mapping.key_columns):
             raise SnapshotMismatchError(
                 f"mapping {self.mapping.name!r}: the snapshot was taken with primary key"
-                f" {', '.join(stored_key)}, the model now has {', '.join(self.mapping.key_columns)};"
+                f" {', '.join(stored_key)}, the model now has"
+                f" {', '.join(self.mapping.key_columns)};"
                 " syncing would delete and re-add every record. Reset the mapping to sync it anew."
             )
         stored_types = json.loads(meta.get("key_types", "{}"))

@@ -75,7 +75,8 @@ def outbound_query(
     )
     fields = ", ".join(f"s.{quote(f.column)} AS {quote(f.field)}" for f in mapping.fields)
     key = key_json(mapping, "c")
-    data = f"CASE WHEN c.{OP_COLUMN} = 'deleted' THEN 'null' ELSE {data_json(mapping, schema, 's')} END"
+    data = data_json(mapping, schema, "s")
+    data = f"CASE WHEN c.{OP_COLUMN} = 'deleted' THEN 'null' ELSE {data} END"
     record = (
         f"""'{{"op":"' || c.{OP_COLUMN} || '","key":' || {key} || ',"data":' || {data} || '}}'"""
     )

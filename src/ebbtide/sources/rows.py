@@ -20,7 +20,7 @@ def batches_from_rows(
     null throughout the first batch is inferred from the first batch that has a value.
     """
     first = fetch(batch_rows)
-    known = list(types) if types is not None else [None] * len(names)
+    known: list[pa.DataType | None] = list(types) if types is not None else [None] * len(names)
     schema = _schema(names, first, known)
 
     def batches() -> Iterator[pa.RecordBatch]:

@@ -14,9 +14,17 @@ from ebbtide.sources import BATCH_ROWS
 from ebbtide.sources.rows import batches_from_rows
 
 # SQLite's declared column affinities, as far as they tell a stable Arrow type.
-_AFFINITY = {"INTEGER": pa.int64(), "INT": pa.int64(), "BIGINT": pa.int64(), "REAL": pa.float64(),
-             "DOUBLE": pa.float64(), "FLOAT": pa.float64(), "TEXT": pa.string(), "BLOB": pa.binary(),
-             "BOOLEAN": pa.bool_()}
+_AFFINITY: dict[str, pa.DataType] = {
+    "INTEGER": pa.int64(),
+    "INT": pa.int64(),
+    "BIGINT": pa.int64(),
+    "REAL": pa.float64(),
+    "DOUBLE": pa.float64(),
+    "FLOAT": pa.float64(),
+    "TEXT": pa.string(),
+    "BLOB": pa.binary(),
+    "BOOLEAN": pa.bool_(),
+}
 
 
 class SQLiteSourceConfig(SourceConfig):
@@ -37,7 +45,9 @@ class SQLiteSource:
         except sqlite3.Error as exc:
             raise SourceError(f"the model's SQL failed on SQLite: {exc}") from exc
         names = [d[0] for d in cursor.description]
-        return batches_from_rows(names, cursor.fetchmany, BATCH_ROWS, self._declared_types(query, names))
+        return batches_from_rows(
+            names, cursor.fetchmany, BATCH_ROWS, self._declared_types(query, names)
+        )
 
     def _declared_types(self, query: str, names: list[str]) -> list[pa.DataType | None]:
         """Declared types of the result's columns, where SQLite can tell them."""

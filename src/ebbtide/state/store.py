@@ -82,23 +82,34 @@ class SqlStateStore:
                     with conn.begin_nested():
                         conn.execute(
                             leases.insert().values(
-                                mapping=mapping, token=token,
+                                mapping=mapping,
+                                token=token,
                                 expires_at=now + timedelta(seconds=lease_ttl_s),
                             )
                         )
                 except sa.exc.IntegrityError as exc:
-                    raise MappingBusyError(f"mapping {mapping!r} is busy: another run just started") from exc
-            run_id = conn.execute(
+                    raise MappingBusyError(
+                        f"mapping {mapping!r} is busy: another run just started"
+                    ) from exc
+            inserted = conn.execute(
                 runs.insert().values(
-                    mapping=mapping, trigger=trigger, status=RunStatus.RUNNING.value,
-                    started_at=now, heartbeat_at=now, failed_by_class={},
-                    host=socket.gethostname(), pid=os.getpid(),
+                    mapping=mapping,
+                    trigger=trigger,
+                    status=RunStatus.RUNNING.value,
+                    started_at=now,
+                    heartbeat_at=now,
+                    failed_by_class={},
+                    host=socket.gethostname(),
+                    pid=os.getpid(),
                 )
-            ).inserted_primary_key[0]
+            )
+            run_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
             conn.execute(leases.update().where(leases.c.mapping == mapping).values(run_id=run_id))
         return self.get_run(int(run_id)), Lease(mapping, token, int(run_id))
 
-    def _take_over(self, conn: sa.Connection, held: Any, token: str, now: datetime, ttl: float) -> None:
+    def _take_over(
+        self, conn: sa.Connection, held: Any, token: str, now: datetime, ttl: float
+    ) -> None:
         claimed = conn.execute(
             leases.update()
             .where(leases.c.mapping == held.mapping, leases.c.token == held.token)
@@ -111,7 +122,8 @@ class SqlStateStore:
                 runs.update()
                 .where(runs.c.id == held.run_id, runs.c.status == RunStatus.RUNNING.value)
                 .values(
-                    status=RunStatus.INTERRUPTED.value, finished_at=now,
+                    status=RunStatus.INTERRUPTED.value,
+                    finished_at=now,
                     error="the run stopped without finishing (its lease expired); the next run"
                     " re-sent what it had not delivered",
                 )
@@ -145,13 +157,22 @@ class SqlStateStore:
                 runs.update()
                 .where(runs.c.id == lease.run_id)
                 .values(
-                    status=status.value, finished_at=utcnow(), error=result.error,
-                    extract_s=timings.extract_s, diff_s=timings.diff_s,
-                    load_s=timings.load_s, commit_s=timings.commit_s,
-                    extracted=counts.extracted, added=counts.added, updated=counts.updated,
-                    deleted=counts.deleted, skipped=counts.skipped,
-                    loaded_new=counts.loaded_new, loaded_updated=counts.loaded_updated,
-                    loaded_deleted=counts.loaded_deleted, failed=counts.failed,
+                    status=status.value,
+                    finished_at=utcnow(),
+                    error=result.error,
+                    extract_s=timings.extract_s,
+                    diff_s=timings.diff_s,
+                    load_s=timings.load_s,
+                    commit_s=timings.commit_s,
+                    extracted=counts.extracted,
+                    added=counts.added,
+                    updated=counts.updated,
+                    deleted=counts.deleted,
+                    skipped=counts.skipped,
+                    loaded_new=counts.loaded_new,
+                    loaded_updated=counts.loaded_updated,
+                    loaded_deleted=counts.loaded_deleted,
+                    failed=counts.failed,
                     failed_by_class=dict(counts.failed_by_class),
                 )
             )
@@ -170,9 +191,14 @@ class SqlStateStore:
                 run_failures.insert(),
                 [
                     {
-                        "run_id": run_id, "record_key": f.key, "operation": f.operation.value,
-                        "error_class": f.error_class.value, "code": f.code,
-                        "http_status": f.http_status, "message": f.message, "payload": f.payload,
+                        "run_id": run_id,
+                        "record_key": f.key,
+                        "operation": f.operation.value,
+                        "error_class": f.error_class.value,
+                        "code": f.code,
+                        "http_status": f.http_status,
+                        "message": f.message,
+                        "payload": f.payload,
                     }
                     for f in failures
                 ],
@@ -196,15 +222,21 @@ class SqlStateStore:
 
     def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:
         query = (
-            sa.select(run_failures).where(run_failures.c.run_id == run_id)
-            .order_by(run_failures.c.id).limit(limit)
+            sa.select(run_failures)
+            .where(run_failures.c.run_id == run_id)
+            .order_by(run_failures.c.id)
+            .limit(limit)
         )
         with self.engine.connect() as conn:
             return [
                 RecordFailure(
-                    key=row.record_key, operation=Operation(row.operation),
-                    error_class=ErrorClass(row.error_class), message=row.message,
-                    code=row.code, http_status=row.http_status, payload=row.payload,
+                    key=row.record_key,
+                    operation=Operation(row.operation),
+                    error_class=ErrorClass(row.error_class),
+                    message=row.message,
+                    code=row.code,
+                    http_status=row.http_status,
+                    payload=row.payload,
                 )
                 for row in conn.execute(query)
             ]
@@ -212,7 +244,9 @@ class SqlStateStore:
     def failure_groups(self, run_id: int, samples: int = 5) -> list[FailureGroup]:
         """Failures grouped by error class and message, largest group first."""
         grouped = (
-            sa.select(run_failures.c.error_class, run_failures.c.message, sa.func.count().label("n"))
+            sa.select(
+                run_failures.c.error_class, run_failures.c.message, sa.func.count().label("n")
+            )
             .where(run_failures.c.run_id == run_id)
             .group_by(run_failures.c.error_class, run_failures.c.message)
             .order_by(sa.desc("n"))
@@ -222,9 +256,13 @@ class SqlStateStore:
             for error_class, message, n in conn.execute(grouped):
                 keys = conn.execute(
                     sa.select(run_failures.c.record_key)
-                    .where(run_failures.c.run_id == run_id, run_failures.c.error_class == error_class,
-                           run_failures.c.message == message)
-                    .order_by(run_failures.c.id).limit(samples)
+                    .where(
+                        run_failures.c.run_id == run_id,
+                        run_failures.c.error_class == error_class,
+                        run_failures.c.message == message,
+                    )
+                    .order_by(run_failures.c.id)
+                    .limit(samples)
                 ).scalars()
                 groups.append(FailureGroup(error_class, message, int(n), list(keys)))
         return groups
@@ -247,7 +285,7 @@ def _resolve_sqlite_path(url: str, root: Path) -> str:
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == "sqlite:///:memory:":
         return url
-    path = Path(url[len(prefix):])
+    path = Path(url[len(prefix) :])
     if not path.is_absolute():
         path = root / path
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,8 +31,15 @@ def upgrade() -> None:
         *[
             sa.Column(name, sa.BigInteger, nullable=False, server_default="0")
             for name in (
-                "extracted", "added", "updated", "deleted", "skipped",
-                "loaded_new", "loaded_updated", "loaded_deleted", "failed",
+                "extracted",
+                "added",
+                "updated",
+                "deleted",
+                "skipped",
+                "loaded_new",
+                "loaded_updated",
+                "loaded_deleted",
+                "failed",
             )
         ],
         sa.Column("failed_by_class", sa.JSON, nullable=False),

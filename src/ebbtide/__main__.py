@@ -1,0 +1,3 @@
+from ebbtide.cli.app import main
+
+main()

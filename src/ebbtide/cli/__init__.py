@@ -1,0 +1,1 @@
+"""The `ebbtide` command: parse, call one service, render."""

@@ -1,0 +1,236 @@
+"""`ebbtide`: exit 0 success, 3 partial success, 1 failed, 2 bad usage or config, 4 busy."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from ebbtide.cli import render
+from ebbtide.cli.progress import ProgressListener
+from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
+from ebbtide.engine.outcome import RunStatus
+from ebbtide.errors import ConfigErrors, EbbtideError
+from ebbtide.services.sync import SyncService
+from ebbtide.services.workspace_init import init_workspace
+from ebbtide.state.records import RunRecord
+
+EXIT_FOR_STATUS = {
+    RunStatus.SUCCESS: 0,
+    RunStatus.PARTIAL_SUCCESS: 3,
+    RunStatus.FAILED: 1,
+    RunStatus.CANCELLED: 1,
+    RunStatus.INTERRUPTED: 1,
+    RunStatus.RUNNING: 1,
+}
+
+app = typer.Typer(
+    help="ebbtide: sync warehouse models to the tools where people act on them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+sync_app = typer.Typer(help="Plan and run syncs.", no_args_is_help=True)
+runs_app = typer.Typer(help="The sync history.", no_args_is_help=True)
+app.add_typer(sync_app, name="sync")
+app.add_typer(runs_app, name="runs")
+
+out = Console()
+err = Console(stderr=True)
+
+
+@dataclass
+class Options:
+    workspace: Path | None = None
+    debug: bool = False
+
+
+options = Options()
+
+JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys).")]
+
+
+@app.callback()
+def _global(
+    workspace: Annotated[
+        Path | None,
+        typer.Option(
+            "--workspace",
+            "-w",
+            envvar="EBBTIDE_WORKSPACE",
+            help="Workspace folder (default: here or a parent).",
+        ),
+    ] = None,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks.")] = False,
+) -> None:
+    options.workspace = workspace
+    options.debug = debug
+
+
+def _workspace() -> Workspace:
+    root = options.workspace if options.workspace else find_workspace(Path.cwd())
+    return load_workspace(root.resolve())
+
+
+def _service() -> SyncService:
+    return SyncService(_workspace())
+
+
+@app.command()
+def init(
+    directory: Annotated[Path, typer.Argument(help="Where to create the workspace.")] = Path("."),
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Add a sample warehouse and mappings.")
+    ] = False,
+) -> None:
+    """Create a workspace: ebbtide.yml, a models/ folder and a .gitignore."""
+    created = init_workspace(directory, demo=demo)
+    for path in created:
+        out.print(f"created {path}")
+    out.print(f"Next: cd {directory} && ebbtide validate")
+
+
+@app.command()
+def validate(json_output: JsonFlag = False) -> None:
+    """Check the whole workspace without sending anything."""
+    workspace = _workspace()
+    service = SyncService(workspace)
+    for name in workspace.spec.mappings:
+        service.compile(name)
+    summary = {
+        "ok": True,
+        "file": str(workspace.file),
+        "sources": len(workspace.spec.sources),
+        "models": len(workspace.spec.models),
+        "destinations": len(workspace.spec.destinations),
+        "mappings": len(workspace.spec.mappings),
+    }
+    if json_output:
+        render.print_json(out, summary)
+    else:
+        out.print(
+            f"[green]✓[/] {workspace.file} is valid: {summary['sources']} source(s),"
+            f" {summary['models']} model(s), {summary['destinations']} destination(s),"
+            f" {summary['mappings']} mapping(s)"
+        )
+
+
+@sync_app.command("plan")
+def sync_plan(
+    mapping: str,
+    json_output: JsonFlag = False,
+    samples: Annotated[int, typer.Option(help="Sample records per operation.")] = 3,
+) -> None:
+    """What the next sync would send: counts and samples; nothing sent, nothing committed."""
+    plan = _service().plan(mapping, samples=samples)
+    if json_output:
+        render.print_json(out, plan.to_json())
+    else:
+        render.plan_view(out, plan)
+
+
+@sync_app.command("run")
+def sync_run(
+    mappings: Annotated[list[str] | None, typer.Argument(help="Mappings to sync.")] = None,
+    all_mappings: Annotated[
+        bool, typer.Option("--all", help="Sync every enabled mapping.")
+    ] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Sync mappings now, one after the other, and show what happened."""
+    service = _service()
+    names = _chosen(service.workspace, mappings or [], all_mappings)
+    records: list[RunRecord] = []
+    for name in names:
+        if json_output or not sys.stderr.isatty():
+            records.append(service.run(name))
+        else:
+            with ProgressListener(name, err) as listener:
+                records.append(service.run(name, listener=listener))
+    if json_output:
+        render.print_json(out, [r.to_json() for r in records])
+    else:
+        out.print(render.runs_table(records, title="This sync"))
+        for record in records:
+            if record.error:
+                err.print(f"[red]{record.mapping}:[/] {record.error}")
+            if record.failed:
+                out.print(render.failure_groups_table(service.state.failure_groups(record.id)))
+                out.print(f"Details: ebbtide runs show {record.id}")
+    raise typer.Exit(max((EXIT_FOR_STATUS[r.status] for r in records), key=_severity, default=0))
+
+
+def _severity(code: int) -> int:
+    return {0: 0, 3: 1, 1: 2}.get(code, 3)
+
+
+def _chosen(workspace: Workspace, mappings: list[str], all_mappings: bool) -> list[str]:
+    if all_mappings == bool(mappings):
+        raise typer.BadParameter("name one or more mappings, or --all (not both)")
+    if all_mappings:
+        return [n for n, m in workspace.spec.mappings.items() if m.enabled]
+    for name in mappings:
+        workspace.mapping(name)
+    return mappings
+
+
+@runs_app.command("list")
+def runs_list(
+    mapping: Annotated[str | None, typer.Argument(help="Only this mapping's runs.")] = None,
+    limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    json_output: JsonFlag = False,
+) -> None:
+    """Recent runs, newest first."""
+    service = _service()
+    if mapping is not None:
+        service.workspace.mapping(mapping)
+    runs = service.state.list_runs(mapping, limit)
+    if json_output:
+        render.print_json(out, [r.to_json() for r in runs])
+    else:
+        out.print(render.runs_table(runs))
+
+
+@runs_app.command("show")
+def runs_show(run_id: int, json_output: JsonFlag = False) -> None:
+    """One run: status, phases, counts and failed records grouped by error."""
+    service = _service()
+    run = service.state.get_run(run_id)
+    groups = service.state.failure_groups(run_id)
+    if json_output:
+        data = run.to_json()
+        data["failure_groups"] = [
+            {
+                "error_class": g.error_class,
+                "message": g.message,
+                "count": g.count,
+                "sample_keys": g.sample_keys,
+            }
+            for g in groups
+        ]
+        data["failures"] = render.failures_json(service.state.failures(run_id, limit=100))
+        render.print_json(out, data)
+    else:
+        render.run_details(out, run, groups)
+
+
+def main() -> None:
+    """Console entry point: one clear message and an exit code, never a traceback."""
+    try:
+        app()
+    except ConfigErrors as error:
+        if options.debug:
+            raise
+        err.print(f"[red]The workspace has {len(error.errors)} error(s):[/]")
+        for item in error.errors:
+            err.print(f"  {item.describe()}", markup=False, highlight=False)
+        sys.exit(error.exit_code)
+    except EbbtideError as error:
+        if options.debug:
+            raise
+        err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
+        sys.exit(error.exit_code)

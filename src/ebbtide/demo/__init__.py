@@ -1,0 +1,1 @@
+"""The demo: a sample warehouse, a local webhook receiver, and a scripted walk-through."""
