@@ -1,0 +1,3 @@
+from ebbtide.demo.walkthrough import main
+
+main()
