@@ -108,6 +108,12 @@ class ConfigErrors(EbbtideError):
         super().__init__("\n".join(e.describe() for e in errors))
 
 
+class UsageError(EbbtideError):
+    """The command names something that does not exist (a mapping, a run)."""
+
+    exit_code = 2
+
+
 class SourceError(EbbtideError):
     """The source could not be read (connection, SQL error, unsupported type)."""
 

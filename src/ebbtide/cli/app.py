@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -218,8 +219,14 @@ def runs_show(run_id: int, json_output: JsonFlag = False) -> None:
         render.run_details(out, run, groups)
 
 
+def _stop_on_sigterm(signum: int, frame: object) -> None:
+    # Treated like Ctrl-C: the run is recorded as cancelled and the next sync sends the rest.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     """Console entry point: one clear message and an exit code, never a traceback."""
+    signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
         app()
     except ConfigErrors as error:
@@ -234,3 +241,6 @@ def main() -> None:
             raise
         err.print(f"[red]error:[/] {escape(str(error))}", highlight=False)
         sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        err.print("[yellow]cancelled[/]: the next sync sends what this one did not")
+        sys.exit(130)

@@ -20,7 +20,7 @@ from ebbtide.config.models import (
 )
 from ebbtide.config.redact import Redactor
 from ebbtide.engine.mapping import compile_mapping
-from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, MappingError
+from ebbtide.errors import ConfigError, ConfigErrors, MappingError, UsageError
 from ebbtide.registry import unknown_name
 
 WORKSPACE_FILE = "ebbtide.yml"
@@ -44,7 +44,7 @@ class Workspace:
 
     def mapping(self, name: str) -> MappingSpec:
         if name not in self.spec.mappings:
-            raise EbbtideError(unknown_name("mapping", name, sorted(self.spec.mappings)))
+            raise UsageError(unknown_name("mapping", name, sorted(self.spec.mappings)))
         return self.spec.mappings[name]
 
     def model(self, name: str) -> ModelSpec:

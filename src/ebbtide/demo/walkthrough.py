@@ -27,7 +27,9 @@ def ebbtide(workspace: Path, *args: str) -> int:
     console.print(f"\n[bold cyan]$ ebbtide {' '.join(args)}[/]")
     env = {**os.environ, "COLUMNS": os.environ.get("COLUMNS", "120")}
     done = subprocess.run(
-        [sys.executable, "-m", "ebbtide", "--workspace", str(workspace), *args], env=env, check=False
+        [sys.executable, "-m", "ebbtide", "--workspace", str(workspace), *args],
+        env=env,
+        check=False,
     )
     console.print(f"[dim](exit code {done.returncode})[/]")
     return done.returncode
@@ -55,12 +57,16 @@ def main(workspace: Path = Path("demo-workspace")) -> None:
 
         console.print(Rule("4. Second sync: only the changes travel"))
         ebbtide(workspace, "sync", "run", "--all")
-        console.print(f"\nThe CRM received {crm.record_count:,} records in {crm.requests:,} requests.")
+        console.print(
+            f"\nThe CRM received {crm.record_count:,} records in {crm.requests:,} requests."
+        )
 
     console.print(Rule("5. The sync history, and one sync explained"))
     ebbtide(workspace, "runs", "list")
     ebbtide(workspace, "runs", "show", "2")
-    console.print(f"\nThe workspace is in {workspace}/: try `ebbtide -w {workspace} runs list --json`.")
+    console.print(
+        f"\nThe workspace is in {workspace}/: try `ebbtide -w {workspace} runs list --json`."
+    )
 
 
 if __name__ == "__main__":

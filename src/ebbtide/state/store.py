@@ -17,7 +17,13 @@ from alembic.config import Config as AlembicConfig
 
 from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.engine.run import RunResult
-from ebbtide.errors import EbbtideError, ErrorClass, LeaseLostError, MappingBusyError
+from ebbtide.errors import (
+    EbbtideError,
+    ErrorClass,
+    LeaseLostError,
+    MappingBusyError,
+    UsageError,
+)
 from ebbtide.ports import Operation
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
@@ -210,7 +216,7 @@ class SqlStateStore:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(runs).where(runs.c.id == run_id)).first()
         if row is None:
-            raise EbbtideError(f"there is no run {run_id}")
+            raise UsageError(f"there is no run {run_id}")
         return _run_record(row)
 
     def list_runs(self, mapping: str | None = None, limit: int = 50) -> list[RunRecord]:
