@@ -287,7 +287,13 @@ def _run_record(row: Any) -> RunRecord:
 
 
 def _resolve_sqlite_path(url: str, root: Path) -> str:
-    """`sqlite:///.ebbtide/state.db` is relative to the workspace, not the working directory."""
+    """`sqlite:///.ebbtide/state.db` is relative to the workspace, not the working directory.
+
+    `postgresql://` URLs use psycopg 3, the driver ebbtide ships with.
+    """
+    for plain in ("postgresql://", "postgres://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
     prefix = "sqlite:///"
     if not url.startswith(prefix) or url == "sqlite:///:memory:":
         return url

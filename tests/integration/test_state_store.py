@@ -1,0 +1,117 @@
+"""One suite for the state store, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ebbtide.engine.outcome import RecordFailure, RunStatus
+from ebbtide.engine.run import RunResult
+from ebbtide.errors import ErrorClass, LeaseLostError, MappingBusyError, UsageError
+from ebbtide.ports import Operation
+from ebbtide.state.store import SqlStateStore
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SqlStateStore]:
+    if request.param == "sqlite":
+        state = SqlStateStore("sqlite:///.ebbtide/state.db", tmp_path)
+    else:
+        dsn = request.getfixturevalue("pg_dsn")
+        schema = request.getfixturevalue("pg_schema")
+        state = SqlStateStore(f"{dsn}?options=-csearch_path%3D{schema}", tmp_path)
+    yield state
+    state.dispose()
+
+
+def finished(store: SqlStateStore, mapping: str, status: RunStatus, failed: int = 0) -> int:
+    run, lease = store.start_run(mapping, "manual", lease_ttl_s=60)
+    result = RunResult()
+    result.counts.extracted, result.counts.added, result.counts.loaded_new = 10, 10, 10 - failed
+    result.counts.failed = failed
+    store.finish_run(lease, status, result)
+    return run.id
+
+
+def test_a_run_is_recorded_with_its_counts(store: SqlStateStore) -> None:
+    run_id = finished(store, "m", RunStatus.PARTIAL_SUCCESS, failed=2)
+    run = store.get_run(run_id)
+    assert (run.status, run.extracted, run.loaded_new, run.failed) == (
+        RunStatus.PARTIAL_SUCCESS,
+        10,
+        8,
+        2,
+    )
+    assert run.finished_at is not None and run.started_at.tzinfo is not None
+    assert run.duration_s is not None and run.duration_s >= 0
+
+
+def test_second_run_of_a_mapping_is_refused_while_the_first_holds_it(store: SqlStateStore) -> None:
+    store.start_run("m", "manual", lease_ttl_s=60)
+    with pytest.raises(MappingBusyError, match="busy"):
+        store.start_run("m", "manual", lease_ttl_s=60)
+    store.start_run("other", "manual", lease_ttl_s=60)  # other mappings are free
+
+
+def test_stale_lease_is_taken_over_and_its_run_marked_interrupted(store: SqlStateStore) -> None:
+    dead, _ = store.start_run("m", "manual", lease_ttl_s=0.2)
+    time.sleep(0.4)
+    fresh, lease = store.start_run("m", "manual", lease_ttl_s=60)
+    assert store.get_run(dead.id).status is RunStatus.INTERRUPTED
+    assert fresh.status is RunStatus.RUNNING and store.holds(lease)
+
+
+def test_a_run_that_lost_its_lease_cannot_heartbeat(store: SqlStateStore) -> None:
+    _, old = store.start_run("m", "manual", lease_ttl_s=0.2)
+    time.sleep(0.4)
+    store.start_run("m", "manual", lease_ttl_s=60)
+    with pytest.raises(LeaseLostError):
+        store.heartbeat(old, 60)
+    assert not store.holds(old)
+
+
+def test_finishing_releases_the_lease(store: SqlStateStore) -> None:
+    finished(store, "m", RunStatus.SUCCESS)
+    run, _ = store.start_run("m", "manual", lease_ttl_s=60)
+    assert run.status is RunStatus.RUNNING
+
+
+def test_history_lists_newest_first_and_filters_by_mapping(store: SqlStateStore) -> None:
+    a = finished(store, "a", RunStatus.SUCCESS)
+    b = finished(store, "b", RunStatus.FAILED)
+    a2 = finished(store, "a", RunStatus.SUCCESS)
+    assert [r.id for r in store.list_runs()] == [a2, b, a]
+    assert [r.id for r in store.list_runs("a")] == [a2, a]
+    with pytest.raises(UsageError, match="no run 999"):
+        store.get_run(999)
+
+
+def test_failures_are_grouped_by_class_and_message(store: SqlStateStore) -> None:
+    run, lease = store.start_run("m", "manual", lease_ttl_s=60)
+    store.add_failures(
+        run.id,
+        [
+            RecordFailure(
+                str(k), Operation.ADDED, ErrorClass.VALIDATION, "email invalid", payload="{}"
+            )
+            for k in range(7)
+        ]
+        + [
+            RecordFailure(
+                "99", Operation.UPDATED, ErrorClass.SERVER_ERROR, "HTTP 500", http_status=500
+            )
+        ],
+    )
+    groups = store.failure_groups(run.id, samples=5)
+    assert [(g.error_class, g.count) for g in groups] == [("validation", 7), ("server_error", 1)]
+    assert groups[0].sample_keys == ["0", "1", "2", "3", "4"]
+    assert store.failures(run.id, limit=100)[-1].http_status == 500
+
+
+def test_opening_twice_applies_migrations_once(store: SqlStateStore, tmp_path: Path) -> None:
+    again = SqlStateStore(str(store.engine.url.render_as_string(hide_password=False)), tmp_path)
+    assert again.list_runs() == []
+    again.dispose()
