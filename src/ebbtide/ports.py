@@ -163,8 +163,8 @@ class SnapshotStore(Protocol):
         """Raise ModelError on null or duplicate primary keys."""
         ...
 
-    def diff(self) -> ChangeCounts:
-        """Compare the staged rows with the snapshot."""
+    def diff(self, *, dry_run: bool = False) -> ChangeCounts:
+        """Compare the staged rows with the snapshot; a dry run persists nothing."""
         ...
 
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:

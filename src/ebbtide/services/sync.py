@@ -136,7 +136,7 @@ class SyncService:
         try:
             extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
             snapshot.check_keys()
-            changes = snapshot.diff()
+            changes = snapshot.diff(dry_run=True)
             sample = snapshot.sample_changes(frozenset(Operation), samples)
         finally:
             snapshot.close()

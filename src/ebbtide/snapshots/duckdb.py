@@ -110,9 +110,13 @@ class DuckDBSnapshotStore:
 
     # -- diff ----------------------------------------------------------------------------
 
-    def diff(self) -> ChangeCounts:
-        """added / updated / deleted by key and row hash, against the snapshot."""
-        self._ensure_snapshot()
+    def diff(self, *, dry_run: bool = False) -> ChangeCounts:
+        """added / updated / deleted by key and row hash, against the snapshot.
+
+        A dry run (for `sync plan`) writes nothing outside the scratch database, not even the
+        first, empty snapshot.
+        """
+        snapshot = self._ensure_snapshot(dry_run)
         keys = self.mapping.key_columns
         coalesced = ", ".join(
             f"coalesce(s.{sql.quote(k)}, n.{sql.quote(k)}) AS {sql.quote(k)}" for k in keys
@@ -123,7 +127,7 @@ class DuckDBSnapshotStore:
                         WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted'
                         ELSE 'updated' END AS {OP_COLUMN},
                    {coalesced}, s.{HASH_COLUMN}
-            FROM work.stage s FULL OUTER JOIN snapshot n ON {sql.key_join("s", "n", keys)}
+            FROM work.stage s FULL OUTER JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}
             WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.row_hash"""
         )
         counts = dict(
@@ -228,24 +232,27 @@ class DuckDBSnapshotStore:
             )
         )
 
-    def _ensure_snapshot(self) -> None:
-        """Create the snapshot on first use; refuse one taken with another key."""
+    def _ensure_snapshot(self, dry_run: bool) -> str:
+        """The snapshot table to diff against; created on first use. Refuses another key."""
         assert self.stage_schema is not None, "stage() comes first"
         key_types = {k: str(self.stage_schema.field(k).type) for k in self.mapping.key_columns}
         if self._snapshot_exists():
             self._check_key(key_types)
-            return
+            return "snapshot"
+        table = "work.empty_snapshot" if dry_run else "snapshot"
         columns = ", ".join(
             f"{sql.quote(k)} {self._duck_type('work.stage', k)}" for k in self.mapping.key_columns
         )
-        self.con.execute(f"CREATE TABLE snapshot ({columns}, row_hash UBIGINT)")
-        self._set_meta(
-            {
-                "primary_key": json.dumps(list(self.mapping.key_columns)),
-                "key_types": json.dumps(key_types),
-                "hash_version": sql.HASH_VERSION,
-            }
-        )
+        self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns}, row_hash UBIGINT)")
+        if not dry_run:
+            self._set_meta(
+                {
+                    "primary_key": json.dumps(list(self.mapping.key_columns)),
+                    "key_types": json.dumps(key_types),
+                    "hash_version": sql.HASH_VERSION,
+                }
+            )
+        return table
 
     def _snapshot_journal_schema(self) -> pa.Schema:
         table = self.con.execute(
