@@ -58,7 +58,8 @@ def test_duckdb_source_keeps_types_and_reports_sql_errors(tmp_path: Path) -> Non
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         con.execute(
             "CREATE TABLE t AS SELECT 1::BIGINT AS id,"
-            " 12345678901234567890.1234::DECIMAL(38, 4) AS big, {'city': 'Oslo'} AS address, [{'sku': 'a'}] AS items"
+            " 12345678901234567890.1234::DECIMAL(38, 4) AS big,"
+            " {'city': 'Oslo'} AS address, [{'sku': 'a'}] AS items"
         )
     source = DuckDBSource(tmp_path / "w.duckdb", "128MB")
     table = source.read("SELECT * FROM t").read_all()
