@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -91,10 +92,22 @@ class OutboundBatch:
     action: str
     mode: SyncMode
     records: pa.RecordBatch
+    part: str = ""  # ".1", ".2.1", … for halves of a batch split to find a bad record
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}-{self.number}"
+        return f"{self.run_id}-{self.number}{self.part}"
+
+    def halves(self) -> tuple[OutboundBatch, OutboundBatch]:
+        middle = self.records.num_rows // 2
+        first, second = self.records.slice(0, middle), self.records.slice(middle)
+        return (
+            dataclasses.replace(self, records=first, part=f"{self.part}.1"),
+            dataclasses.replace(self, records=second, part=f"{self.part}.2"),
+        )
+
+    def with_records(self, records: pa.RecordBatch) -> OutboundBatch:
+        return dataclasses.replace(self, records=records)
 
     def __len__(self) -> int:
         return self.records.num_rows

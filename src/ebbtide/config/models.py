@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from ebbtide.config.schedule import check_schedule
+from ebbtide.config.schedule import check_schedule, parse_interval
 
 DEFAULT_STATE_URL = "sqlite:///.ebbtide/state.db"
 
@@ -88,8 +88,30 @@ class SourceConfig(AdapterConfig):
     """Options every source shares."""
 
 
+class RateLimitSpec(Spec):
+    """`rate_limit: {requests: 100, per: 10s}`: at most `requests` in any `per` window."""
+
+    requests: int = Field(ge=1)
+    per: str = "1s"
+
+    @field_validator("per")
+    @classmethod
+    def _per(cls, value: str) -> str:
+        if parse_interval(value) is None:
+            raise ValueError(f"{value!r} is not a duration: use e.g. 1s, 10s, 1m")
+        return value
+
+    @property
+    def per_s(self) -> float:
+        interval = parse_interval(self.per)
+        assert interval is not None
+        return interval.total_seconds()
+
+
 class DestinationConfig(AdapterConfig):
-    """Options every destination shares; batching and concurrency are the engine's to apply."""
+    """Options every destination shares; the engine applies them, not the destination."""
 
     batch_size: int = Field(default=500, ge=1, le=100_000)
     concurrency: int = Field(default=4, ge=1, le=64)
+    rate_limit: RateLimitSpec | None = None
+    max_record_bytes: int | None = Field(default=None, ge=1)

@@ -29,7 +29,7 @@ def build_warehouse(path: Path, users: int = 3000, orders: int = 8000) -> None:
             FROM range(1, {users} + 1) t(i)""")
         con.execute(f"""
             CREATE OR REPLACE TABLE orders AS
-            SELECT o AS order_id,
+            SELECT 100000 + o AS order_id,
                    1 + (o * 7919) % {users} AS user_id,
                    ['placed', 'paid', 'shipped'][1 + o % 3] AS status,
                    list_transform(range(1 + o % 3), j -> {{

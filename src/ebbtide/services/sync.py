@@ -7,11 +7,13 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ebbtide.config.models import DestinationConfig
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
 from ebbtide.engine.load import LoadSettings
 from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
+from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
 from ebbtide.errors import EbbtideError, LeaseLostError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
@@ -118,7 +120,7 @@ class SyncService:
                 source=source,
                 snapshot=snapshot,
                 destination=self._destination(mapping.destination),
-                load=LoadSettings(batch_size=config.batch_size, concurrency=config.concurrency),
+                load=_load_settings(mapping.destination, config),
                 record_failures=lambda failures: self._record_failures(run_id, failures),
                 redact=self.workspace.redact,
                 listener=listener,
@@ -167,6 +169,18 @@ class SyncService:
 
     def _record_failures(self, run_id: int, failures: list[RecordFailure]) -> None:
         self.state.add_failures(run_id, failures)
+
+
+def _load_settings(name: str, config: DestinationConfig) -> LoadSettings:
+    limit = config.rate_limit
+    return LoadSettings(
+        batch_size=config.batch_size,
+        concurrency=config.concurrency,
+        max_record_bytes=config.max_record_bytes,
+        limiter=limiter_for(
+            name, limit.requests if limit else None, limit.per_s if limit else None
+        ),
+    )
 
 
 class _Heartbeat:
