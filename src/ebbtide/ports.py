@@ -150,6 +150,15 @@ class Destination(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class PendingFate:
+    """What this run did with a pending record, as the snapshot store saw it."""
+
+    sent: bool  # among the changes this run had to send
+    accepted: bool  # the destination accepted it in this run
+    in_model: bool  # the model still has the row
+
+
 class Journal(Protocol):
     """Durable record of the batches a destination accepted during one run."""
 
@@ -188,6 +197,28 @@ class SnapshotStore(Protocol):
         self, operations: frozenset[Operation], limit: int
     ) -> list[dict[str, object]]:
         """A few records per operation as they would be sent."""
+        ...
+
+    def release(self) -> None:
+        """Let go of the snapshot while records are in flight (reopened to commit)."""
+        ...
+
+    def collect_accepted(self, unsent: frozenset[Operation] = frozenset()) -> list[Path]:
+        """Gather accepted records and unsent changes; returns the journals gathered."""
+        ...
+
+    def pending_fates(
+        self, keys: list[str], operations_sent: frozenset[Operation]
+    ) -> dict[str, PendingFate]:
+        """For records that failed before: sent now, accepted now, still in the model."""
+        ...
+
+    def give_up(self, keys: list[str]) -> None:
+        """Advance the snapshot for expired records so they stop being retried."""
+        ...
+
+    def apply_accepted(self, files: list[Path]) -> int:
+        """Commit what was gathered into the snapshot, then drop the journals."""
         ...
 
     def open_journal(self, run_id: int) -> Journal:

@@ -50,6 +50,13 @@ class ModelSpec(Spec):
         return self
 
 
+class RetrySpec(Spec):
+    """How long a failed record is retried: `retry: {max_days: 14, max_syncs: 25}`."""
+
+    max_days: float = Field(default=14.0, gt=0)
+    max_syncs: int = Field(default=25, ge=1)
+
+
 class MappingSpec(Spec):
     """A model sent to a destination action."""
 
@@ -60,6 +67,7 @@ class MappingSpec(Spec):
     fields: Annotated[dict[str, str], Field(min_length=1)]
     schedule: str = "manual"
     enabled: bool = True
+    retry: RetrySpec = Field(default_factory=RetrySpec)
 
     @field_validator("schedule")
     @classmethod

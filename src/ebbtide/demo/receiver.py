@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import http
 import json
 import signal
@@ -77,7 +78,8 @@ class Receiver:
     - `reject_keys`: canonical key text (see `key_text`, or use `reject()`) → `Rejection`
       (or any `(code, message, error_class)` tuple); those records are refused in a 200 answer.
     - `fail_first`: setting it to N answers the next N requests with `fail_status` (500).
-    - `retry_after`: seconds sent as Retry-After with 429 and 503 answers.
+    - `retry_after`: seconds sent as Retry-After with 429 and 503 answers (a string, such as
+      an HTTP date, is sent as it is).
     - `hang_s`, `delay_s`: seconds to wait before answering (a hang, a slow receiver).
     - `status_for_all`: answer every request with this status (e.g. 401).
 
@@ -117,7 +119,7 @@ class Receiver:
         with self._lock:
             self.reject_keys: dict[str, tuple[str, str, str]] = {}
             self.fail_status = 500
-            self.retry_after: float | None = None
+            self.retry_after: float | str | None = None
             self.hang_s = 0.0
             self.delay_s = 0.0
             self.status_for_all: int | None = None
@@ -225,7 +227,7 @@ class Receiver:
         app.router.add_post(self.path, self._ingest)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        await web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0).start()
+        await web.TCPSite(self._runner, self.host, self.port).start()
         port = self._runner.addresses[0][1]
         host = f"[{self.host}]" if ":" in self.host else self.host
         if self.log_path is not None:
@@ -280,11 +282,11 @@ class Receiver:
             time.monotonic(), idempotency_key, status, 0, headers=dict(request.headers)
         )
         if self.count_only and self._log is None:
-            self._remember(_replace_count(exchange, body.count(_OP_MARK)))
+            self._remember(dataclasses.replace(exchange, records=body.count(_OP_MARK)))
             return []
         mapping, action, records = _parse(body)
-        exchange = Exchange(
-            exchange.at, idempotency_key, status, len(records), mapping, action, exchange.headers
+        exchange = dataclasses.replace(
+            exchange, records=len(records), mapping=mapping, action=action
         )
         refused = self._refused(records) if 200 <= status < 300 else {}
         seen = [
@@ -355,17 +357,15 @@ class Receiver:
         headers = {}
         retry_after = self.retry_after
         if retry_after is not None and status in (429, 503):
-            headers["Retry-After"] = f"{retry_after:g}"
+            headers["Retry-After"] = (
+                retry_after if isinstance(retry_after, str) else f"{retry_after:g}"
+            )
         phrase = _phrase(status)
         return web.json_response(
             {"error": f"{phrase} (played by the ebbtide test receiver)"},
             status=status,
             headers=headers,
         )
-
-
-def _replace_count(exchange: Exchange, records: int) -> Exchange:
-    return Exchange(exchange.at, exchange.idempotency_key, exchange.status, records)
 
 
 def _parse(body: bytes) -> tuple[str | None, str | None, list[dict[str, Any]]]:

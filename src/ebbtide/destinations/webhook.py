@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -28,7 +29,9 @@ _STATUS_CLASSES = {
     403: ErrorClass.PERMISSION,
     404: ErrorClass.NOT_FOUND,
     408: ErrorClass.TIMEOUT,
+    405: ErrorClass.NOT_FOUND,
     409: ErrorClass.CONFLICT,
+    410: ErrorClass.NOT_FOUND,
     413: ErrorClass.PAYLOAD_TOO_LARGE,
     422: ErrorClass.VALIDATION,
     429: ErrorClass.RATE_LIMITED,
@@ -133,14 +136,16 @@ def parse_retry_after(value: str | None) -> float | None:
     if not value:
         return None
     try:
-        return max(float(value), 0.0)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max((when - datetime.now(UTC)).total_seconds(), 0.0)
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC, without saying so
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 ACTIONS = {

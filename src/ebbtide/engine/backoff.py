@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass
 
@@ -16,7 +17,7 @@ class Backoff:
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number `attempt` (1-based)."""
-        if retry_after is not None:
+        if retry_after is not None and math.isfinite(retry_after):
             # The destination said when: waiting less would only earn another 429.
             return min(max(retry_after, 0.0), self.cap_s * 4)
         ceiling = min(self.cap_s, self.base_s * 2 ** (attempt - 1))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,6 +28,8 @@ from ebbtide.ports import (
     RecordRejection,
     iter_batches,
 )
+
+log = logging.getLogger(__name__)
 
 MAX_PAYLOAD_SAMPLE = 4096
 # Whole-batch answers that mean "something in here is wrong", worth splitting to find it.
@@ -239,13 +242,30 @@ def canonical_key(key_json: str) -> str:
 def _positions(
     records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]
 ) -> dict[int, RecordRejection]:
+    """Where each rejected key sits in the batch.
+
+    A receiver that echoes key 17 as "17" still means record 17; a rejection that matches no
+    record is logged, never silently counted as a success of some other record.
+    """
     by_key = {canonical_key(r.key): r for r in rejected}
+    by_text = {_as_text(r.key): r for r in rejected}
     positions: dict[int, RecordRejection] = {}
+    matched: set[int] = set()
     for i, key in enumerate(records.column(KEY_COLUMN).to_pylist()):
-        rejection = by_key.get(canonical_key(str(key)))
+        rejection = by_key.get(canonical_key(str(key))) or by_text.get(str(key))
         if rejection is not None:
             positions[i] = rejection
+            matched.add(id(rejection))
+    unmatched = [r.key for r in rejected if id(r) not in matched]
+    if unmatched:
+        log.warning("the destination rejected keys that are not in the batch: %s", unmatched[:10])
     return positions
+
+
+def _as_text(key_json: str) -> str:
+    """A scalar key sent back as a JSON string ("17") compared by its text."""
+    value = json.loads(key_json)
+    return value if isinstance(value, str) else key_json
 
 
 def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:

@@ -61,6 +61,13 @@ class CompiledMapping:
 
     def check_columns(self, schema: pa.Schema) -> None:
         """Fail before anything is read in full when the model lacks a column we need."""
+        reserved = [c for c in self.columns if c.startswith("__")]
+        if reserved:
+            raise ModelError(
+                f"mapping {self.name!r}: model {self.model!r} column(s)"
+                f" {', '.join(repr(c) for c in reserved)}: names starting with __ are reserved"
+                " for ebbtide; rename them in the model's SQL"
+            )
         missing = [c for c in self.columns if c not in schema.names]
         if missing:
             raise ModelError(

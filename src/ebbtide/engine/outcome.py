@@ -53,6 +53,7 @@ class RunCounts:
     loaded_deleted: int = 0
     failed: int = 0
     failed_by_class: Counter[str] = field(default_factory=Counter)
+    retried: int = 0  # records of this run that had failed in an earlier run
 
     @property
     def loaded(self) -> int:

@@ -9,6 +9,7 @@ even on other event loops in the same process) never overrun the window together
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -36,6 +37,8 @@ class RateLimiter:
 
     def pause(self, seconds: float) -> None:
         """The destination asked us to back off (Retry-After)."""
+        if not math.isfinite(seconds):
+            return
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
@@ -63,6 +66,8 @@ class Unlimited:
             await asyncio.sleep(wait)
 
     def pause(self, seconds: float) -> None:
+        if not math.isfinite(seconds):
+            return
         self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
 

@@ -7,11 +7,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
+from ebbtide.engine.retries import PendingFailure, RetryOutcome, RetryPolicy, settle
 from ebbtide.errors import DestinationError
 from ebbtide.ports import ChangeCounts, Destination, Operation, SnapshotStore, Source
 
@@ -42,6 +44,7 @@ class RunResult:
     timings: PhaseTimings = field(default_factory=PhaseTimings)
     error: str | None = None
     fatal: DestinationError | None = None
+    retry: RetryOutcome | None = None
 
 
 @dataclass
@@ -58,6 +61,9 @@ class SyncJob:
     record_failures: Callable[[list[RecordFailure]], None]
     redact: Callable[[str], str]
     listener: RunListener = field(default_factory=RunListener)
+    pending: dict[str, PendingFailure] = field(default_factory=dict)
+    retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
+    fence: Callable[[], None] = lambda: None  # raises LeaseLostError once the lease is gone
 
 
 def execute(job: SyncJob, result: RunResult) -> RunResult:
@@ -72,14 +78,17 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
         job.listener.phase(Phase.DIFF)
         changes = job.snapshot.diff()
         _count_changes(result.counts, changes, job.mapping.operations_sent)
+    failed_keys: set[str] = set()
     with _timed(timings, "load_s"):
         to_send = sum(changes.of(op) for op in job.mapping.operations_sent)
         job.listener.phase(Phase.LOAD, to_send)
+        job.snapshot.release()  # a run stalled mid-load must not lock out the next one
         if to_send:
-            result.fatal = _load(job, result.counts)
+            result.fatal = _load(job, result.counts, failed_keys)
     with _timed(timings, "commit_s"):
         job.listener.phase(Phase.COMMIT)
-        job.snapshot.merge_journals(unsent=frozenset(Operation) - job.mapping.operations_sent)
+        result.retry = _commit(job, failed_keys)
+        result.counts.retried = result.retry.retried
     stopped = result.fatal
     result.status = status_of(
         result.counts, fatal=stopped is not None and stopped.error_class.fatal
@@ -94,8 +103,25 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     return result
 
 
-def _load(job: SyncJob, counts: RunCounts) -> DestinationError | None:
+def _commit(job: SyncJob, failed_keys: set[str]) -> RetryOutcome:
+    """Settle failed records, then advance the snapshot in one transaction."""
+    sent = job.mapping.operations_sent
+    files = job.snapshot.collect_accepted(unsent=frozenset(Operation) - sent)
+    fates = job.snapshot.pending_fates(list(job.pending), sent)
+    outcome = settle(job.pending, fates, failed_keys, job.retry_policy, datetime.now(UTC))
+    job.snapshot.give_up(outcome.expired)
+    job.fence()
+    job.snapshot.apply_accepted(files)
+    return outcome
+
+
+def _load(job: SyncJob, counts: RunCounts, failed_keys: set[str]) -> DestinationError | None:
     journal = job.snapshot.open_journal(job.run_id)
+
+    def record_failures(failures: list[RecordFailure]) -> None:
+        failed_keys.update(f.key for f in failures)
+        job.record_failures(failures)
+
     loader = Loader(
         mapping=job.mapping,
         run_id=job.run_id,
@@ -103,7 +129,7 @@ def _load(job: SyncJob, counts: RunCounts) -> DestinationError | None:
         journal=journal,
         settings=job.load,
         counts=counts,
-        on_failures=job.record_failures,
+        on_failures=record_failures,
         redact=job.redact,
         on_progress=job.listener.advance,
     )

@@ -14,13 +14,14 @@ from ebbtide.engine.load import LoadSettings
 from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
+from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
 from ebbtide.errors import EbbtideError, LeaseLostError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 from ebbtide.sources import SOURCES
 from ebbtide.state.records import Lease, RunRecord
-from ebbtide.state.store import SqlStateStore
+from ebbtide.state.store import SqlStateStore, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -86,44 +87,61 @@ class SyncService:
     ) -> RunRecord:
         """Sync one mapping now and return its run as recorded in the history."""
         mapping = self.compile(name)
-        run, lease = self.state.start_run(name, trigger.value, self.lease_ttl_s)
+        _, lease = self.state.start_run(name, trigger.value, self.lease_ttl_s)
         result = RunResult()
-        heartbeat = _Heartbeat(self.state, lease, self.lease_ttl_s)
-        heartbeat.start()
         try:
-            self._execute(mapping, run.id, result, listener or RunListener())
+            with _Heartbeat(self.state, lease, self.lease_ttl_s):
+                self._execute(mapping, lease, result, listener or RunListener())
             status = result.status
+        except LeaseLostError as error:
+            # Fenced: the run that took the lease over owns the mapping and its history now.
+            log.warning("%s", error)
+            return self.state.get_run(lease.run_id)
         except EbbtideError as error:
             result.error = self.workspace.redact(str(error))
             status = RunStatus.FAILED
         except KeyboardInterrupt:
-            result.error = "cancelled by the user; the next sync sends what this one did not"
-            status = RunStatus.CANCELLED
-            heartbeat.stop()
-            self.state.finish_run(lease, status, result)
+            result.error = "cancelled; the next sync sends what this one did not deliver"
+            self._finish(lease, RunStatus.CANCELLED, result)
             raise
-        finally:
-            heartbeat.stop()
-        return self.state.finish_run(lease, status, result)
+        except Exception as error:  # noqa: BLE001 - a bug must still end the run in the history
+            result.error = self.workspace.redact(f"internal error: {type(error).__name__}: {error}")
+            self._finish(lease, RunStatus.FAILED, result)
+            raise
+        return self._finish(lease, status, result)
+
+    def _finish(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
+        try:
+            self.state.check_lease(lease)
+            outcome = result.retry or RetryOutcome()
+            self.state.pending_failures.settle(lease.mapping, lease.run_id, outcome, utcnow())
+            return self.state.finish_run(lease, status, result)
+        except LeaseLostError as error:
+            log.warning("%s", error)
+            return self.state.get_run(lease.run_id)
 
     def _execute(
-        self, mapping: CompiledMapping, run_id: int, result: RunResult, listener: RunListener
+        self, mapping: CompiledMapping, lease: Lease, result: RunResult, listener: RunListener
     ) -> None:
         source = self._source(mapping.model)
         snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
+        spec = self.workspace.mapping(mapping.name)
         try:
             config = self.workspace.destinations[mapping.destination]
             job = SyncJob(
-                run_id=run_id,
+                run_id=lease.run_id,
                 mapping=mapping,
                 query=self.workspace.model_query(mapping.model),
                 source=source,
                 snapshot=snapshot,
                 destination=self._destination(mapping.destination),
-                load=_load_settings(mapping.destination, config),
-                record_failures=lambda failures: self._record_failures(run_id, failures),
+                load=_load_settings(f"{self.workspace.root}#{mapping.destination}", config),
+                record_failures=lambda failures: self._record_failures(lease.run_id, failures),
                 redact=self.workspace.redact,
                 listener=listener,
+                pending=self.state.pending_failures.pending(mapping.name),
+                retry_policy=RetryPolicy(spec.retry.max_days, spec.retry.max_syncs),
+                fence=lambda: self.state.check_lease(lease),
             )
             execute(job, result)
         finally:
@@ -134,7 +152,7 @@ class SyncService:
         """Stage and diff without sending or committing anything."""
         mapping = self.compile(name)
         source = self._source(mapping.model)
-        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
+        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping, read_only=True)
         try:
             extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
             snapshot.check_keys()
@@ -192,10 +210,11 @@ class _Heartbeat:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._beat, name="ebbtide-heartbeat", daemon=True)
 
-    def start(self) -> None:
+    def __enter__(self) -> _Heartbeat:
         self._thread.start()
+        return self
 
-    def stop(self) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join()

@@ -1,13 +1,17 @@
 """The default snapshot store: one DuckDB file per mapping under the workspace's `.ebbtide/`.
 
-Staging, hashing and the diff all run inside DuckDB on a scratch database that spills to
-disk, so memory stays flat however large the model grows.
+Staging, hashing and the diff all run inside DuckDB on a scratch database of the run's own,
+which spills to disk, so memory stays flat however large the model grows. The snapshot file is
+attached only while it is read or written, never during the load: a run that stalls (or is
+paused) mid-load does not lock out the run that takes its lease over.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 import duckdb
@@ -15,11 +19,34 @@ import pyarrow as pa
 
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.errors import EbbtideError, ModelError, SnapshotMismatchError
-from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, ChangeCounts, Operation
+from ebbtide.ports import (
+    HASH_COLUMN,
+    KEY_PART_PREFIX,
+    OP_COLUMN,
+    ChangeCounts,
+    Operation,
+    PendingFate,
+)
 from ebbtide.snapshots import duckdb_sql as sql
-from ebbtide.snapshots.journal import AckJournal, journal_files, read_journals
+from ebbtide.snapshots.journal import (
+    JOURNAL_COLUMN,
+    AckJournal,
+    journal_files,
+    read_journals,
+)
 
 SAMPLE_KEYS = 10
+# Order of precedence in work.accepted when one key appears twice: journals by run, then the
+# changes this run does not send, then records given up. The highest wins.
+UNSENT_SEQ = 1_000_000_000
+GIVEN_UP_SEQ = UNSENT_SEQ + 1
+
+
+def _literals(values: list[str]) -> str:
+    return ", ".join(sql.literal(v) for v in values)
+
+
+ATTACH_WAIT_S = 10.0
 
 
 class SnapshotBusyError(EbbtideError):
@@ -32,33 +59,64 @@ class DuckDBSnapshotStore:
     """Stage → check → diff → outbound → journal → commit, for one mapping."""
 
     def __init__(
-        self, state_dir: Path, mapping: CompiledMapping, memory_limit: str = "512MB"
+        self,
+        state_dir: Path,
+        mapping: CompiledMapping,
+        memory_limit: str = "512MB",
+        *,
+        read_only: bool = False,
     ) -> None:
         self.mapping = mapping
+        self.read_only = read_only
         base = state_dir / "snapshots"
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = base / f"{mapping.name}.journal"
-        self._scratch = state_dir / "work" / mapping.name
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        self._file = base / f"{mapping.name}.duckdb"
+        self._scratch = state_dir / "work" / f"{mapping.name}-{uuid.uuid4().hex[:8]}"
         self._scratch.mkdir(parents=True)
-        try:
-            self.con = duckdb.connect(
-                str(base / f"{mapping.name}.duckdb"),
-                config={
-                    "memory_limit": memory_limit,
-                    "temp_directory": str(self._scratch / "spill"),
-                    "preserve_insertion_order": False,
-                },
-            )
-        except duckdb.IOException as exc:
-            raise SnapshotBusyError(
-                f"the snapshot of mapping {mapping.name!r} is in use by another process"
-            ) from exc
-        self.con.execute(f"ATTACH {sql.literal(str(self._scratch / 'work.duckdb'))} AS work")
-        self.con.execute(
-            "CREATE TABLE IF NOT EXISTS ebbtide_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+        self.con = duckdb.connect(
+            ":memory:",
+            config={
+                "memory_limit": memory_limit,
+                "temp_directory": str(self._scratch / "spill"),
+                "preserve_insertion_order": False,
+            },
         )
+        self.con.execute(f"ATTACH {sql.literal(str(self._scratch / 'work.duckdb'))} AS work")
+        self._attached = False
         self.stage_schema: pa.Schema | None = None
+        self.attach()
+
+    def attach(self) -> None:
+        """Open the snapshot file (waiting a little for another process to let go of it)."""
+        if self._attached or (self.read_only and not self._file.exists()):
+            return
+        mode = " (READ_ONLY)" if self.read_only else ""
+        deadline = time.monotonic() + ATTACH_WAIT_S
+        while True:
+            try:
+                self.con.execute(f"ATTACH {sql.literal(str(self._file))} AS snap{mode}")
+                break
+            except duckdb.IOException as exc:
+                if time.monotonic() > deadline:
+                    raise SnapshotBusyError(
+                        f"the snapshot of mapping {self.mapping.name!r} is in use by another"
+                        " process"
+                    ) from exc
+                time.sleep(0.2)
+        self.con.execute("USE snap")
+        self._attached = True
+        if not self.read_only:
+            self.con.execute(
+                "CREATE TABLE IF NOT EXISTS ebbtide_meta (key VARCHAR PRIMARY KEY, value VARCHAR)"
+            )
+
+    def release(self) -> None:
+        """Let go of the snapshot file while records are in flight."""
+        if self._attached:
+            self.con.execute("USE memory")
+            self.con.execute("DETACH snap")
+            self._attached = False
 
     # -- extract -------------------------------------------------------------------------
 
@@ -123,12 +181,12 @@ class DuckDBSnapshotStore:
         )
         self.con.execute(
             f"""CREATE OR REPLACE TABLE work.changes AS
-            SELECT CASE WHEN n.row_hash IS NULL THEN 'added'
+            SELECT CASE WHEN n.__row_hash IS NULL THEN 'added'
                         WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted'
                         ELSE 'updated' END AS {OP_COLUMN},
                    {coalesced}, s.{HASH_COLUMN}
             FROM work.stage s FULL OUTER JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}
-            WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.row_hash"""
+            WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.__row_hash"""
         )
         counts = dict(
             self.con.execute(
@@ -172,11 +230,73 @@ class DuckDBSnapshotStore:
 
     def merge_journals(self, unsent: frozenset[Operation] = frozenset()) -> int:
         """Fold acknowledged records (and changes the mode does not send) into the snapshot."""
+        files = self.collect_accepted(unsent)
+        return self.apply_accepted(files)
+
+    def collect_accepted(self, unsent: frozenset[Operation] = frozenset()) -> list[Path]:
+        """Gather the journals (and the changes the mode does not send) into work.accepted."""
+        self.attach()
         files = journal_files(self.journal_dir)
-        if not self._snapshot_exists() or (not files and not unsent):
-            return 0  # journals are only written after diff() created the snapshot
-        self._collect_accepted(files, unsent)
+        if not self._snapshot_exists():
+            files = []  # journals are only written after diff() created the snapshot
+        key_cols = [sql.quote(k) for k in self.mapping.key_columns]
+        renamed = ", ".join(
+            f"{sql.quote(f'{KEY_PART_PREFIX}{i}')} AS {k}" for i, k in enumerate(key_cols)
+        )
+        schema = self._snapshot_journal_schema() if files else self._journal_schema_of_stage()
+        self.con.register("journal_rows", read_journals(files, schema))
+        try:
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE work.accepted AS SELECT {renamed}, {HASH_COLUMN},"
+                f" {OP_COLUMN}, {JOURNAL_COLUMN} AS seq FROM journal_rows"
+            )
+        finally:
+            self.con.unregister("journal_rows")
+        if unsent and self._has("work", "changes"):
+            self._accept_changes(f"{OP_COLUMN} IN ({_literals(sorted(unsent))})", seq=UNSENT_SEQ)
+        return files
+
+    def pending_fates(
+        self, keys: list[str], operations_sent: frozenset[Operation]
+    ) -> dict[str, PendingFate]:
+        """For records that failed before: sent now? accepted now? still in the model?"""
+        if not keys:
+            return {}
+        self.con.register("pending_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        sent = f"{OP_COLUMN} IN ({_literals(sorted(operations_sent))})"
+        try:
+            rows = self.con.execute(
+                f"""SELECT p.k,
+                    p.k IN (SELECT {sql.key_json(self.mapping, "c")} FROM work.changes c
+                            WHERE {sent}),
+                    p.k IN (SELECT {sql.key_json(self.mapping, "a")} FROM work.accepted a
+                            WHERE seq < {UNSENT_SEQ}),
+                    p.k IN (SELECT {sql.key_json(self.mapping, "s")} FROM work.stage s)
+                FROM pending_keys p"""
+            ).fetchall()
+        finally:
+            self.con.unregister("pending_keys")
+        return {k: PendingFate(bool(s), bool(a), bool(m)) for k, s, a, m in rows}
+
+    def give_up(self, keys: list[str]) -> None:
+        """Expired records: move the snapshot to their current row so they stop retrying."""
+        if not keys:
+            return
+        self.con.register("expired_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        try:
+            self._accept_changes(
+                f"{sql.key_json(self.mapping, 'c')} IN (SELECT k FROM expired_keys)",
+                seq=GIVEN_UP_SEQ,
+            )
+        finally:
+            self.con.unregister("expired_keys")
+
+    def apply_accepted(self, files: list[Path]) -> int:
+        """One transaction: the snapshot takes in work.accepted; then the journals go."""
         merged = self._count("work.accepted")
+        if not merged and not files:
+            return 0
+        self.attach()
         keys = self.mapping.key_columns
         key_list = ", ".join(sql.quote(k) for k in keys)
         # One transaction may write one database only: work.accepted was built before it.
@@ -196,27 +316,15 @@ class DuckDBSnapshotStore:
             raise
         for file in files:
             file.unlink()
+        self.con.execute("DELETE FROM work.accepted")
         return merged
 
-    def _collect_accepted(self, files: list[Path], unsent: frozenset[Operation]) -> None:
-        key_cols = [sql.quote(k) for k in self.mapping.key_columns]
-        renamed = ", ".join(
-            f"{sql.quote(f'{KEY_PART_PREFIX}{i}')} AS {k}" for i, k in enumerate(key_cols)
+    def _accept_changes(self, where: str, seq: int) -> None:
+        key_list = ", ".join(f"c.{sql.quote(k)}" for k in self.mapping.key_columns)
+        self.con.execute(
+            f"INSERT INTO work.accepted SELECT {key_list}, c.{HASH_COLUMN}, c.{OP_COLUMN}, {seq}"
+            f" FROM work.changes c WHERE {where}"
         )
-        self.con.register("journal_rows", read_journals(files, self._snapshot_journal_schema()))
-        try:
-            self.con.execute(
-                f"CREATE OR REPLACE TABLE work.accepted AS SELECT {renamed}, {HASH_COLUMN},"
-                f" {OP_COLUMN}, 0 AS seq FROM journal_rows"
-            )
-        finally:
-            self.con.unregister("journal_rows")
-        if unsent:
-            ops = ", ".join(sql.literal(op) for op in sorted(unsent))
-            self.con.execute(
-                f"INSERT INTO work.accepted SELECT {', '.join(key_cols)}, {HASH_COLUMN},"
-                f" {OP_COLUMN}, 1 FROM work.changes WHERE {OP_COLUMN} IN ({ops})"
-            )
 
     def close(self) -> None:
         self.con.close()
@@ -225,6 +333,8 @@ class DuckDBSnapshotStore:
     # -- helpers -------------------------------------------------------------------------
 
     def _snapshot_exists(self) -> bool:
+        if not self._attached:
+            return False
         return bool(
             self._count(
                 "information_schema.tables WHERE table_catalog = current_database()"
@@ -243,7 +353,7 @@ class DuckDBSnapshotStore:
         columns = ", ".join(
             f"{sql.quote(k)} {self._duck_type('work.stage', k)}" for k in self.mapping.key_columns
         )
-        self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns}, row_hash UBIGINT)")
+        self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns}, __row_hash UBIGINT)")
         if not dry_run:
             self._set_meta(
                 {
@@ -254,9 +364,32 @@ class DuckDBSnapshotStore:
             )
         return table
 
+    def _has(self, schema: str, table: str) -> bool:
+        return bool(
+            self._count(
+                f"information_schema.tables WHERE table_catalog = {sql.literal(schema)}"
+                f" AND table_name = {sql.literal(table)}"
+            )
+        )
+
+    def _journal_schema_of_stage(self) -> pa.Schema:
+        if self.stage_schema is not None:
+            return self.journal_schema()
+        return (
+            self._snapshot_journal_schema()
+            if self._snapshot_exists()
+            else pa.schema(
+                [
+                    pa.field(f"{KEY_PART_PREFIX}{i}", pa.string())
+                    for i in range(len(self.mapping.key_columns))
+                ]
+                + [pa.field(HASH_COLUMN, pa.uint64()), pa.field(OP_COLUMN, pa.string())]
+            )
+        )
+
     def _snapshot_journal_schema(self) -> pa.Schema:
         table = self.con.execute(
-            "SELECT * EXCLUDE (row_hash) FROM snapshot LIMIT 0"
+            "SELECT * EXCLUDE (__row_hash) FROM snapshot LIMIT 0"
         ).to_arrow_table()
         parts = [pa.field(f"{KEY_PART_PREFIX}{i}", f.type) for i, f in enumerate(table.schema)]
         return pa.schema(

@@ -38,21 +38,29 @@ def journal_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.arrow")) if directory.is_dir() else []
 
 
+JOURNAL_COLUMN = "__journal"
+
+
 def read_journals(files: list[Path], schema: pa.Schema) -> pa.RecordBatchReader:
-    """Every complete batch of the files; a batch torn by a crash is ignored."""
+    """Every complete batch of the files, with the file's position (`__journal`) so a later
+    run's acknowledgement wins; a batch torn by a crash is ignored."""
+    out_schema = schema.append(pa.field(JOURNAL_COLUMN, pa.int32()))
 
     def batches() -> Iterator[pa.RecordBatch]:
-        for file in files:
+        for position, file in enumerate(files):
             try:
                 reader = pa.ipc.open_stream(pa.memory_map(str(file)))
             except (pa.ArrowInvalid, OSError):
                 continue  # the run died before its first batch reached the file
             while True:
                 try:
-                    yield reader.read_next_batch().cast(schema)
+                    batch = reader.read_next_batch().cast(schema)
+                    yield batch.append_column(
+                        JOURNAL_COLUMN, pa.array([position] * batch.num_rows, pa.int32())
+                    )
                 except StopIteration:
                     break
                 except (pa.ArrowInvalid, OSError):
                     break  # torn by a crash: resent by the next run, like a batch in flight
 
-    return pa.RecordBatchReader.from_batches(schema, batches())
+    return pa.RecordBatchReader.from_batches(out_schema, batches())

@@ -34,6 +34,7 @@ class RunRecord:
     failed: int = 0
     failed_by_class: dict[str, int] = field(default_factory=dict)
     error: str | None = None
+    retried: int = 0
 
     @property
     def duration_s(self) -> float | None:
@@ -61,6 +62,7 @@ class RunRecord:
             "loaded_deleted": self.loaded_deleted,
             "failed": self.failed,
             "failed_by_class": dict(self.failed_by_class),
+            "retried": self.retried,
             "phases_s": {
                 "extract": self.extract_s,
                 "diff": self.diff_s,

@@ -56,6 +56,7 @@ runs = sa.Table(
     sa.Column("failed", sa.BigInteger, nullable=False, default=0),
     sa.Column("failed_by_class", sa.JSON, nullable=False, default=dict),
     sa.Column("error", sa.Text),
+    sa.Column("retried", sa.BigInteger, nullable=False, default=0),
     sa.Column("host", sa.String(200)),
     sa.Column("pid", sa.Integer),
     sa.Index("ix_runs_mapping_id", "mapping", "id"),
@@ -84,4 +85,24 @@ leases = sa.Table(
     sa.Column("run_id", sa.Integer),
     sa.Column("token", sa.String(64), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+)
+
+pending_failures = sa.Table(
+    "pending_failures",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("record_key", sa.Text, primary_key=True),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("operation", sa.String(10), nullable=False),
+    sa.Column("first_failed_at", UTCDateTime, nullable=False),
+    sa.Column("last_failed_at", UTCDateTime, nullable=False),
+    sa.Column("failed_syncs", sa.Integer, nullable=False),
+    sa.Column("last_run_id", sa.Integer, nullable=False),
+    sa.Column("error_class", sa.String(30), nullable=False),
+    sa.Column("code", sa.String(100)),
+    sa.Column("http_status", sa.Integer),
+    sa.Column("message", sa.Text, nullable=False),
+    sa.Column("payload", sa.Text),
+    sa.Column("closed_at", UTCDateTime),
+    sa.Index("ix_pending_failures_status", "mapping", "status"),
 )

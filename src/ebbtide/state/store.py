@@ -25,6 +25,7 @@ from ebbtide.errors import (
     UsageError,
 )
 from ebbtide.ports import Operation
+from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
 
@@ -49,6 +50,7 @@ class SqlStateStore:
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
+        self.pending_failures = PendingFailures(self.engine)
 
     def _migrate(self) -> None:
         config = AlembicConfig()
@@ -155,10 +157,28 @@ class SqlStateStore:
             ).scalar()
         return token == lease.token
 
+    def check_lease(self, lease: Lease) -> None:
+        """Fencing: raise LeaseLostError when another run has taken this one's lease."""
+        if not self.holds(lease):
+            raise LeaseLostError(
+                f"run {lease.run_id} lost its lease on {lease.mapping!r} (it stalled past the"
+                " lease and another run took over); it commits nothing more"
+            )
+
     def finish_run(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
-        """Record the run's outcome and release its lease."""
+        """Record the run's outcome and release its lease; refused if the lease was lost."""
         counts, timings = result.counts, result.timings
         with self.engine.begin() as conn:
+            released = conn.execute(
+                leases.delete().where(
+                    leases.c.mapping == lease.mapping, leases.c.token == lease.token
+                )
+            ).rowcount
+            if released != 1:
+                raise LeaseLostError(
+                    f"run {lease.run_id} lost its lease on {lease.mapping!r}; its late"
+                    " results were not recorded"
+                )
             conn.execute(
                 runs.update()
                 .where(runs.c.id == lease.run_id)
@@ -179,12 +199,8 @@ class SqlStateStore:
                     loaded_updated=counts.loaded_updated,
                     loaded_deleted=counts.loaded_deleted,
                     failed=counts.failed,
+                    retried=counts.retried,
                     failed_by_class=dict(counts.failed_by_class),
-                )
-            )
-            conn.execute(
-                leases.delete().where(
-                    leases.c.mapping == lease.mapping, leases.c.token == lease.token
                 )
             )
         return self.get_run(lease.run_id)

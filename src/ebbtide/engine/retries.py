@@ -1,0 +1,80 @@
+"""Failed records across syncs: who is retried, who is given up, who no longer needs it.
+
+A failed record stays out of the snapshot, so every later diff finds it again with the row's
+latest data. This module only keeps the books (DESIGN invariant 6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from ebbtide.ports import PendingFate
+
+
+class FailureStatus(StrEnum):
+    """Where a failed record stands; the values are the words users see."""
+
+    PENDING = "pending"  # retried by every sync until it loads or expires
+    EXPIRED = "expired"  # given up: not retried until the row changes again
+    RESOLVED = "resolved"  # loaded later, or the destination already has its value
+    OBSOLETE = "obsolete"  # the row left the model before it could be retried
+    RESET = "reset"  # closed by a reset of the mapping
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """`retry: {max_days: 14, max_syncs: 25}`."""
+
+    max_days: float = 14.0
+    max_syncs: int = 25
+
+    def expires(self, first_failed_at: datetime, failed_syncs: int, now: datetime) -> bool:
+        too_old = now - first_failed_at >= timedelta(days=self.max_days)
+        return failed_syncs >= self.max_syncs or too_old
+
+
+@dataclass(frozen=True)
+class PendingFailure:
+    """A record that failed in an earlier sync and is still being retried."""
+
+    key: str
+    first_failed_at: datetime
+    failed_syncs: int
+
+
+@dataclass
+class RetryOutcome:
+    """Transitions to record once the run is committed."""
+
+    retried: int = 0
+    resolved: list[str] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+def settle(
+    pending: dict[str, PendingFailure],
+    fates: dict[str, PendingFate],
+    failed_now: set[str],
+    policy: RetryPolicy,
+    now: datetime,
+) -> RetryOutcome:
+    """Decide the next status of each pending record and of each record that failed now."""
+    outcome = RetryOutcome(retried=sum(1 for fate in fates.values() if fate.sent))
+    for key, fate in fates.items():
+        if key in failed_now:
+            continue
+        if fate.accepted or (not fate.sent and fate.in_model):
+            outcome.resolved.append(key)  # loaded, or the destination already has this value
+        elif not fate.sent and not fate.in_model:
+            outcome.obsolete.append(key)  # deleted meanwhile: nothing left to deliver
+        # sent but neither accepted nor failed: the run stopped before it; still pending
+    for key in failed_now:
+        earlier = pending.get(key)
+        first = earlier.first_failed_at if earlier else now
+        syncs = earlier.failed_syncs + 1 if earlier else 1
+        if policy.expires(first, syncs, now):
+            outcome.expired.append(key)
+    return outcome
