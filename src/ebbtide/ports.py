@@ -189,6 +189,10 @@ class SnapshotStore(Protocol):
         """Compare the staged rows with the snapshot; a dry run persists nothing."""
         ...
 
+    def snapshot_size(self) -> int:
+        """How many records the snapshot holds."""
+        ...
+
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
         """The changed rows to send, as outbound record batches."""
         ...

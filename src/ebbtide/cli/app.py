@@ -140,6 +140,9 @@ def sync_run(
     all_mappings: Annotated[
         bool, typer.Option("--all", help="Sync every enabled mapping.")
     ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Send even if a guard (max_deletes, …) trips, once.")
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Sync mappings now, one after the other, and show what happened."""
@@ -148,10 +151,10 @@ def sync_run(
     records: list[RunRecord] = []
     for name in names:
         if json_output or not sys.stderr.isatty():
-            records.append(service.run(name))
+            records.append(service.run(name, force=force))
         else:
             with ProgressListener(name, err) as listener:
-                records.append(service.run(name, listener=listener))
+                records.append(service.run(name, listener=listener, force=force))
     if json_output:
         render.print_json(out, [r.to_json() for r in records])
     else:

@@ -150,6 +150,8 @@ def plan_view(console: Console, plan: SyncPlan) -> None:
         ]
     )
     console.print(table)
+    if plan.guard:
+        console.print(f"[red]A guard would stop this sync:[/] {plan.guard} (override with --force)")
     not_sent = sorted({"added", "updated", "deleted"} - set(plan.operations_sent))
     if not_sent:
         console.print(f"Mode {plan.mode} does not send: {', '.join(not_sent)}")

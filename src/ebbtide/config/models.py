@@ -57,6 +57,14 @@ class RetrySpec(Spec):
     max_syncs: int = Field(default=25, ge=1)
 
 
+class GuardSpec(Spec):
+    """Stop a sync before it sends anything when its change set looks like a broken model."""
+
+    max_deletes: int | None = Field(default=None, ge=0)
+    max_delete_pct: float | None = Field(default=None, ge=0, le=100)
+    max_change_pct: float | None = Field(default=None, ge=0)
+
+
 class MappingSpec(Spec):
     """A model sent to a destination action."""
 
@@ -68,6 +76,7 @@ class MappingSpec(Spec):
     schedule: str = "manual"
     enabled: bool = True
     retry: RetrySpec = Field(default_factory=RetrySpec)
+    guards: GuardSpec | None = None
 
     @field_validator("schedule")
     @classmethod

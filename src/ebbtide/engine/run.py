@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from ebbtide.engine.guards import Guards, GuardTripped
 from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
@@ -64,6 +65,8 @@ class SyncJob:
     pending: dict[str, PendingFailure] = field(default_factory=dict)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
     fence: Callable[[], None] = lambda: None  # raises LeaseLostError once the lease is gone
+    guards: Guards = field(default_factory=Guards)
+    force: bool = False  # send even when a guard trips
 
 
 def execute(job: SyncJob, result: RunResult) -> RunResult:
@@ -78,6 +81,14 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
         job.listener.phase(Phase.DIFF)
         changes = job.snapshot.diff()
         _count_changes(result.counts, changes, job.mapping.operations_sent)
+        tripped = job.guards.tripped(
+            changes, job.snapshot.snapshot_size(), job.mapping.operations_sent
+        )
+        if tripped and not job.force:
+            raise GuardTripped(
+                f"guard {tripped}; nothing was sent. Check the model; if the change is meant,"
+                " run the sync again with --force."
+            )
     failed_keys: set[str] = set()
     with _timed(timings, "load_s"):
         to_send = sum(changes.of(op) for op in job.mapping.operations_sent)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 from ebbtide.config.models import DestinationConfig
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
+from ebbtide.engine.guards import Guards
 from ebbtide.engine.load import LoadSettings
 from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
@@ -25,7 +27,9 @@ from ebbtide.state.store import SqlStateStore, utcnow
 
 log = logging.getLogger(__name__)
 
-LEASE_TTL_S = 60.0
+# How long a run's claim on its mapping lasts without a heartbeat; a run that dies is taken over
+# after this. EBBTIDE_LEASE_TTL_S shortens it for tests of crashes.
+LEASE_TTL_S = float(os.environ.get("EBBTIDE_LEASE_TTL_S", "60"))
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,7 @@ class SyncPlan:
     deleted: int
     operations_sent: list[str]
     samples: list[dict[str, object]] = field(default_factory=list)
+    guard: str | None = None  # the guard the sync would trip, if any
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -52,6 +57,7 @@ class SyncPlan:
             "would_send": self.would_send,
             "operations_sent": self.operations_sent,
             "samples": self.samples,
+            "guard_tripped": self.guard,
         }
 
     @property
@@ -83,7 +89,12 @@ class SyncService:
         return compile_mapping(name, spec, self.workspace.model(spec.model), action)
 
     def run(
-        self, name: str, trigger: Trigger = Trigger.MANUAL, listener: RunListener | None = None
+        self,
+        name: str,
+        trigger: Trigger = Trigger.MANUAL,
+        listener: RunListener | None = None,
+        *,
+        force: bool = False,
     ) -> RunRecord:
         """Sync one mapping now and return its run as recorded in the history."""
         mapping = self.compile(name)
@@ -91,7 +102,7 @@ class SyncService:
         result = RunResult()
         try:
             with _Heartbeat(self.state, lease, self.lease_ttl_s):
-                self._execute(mapping, lease, result, listener or RunListener())
+                self._execute(mapping, lease, result, listener or RunListener(), force)
             status = result.status
         except LeaseLostError as error:
             # Fenced: the run that took the lease over owns the mapping and its history now.
@@ -121,7 +132,12 @@ class SyncService:
             return self.state.get_run(lease.run_id)
 
     def _execute(
-        self, mapping: CompiledMapping, lease: Lease, result: RunResult, listener: RunListener
+        self,
+        mapping: CompiledMapping,
+        lease: Lease,
+        result: RunResult,
+        listener: RunListener,
+        force: bool,
     ) -> None:
         source = self._source(mapping.model)
         snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
@@ -142,6 +158,8 @@ class SyncService:
                 pending=self.state.pending_failures.pending(mapping.name),
                 retry_policy=RetryPolicy(spec.retry.max_days, spec.retry.max_syncs),
                 fence=lambda: self.state.check_lease(lease),
+                guards=Guards.for_mapping(spec.guards, spec.mode),
+                force=force,
             )
             execute(job, result)
         finally:
@@ -157,6 +175,10 @@ class SyncService:
             extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
             snapshot.check_keys()
             changes = snapshot.diff(dry_run=True)
+            spec = self.workspace.mapping(name)
+            tripped = Guards.for_mapping(spec.guards, spec.mode).tripped(
+                changes, snapshot.snapshot_size(), mapping.operations_sent
+            )
             sample = snapshot.sample_changes(frozenset(Operation), samples)
         finally:
             snapshot.close()
@@ -170,6 +192,7 @@ class SyncService:
             deleted=changes.deleted,
             operations_sent=sorted(op.value for op in mapping.operations_sent),
             samples=sample,
+            guard=tripped,
         )
 
     def _source(self, model: str) -> Source:

@@ -195,6 +195,10 @@ class DuckDBSnapshotStore:
         )
         return ChangeCounts(**{op: int(n) for op, n in counts.items()})
 
+    def snapshot_size(self) -> int:
+        """How many records the destination has, as far as the snapshot knows."""
+        return self._count("snapshot") if self._snapshot_exists() else 0
+
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.stage_schema is not None, "stage() comes first"
