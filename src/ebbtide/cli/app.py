@@ -16,7 +16,9 @@ from ebbtide.cli import render
 from ebbtide.cli.progress import ProgressListener
 from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
 from ebbtide.engine.outcome import RunStatus
-from ebbtide.errors import ConfigErrors, EbbtideError
+from ebbtide.engine.retries import FailureStatus
+from ebbtide.errors import ConfigErrors, EbbtideError, ErrorClass
+from ebbtide.services.advice import recommended_action
 from ebbtide.services.sync import SyncService
 from ebbtide.services.workspace_init import init_workspace
 from ebbtide.state.records import RunRecord
@@ -39,6 +41,8 @@ sync_app = typer.Typer(help="Plan and run syncs.", no_args_is_help=True)
 runs_app = typer.Typer(help="The sync history.", no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
 app.add_typer(runs_app, name="runs")
+records_app = typer.Typer(help="Records across runs.", no_args_is_help=True)
+app.add_typer(records_app, name="records")
 
 out = Console()
 err = Console(stderr=True)
@@ -163,7 +167,8 @@ def sync_run(
             if record.error:
                 err.print(f"[red]{record.mapping}:[/] {record.error}")
             if record.failed:
-                out.print(render.failure_groups_table(service.state.failure_groups(record.id)))
+                groups = service.state.failure_groups(record.id)
+                out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
                 out.print(f"Details: ebbtide runs show {record.id}")
     raise typer.Exit(max((EXIT_FOR_STATUS[r.status] for r in records), key=_severity, default=0))
 
@@ -216,10 +221,56 @@ def runs_show(run_id: int, json_output: JsonFlag = False) -> None:
             }
             for g in groups
         ]
-        data["failures"] = render.failures_json(service.state.failures(run_id, limit=100))
+        data["failures"] = render.failures_json(
+            service.state.failures(run_id, limit=100), _advisor(service, run.mapping)
+        )
         render.print_json(out, data)
     else:
-        render.run_details(out, run, groups)
+        render.run_details(out, run, groups, _advisor(service, run.mapping))
+
+
+@runs_app.command("failed")
+def runs_failed(
+    run_id: int,
+    limit: Annotated[int, typer.Option(help="How many records at most.")] = 1000,
+    json_output: JsonFlag = False,
+) -> None:
+    """The records that failed in one run, with error, payload and recommended action."""
+    service = _service()
+    run = service.state.get_run(run_id)
+    failures = service.state.failures(run_id, limit=limit)
+    if json_output:
+        render.print_json(out, render.failures_json(failures, _advisor(service, run.mapping)))
+    else:
+        out.print(render.failures_table(failures, f"Failed records of run {run_id}"))
+
+
+@records_app.command("failed")
+def records_failed(
+    mapping: str,
+    status: Annotated[
+        list[FailureStatus] | None,
+        typer.Option(help="Which statuses (default: pending and expired)."),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="How many records at most.")] = 1000,
+    json_output: JsonFlag = False,
+) -> None:
+    """Records of a mapping that failed: pending retry, or expired (given up)."""
+    service = _service()
+    service.workspace.mapping(mapping)
+    statuses = status or [FailureStatus.PENDING, FailureStatus.EXPIRED]
+    records = service.state.pending_failures.listed(mapping, statuses, limit)
+    if json_output:
+        render.print_json(out, render.failed_records_json(records, _advisor(service, mapping)))
+    else:
+        out.print(render.failed_records_table(records, mapping))
+
+
+def _advisor(service: SyncService, mapping: str) -> render.Advise:
+    def advise(error_class: ErrorClass, message: str) -> str:
+        return recommended_action(service.workspace, mapping, error_class, message)
+
+    return advise
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

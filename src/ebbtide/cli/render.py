@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.services.sync import SyncPlan
+from ebbtide.state.pending import FailedRecord
 from ebbtide.state.records import FailureGroup, RunRecord
 
 STATUS_STYLE = {
@@ -58,7 +60,12 @@ def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
     return table
 
 
-def run_details(console: Console, run: RunRecord, groups: Sequence[FailureGroup]) -> None:
+Advise = Callable[[ErrorClass, str], str]
+
+
+def run_details(
+    console: Console, run: RunRecord, groups: Sequence[FailureGroup], advise: Advise
+) -> None:
     """Everything about one run: status, phases, counts, and why records failed."""
     console.print(
         f"[bold]Run {run.id}[/] · mapping [bold]{run.mapping}[/] · {status_text(run.status)}"
@@ -70,7 +77,7 @@ def run_details(console: Console, run: RunRecord, groups: Sequence[FailureGroup]
         f" load {seconds(run.load_s)}, commit {seconds(run.commit_s)})"
     )
     counts = Table(show_header=True, title="Records", title_justify="left")
-    for column in (
+    labels = (
         "extracted",
         "added",
         "updated",
@@ -80,32 +87,34 @@ def run_details(console: Console, run: RunRecord, groups: Sequence[FailureGroup]
         "loaded updated",
         "loaded deleted",
         "failed",
-    ):
-        counts.add_column(column, justify="right")
-    counts.add_row(
-        *[
-            f"{n:,}"
-            for n in (
-                run.extracted,
-                run.added,
-                run.updated,
-                run.deleted,
-                run.skipped,
-                run.loaded_new,
-                run.loaded_updated,
-                run.loaded_deleted,
-                run.failed,
-            )
-        ]
+        "retries",
     )
+    values = (
+        run.extracted,
+        run.added,
+        run.updated,
+        run.deleted,
+        run.skipped,
+        run.loaded_new,
+        run.loaded_updated,
+        run.loaded_deleted,
+        run.failed,
+        run.retried,
+    )
+    for label in labels:
+        counts.add_column(label, justify="right")
+    counts.add_row(*[f"{n:,}" for n in values])
     console.print(counts)
     if run.error:
-        console.print(f"[red]Error:[/] {run.error}")
+        console.print(f"[red]Error:[/] {escape(run.error)}")
     if groups:
-        console.print(failure_groups_table(groups))
+        console.print(failure_groups_table(groups, advise))
+        for group in groups:
+            for payload in group.sample_payloads[:1]:
+                console.print(f"[dim]sample payload ({group.error_class}):[/] {escape(payload)}")
 
 
-def failure_groups_table(groups: Sequence[FailureGroup]) -> Table:
+def failure_groups_table(groups: Sequence[FailureGroup], advise: Advise) -> Table:
     table = Table(title="Failed records by error", title_justify="left", show_lines=True)
     for column in ("error class", "count", "message", "sample keys", "recommended action"):
         table.add_column(column, overflow="fold")
@@ -113,14 +122,14 @@ def failure_groups_table(groups: Sequence[FailureGroup]) -> Table:
         table.add_row(
             f"[red]{group.error_class}[/]",
             f"{group.count:,}",
-            group.message,
+            escape(group.message),
             ", ".join(group.sample_keys),
-            ErrorClass(group.error_class).recommended_action,
+            advise(ErrorClass(group.error_class), group.message),
         )
     return table
 
 
-def failures_json(failures: Sequence[RecordFailure]) -> list[dict[str, Any]]:
+def failures_json(failures: Sequence[RecordFailure], advise: Advise) -> list[dict[str, Any]]:
     return [
         {
             "key": json.loads(f.key) if f.key else None,
@@ -130,9 +139,71 @@ def failures_json(failures: Sequence[RecordFailure]) -> list[dict[str, Any]]:
             "http_status": f.http_status,
             "message": f.message,
             "payload": f.payload,
-            "recommended_action": f.error_class.recommended_action,
+            "recommended_action": advise(f.error_class, f.message),
         }
         for f in failures
+    ]
+
+
+def failures_table(failures: Sequence[RecordFailure], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("key", "op", "error class", "code", "message", "payload"):
+        table.add_column(column, overflow="fold")
+    for f in failures:
+        table.add_row(
+            f.key,
+            f.operation.value,
+            f.error_class.value,
+            f.code or "",
+            escape(f.message),
+            escape((f.payload or "")[:200]),
+        )
+    return table
+
+
+def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table:
+    table = Table(title=f"Failed records of {mapping}", title_justify="left")
+    for column in (
+        "key",
+        "status",
+        "first failed (UTC)",
+        "syncs failed",
+        "last run",
+        "error class",
+        "last error",
+    ):
+        table.add_column(column, overflow="fold")
+    for r in records:
+        table.add_row(
+            r.key,
+            r.status.value,
+            f"{r.first_failed_at:%Y-%m-%d %H:%M}",
+            str(r.failed_syncs),
+            str(r.last_run_id),
+            r.error_class,
+            escape(r.message),
+        )
+    return table
+
+
+def failed_records_json(records: Sequence[FailedRecord], advise: Advise) -> list[dict[str, Any]]:
+    return [
+        {
+            "key": json.loads(r.key),
+            "status": r.status.value,
+            "operation": r.operation,
+            "first_failed_at": r.first_failed_at.isoformat(),
+            "last_failed_at": r.last_failed_at.isoformat(),
+            "failed_syncs": r.failed_syncs,
+            "last_run_id": r.last_run_id,
+            "error_class": r.error_class,
+            "code": r.code,
+            "http_status": r.http_status,
+            "message": r.message,
+            "payload": r.payload,
+            "recommended_action": advise(ErrorClass(r.error_class), r.message),
+        }
+        for r in records
     ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -43,7 +43,11 @@ from ebbtide.sources.postgres import CONNECT_TIMEOUT_S, check_url, url_redactor
 _ROW_LEVEL_CLASSES = ("21", "22", "23")  # cardinality, data exception, integrity violation
 _RAISED_BY_TRIGGER = "P0001"
 _UNIQUE_VIOLATION = "23505"
+_KEY_PART = re.compile(re.escape(KEY_PART_PREFIX) + r"\d+")
 _COPY_COLUMN = re.compile(r"column (\S+?):")
+
+
+_Connection = psycopg.AsyncConnection[tuple[Any, ...]]
 
 
 def _as_list(value: Any) -> Any:
@@ -85,7 +89,7 @@ class PostgresDestinationConfig(DestinationConfig):
 class _Slot:
     """A connection and whether its session already has the staging table."""
 
-    conn: psycopg.AsyncConnection[tuple[Any, ...]]
+    conn: _Connection
     staged: bool = False
 
 
@@ -99,7 +103,7 @@ class _Pool:
     _free: asyncio.Semaphore | None = None
 
     @asynccontextmanager
-    async def slot(self, connect: Any) -> AsyncIterator[_Slot]:
+    async def slot(self, connect: Callable[[], Awaitable[_Connection]]) -> AsyncIterator[_Slot]:
         if self._free is None:
             self._free = asyncio.Semaphore(self.size)
         async with self._free:
@@ -198,11 +202,13 @@ class PostgresDestination:
                 await self._fit_table(records.schema, fields)
                 self._writes = Writes(self.table, tuple(self.config.key), fields)
         if self._writes.fields != fields:
-            raise DestinationError(ErrorClass.MAPPING, "every batch of a run must map the same fields")
+            raise DestinationError(
+                ErrorClass.MAPPING, "every batch of a run must map the same fields"
+            )
         return self._writes
 
     def _check_key_parts(self, schema: pa.Schema) -> None:
-        parts = [n for n in schema.names if n.startswith(KEY_PART_PREFIX)]
+        parts = [n for n in schema.names if _KEY_PART.fullmatch(n)]
         if len(parts) != len(self.config.key):
             raise DestinationError(
                 ErrorClass.MAPPING,
@@ -238,7 +244,7 @@ class PostgresDestination:
 
     async def _write(
         self,
-        conn: psycopg.AsyncConnection[tuple[Any, ...]],
+        conn: _Connection,
         writes: Writes,
         mode: SyncMode,
         rows: list[tuple[Any, ...]],
@@ -253,7 +259,7 @@ class PostgresDestination:
 
     async def _row_by_row(
         self,
-        conn: psycopg.AsyncConnection[tuple[Any, ...]],
+        conn: _Connection,
         writes: Writes,
         mode: SyncMode,
         rows: list[tuple[Any, ...]],
@@ -274,7 +280,7 @@ class PostgresDestination:
 
     async def _apply(
         self,
-        conn: psycopg.AsyncConnection[tuple[Any, ...]],
+        conn: _Connection,
         writes: Writes,
         mode: SyncMode,
         rows: list[tuple[Any, ...]],
@@ -305,7 +311,7 @@ class PostgresDestination:
 
     # -- connections and errors ----------------------------------------------------------
 
-    async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
+    async def _connect(self) -> _Connection:
         url = self.config.url
         try:
             options = conninfo_to_dict(url)
@@ -361,7 +367,9 @@ def _rejection(key: str, exc: psycopg.Error) -> RecordRejection:
         message += f" (column {column})"
     if diag.constraint_name and f'"{diag.constraint_name}"' not in message:
         message += f" (constraint {diag.constraint_name})"
-    error_class = ErrorClass.CONFLICT if exc.sqlstate == _UNIQUE_VIOLATION else ErrorClass.VALIDATION
+    error_class = (
+        ErrorClass.CONFLICT if exc.sqlstate == _UNIQUE_VIOLATION else ErrorClass.VALIDATION
+    )
     return RecordRejection(key, error_class, message, code=exc.sqlstate)
 
 
@@ -374,7 +382,7 @@ _CONNECT_AUTH = (
     "password authentication failed",
     "authentication failed",
     "no password supplied",
-    "role",
+    'role "',
     "pg_hba.conf",
     "not permitted to log in",
 )
@@ -385,12 +393,17 @@ def _error_class(exc: psycopg.Error) -> ErrorClass:
     state = exc.sqlstate or ""
     if not state:  # failed to connect, or the connection dropped: libpq says why in words
         text = str(exc)
-        if "FATAL" in text and any(s in text for s in _CONNECT_AUTH):
-            return ErrorClass.AUTH
-        if "FATAL" in text and "database" in text and "does not exist" in text:
+        if "FATAL" not in text:
+            return ErrorClass.NETWORK
+        if re.search(r'database "[^"]*" does not exist', text):
             return ErrorClass.NOT_FOUND
-        return ErrorClass.NETWORK
-    return _STATE_CLASSES.get(state) or _STATE_CLASSES.get(state[:2], ErrorClass.SERVER_ERROR)
+        if "permission denied" in text:
+            return ErrorClass.PERMISSION
+        return ErrorClass.AUTH if any(s in text for s in _CONNECT_AUTH) else ErrorClass.NETWORK
+    for prefix in (state, state[:3], state[:2]):
+        if prefix in _STATE_CLASSES:
+            return _STATE_CLASSES[prefix]
+    return ErrorClass.SERVER_ERROR
 
 
 _STATE_CLASSES: dict[str, ErrorClass] = {

@@ -90,3 +90,4 @@ class FailureGroup:
     message: str
     count: int
     sample_keys: list[str]
+    sample_payloads: list[str] = field(default_factory=list)

@@ -276,8 +276,8 @@ class SqlStateStore:
         groups = []
         with self.engine.connect() as conn:
             for error_class, message, n in conn.execute(grouped):
-                keys = conn.execute(
-                    sa.select(run_failures.c.record_key)
+                samples_rows = conn.execute(
+                    sa.select(run_failures.c.record_key, run_failures.c.payload)
                     .where(
                         run_failures.c.run_id == run_id,
                         run_failures.c.error_class == error_class,
@@ -285,8 +285,17 @@ class SqlStateStore:
                     )
                     .order_by(run_failures.c.id)
                     .limit(samples)
-                ).scalars()
-                groups.append(FailureGroup(error_class, message, int(n), list(keys)))
+                )
+                rows = list(samples_rows)
+                groups.append(
+                    FailureGroup(
+                        error_class,
+                        message,
+                        int(n),
+                        [r[0] for r in rows],
+                        [r[1] for r in rows if r[1]],
+                    )
+                )
         return groups
 
     def dispose(self) -> None:

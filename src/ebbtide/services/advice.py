@@ -1,0 +1,70 @@
+"""Recommended actions that point at the exact place in the workspace to fix."""
+
+from __future__ import annotations
+
+import re
+
+from ebbtide.config.workspace import Workspace
+from ebbtide.errors import ErrorClass
+
+
+def recommended_action(
+    workspace: Workspace, mapping: str, error_class: ErrorClass, message: str
+) -> str:
+    """What a person should do about a failure of `mapping`, naming files and keys."""
+    spec = workspace.spec.mappings.get(mapping)
+    if spec is None:
+        return error_class.recommended_action
+    name = spec.destination
+    config = workspace.destinations.get(name)
+    secret_at = (
+        f"destinations.{name}.headers"
+        if getattr(config, "headers", None)
+        else (f"destinations.{name}.url")
+    )
+    if error_class is ErrorClass.AUTH:
+        return (
+            f"The destination rejected the credentials: update them in `{secret_at}` of"
+            f" {workspace.file.name} (or the environment variable it reads), then sync again."
+        )
+    if error_class is ErrorClass.PERMISSION:
+        return (
+            f"The credentials in `{secret_at}` are valid but lack permission for action"
+            f" {spec.action!r}: grant the account access, then sync again."
+        )
+    if error_class is ErrorClass.VALIDATION:
+        field = _field_named(message, list(spec.fields))
+        if field is not None:
+            return (
+                f"The destination refused field {field!r} (model column"
+                f" {spec.fields[field]!r} of model {spec.model!r}): fix the value in the warehouse,"
+                f" or change `mappings.{mapping}.fields.{field}`. The record is retried with its"
+                " latest data on the next sync."
+            )
+    if error_class is ErrorClass.RATE_LIMITED:
+        return (
+            f"The destination kept answering 429 after retries: lower"
+            f" `destinations.{name}.concurrency` or set `destinations.{name}.rate_limit`."
+        )
+    if error_class is ErrorClass.PAYLOAD_TOO_LARGE:
+        return (
+            f"The payload is larger than the destination accepts: lower"
+            f" `destinations.{name}.batch_size`, or map fewer or smaller fields in"
+            f" `mappings.{mapping}.fields`."
+        )
+    if error_class is ErrorClass.NOT_FOUND and spec.mode == "update":
+        return (
+            f"The destination has no record for this key and mapping {mapping!r} only updates:"
+            " create the record there first, or use mode upsert."
+        )
+    return error_class.recommended_action
+
+
+def _field_named(message: str, fields: list[str]) -> str | None:
+    """The mapped field the destination's message names first ("email: not valid")."""
+    found = []
+    for field in fields:
+        match = re.search(rf"(?<![\w.]){re.escape(field)}(?!\w)", message)
+        if match:
+            found.append((match.start(), -len(field), field))
+    return min(found)[2] if found else None
