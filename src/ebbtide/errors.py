@@ -125,7 +125,7 @@ class ModelError(EbbtideError):
         self.samples = samples or []
         text = message
         if self.samples:
-            text += " Sample keys: " + ", ".join(self.samples)
+            text += " Samples: " + ", ".join(self.samples)
         super().__init__(text)
 
 

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, get_args
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, Field, ValidationError
 
 from ebbtide.config.env import EnvSubstitution
 from ebbtide.config.located_yaml import KeyPath, LocatedDocument, dotted, load_located
 from ebbtide.config.models import (
+    DEFAULT_STATE_URL,
     DestinationConfig,
     MappingSpec,
     ModelSpec,
     SourceConfig,
+    Spec,
     WorkspaceSpec,
 )
 from ebbtide.config.redact import Redactor
@@ -33,10 +35,11 @@ class Workspace:
 
     root: Path
     file: Path
-    spec: WorkspaceSpec
-    sources: dict[str, SourceConfig]
-    destinations: dict[str, DestinationConfig]
-    redact: Redactor
+    # Resolved `${VAR}` values live in these: kept out of repr so no log ever shows them.
+    spec: WorkspaceSpec = field(repr=False)
+    sources: dict[str, SourceConfig] = field(repr=False)
+    destinations: dict[str, DestinationConfig] = field(repr=False)
+    redact: Redactor = field(repr=False)
 
     @property
     def state_dir(self) -> Path:
@@ -73,92 +76,131 @@ def find_workspace(start: Path) -> Path:
 
 
 def load_workspace(root: Path) -> Workspace:
-    """Read, substitute, validate and cross-check `ebbtide.yml`, reporting every error."""
+    """Read, substitute, validate and cross-check `ebbtide.yml`, reporting every error at once."""
     file = root / WORKSPACE_FILE
     env = EnvSubstitution.for_workspace(root)
     doc = load_located(file, env)
-    errors = [
-        ConfigError(
-            f"environment variable {name} is not set (export it or add it to {root / '.env'})",
-            file=str(file),
-            line=doc.line_of(path),
-            path=dotted(path),
-        )
-        for name, path in env.missing
-    ]
+    report = _Report(doc, Redactor(env.secrets))
+    for name, path in env.missing:
+        report.missing_variable(name, path, root / ".env")
     raw = doc.data if doc.data is not None else {}
     if not isinstance(raw, dict):
-        raise ConfigErrors(
-            [ConfigError("the file must hold a mapping of sections", file=str(file), line=1)]
-        )
-    spec = _validate(WorkspaceSpec, raw, (), doc, errors)
-    if spec is None:
-        raise ConfigErrors(errors)
-    checker = _Checker(root, doc, spec, errors)
+        report.error("the file must hold a mapping of sections", ())
+        raise ConfigErrors(report.errors)
+    sections = report.validate(_Sections, raw, ())
+    if sections is None:
+        raise ConfigErrors(report.errors)
+    # Entry by entry, so one bad model does not hide the errors of the others.
+    spec = WorkspaceSpec(
+        state=sections.state,
+        sources=sections.sources,
+        destinations=sections.destinations,
+        models=report.validate_each(ModelSpec, sections.models, "models"),
+        mappings=report.validate_each(MappingSpec, sections.mappings, "mappings"),
+    )
+    checker = _Checker(root, report, spec, sections)
     sources, destinations = checker.adapters()
     checker.references(destinations)
-    if errors:
-        raise ConfigErrors(errors)
-    return Workspace(root, file, spec, sources, destinations, Redactor(env.secrets))
+    if report.errors:
+        raise ConfigErrors(report.errors)
+    return Workspace(root, file, spec, sources, destinations, report.redact)
 
 
-M = Any
+class _Sections(Spec):
+    """The top level of the file; entries are validated one by one afterwards."""
+
+    state: str = DEFAULT_STATE_URL
+    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
-def _validate(
-    model: type[BaseModel],
-    data: Any,
-    prefix: KeyPath,
-    doc: LocatedDocument,
-    errors: list[ConfigError],
-) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        for error in exc.errors():
-            path = prefix + tuple(error["loc"])
-            errors.append(_config_error(model, error, path, doc))
-        return None
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
-def _config_error(
-    model: type[BaseModel], error: Any, path: KeyPath, doc: LocatedDocument
-) -> ConfigError:
-    message = error["msg"]
+class _Report:
+    """Collects errors with file, line and key path, secrets masked."""
+
+    def __init__(self, doc: LocatedDocument, redact: Redactor) -> None:
+        self.doc, self.redact = doc, redact
+        self.errors: list[ConfigError] = []
+        self._unset: set[KeyPath] = set()
+
+    def error(self, message: str, path: KeyPath) -> None:
+        if any(path[: len(unset)] == unset for unset in self._unset):
+            return  # already reported: the variable it needs is not set
+        self.errors.append(
+            ConfigError(
+                self.redact(message),
+                file=str(self.doc.file),
+                line=self.doc.line_of(path),
+                path=dotted(path),
+            )
+        )
+
+    def missing_variable(self, name: str, path: KeyPath, dotenv: Path) -> None:
+        self.error(
+            f"environment variable {name} is not set (export it or add it to {dotenv})", path
+        )
+        self._unset.add(path)
+
+    def validate(self, model: type[SpecT], data: Any, prefix: KeyPath) -> SpecT | None:
+        try:
+            return model.model_validate(data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                path = prefix + tuple(error["loc"])
+                self.error(_message(model, error, tuple(error["loc"])), path)
+            return None
+
+    def validate_each(
+        self, model: type[SpecT], entries: dict[str, Any], section: str
+    ) -> dict[str, SpecT]:
+        valid = {}
+        for name, raw in entries.items():
+            checked = self.validate(model, raw, (section, name))
+            if checked is not None:
+                valid[name] = checked
+        return valid
+
+
+def _message(model: type[BaseModel], error: Any, loc: KeyPath) -> str:
+    message = str(error["msg"])
     if error["type"] == "extra_forbidden":
-        allowed = _allowed_keys(model, path)
-        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
-        message = f"unknown key {path[-1]!r}" + (
+        allowed = sorted(_model_at(model, loc[:-1]).model_fields)
+        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        return f"unknown key {loc[-1]!r}" + (
             f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
         )
-    elif error["type"] == "missing":
-        message = f"{path[-1]!r} is required"
-    elif message.startswith("Value error, "):
-        message = message[len("Value error, ") :]
-    return ConfigError(message, file=str(doc.file), line=doc.line_of(path), path=dotted(path))
+    if error["type"] == "missing":
+        return f"{loc[-1]!r} is required"
+    return message.removeprefix("Value error, ")
 
 
-def _allowed_keys(model: type[BaseModel], path: KeyPath) -> list[str]:
-    """Field names of the (possibly nested) model that `path[-1]` was found in."""
-    section: dict[str, type[BaseModel]] = {"models": ModelSpec, "mappings": MappingSpec}
-    for i, part in enumerate(path[:-1]):
-        if part in section and len(path) - i == 3:
-            return sorted(section[str(part)].model_fields)
-    return sorted(model.model_fields)
+def _model_at(model: type[BaseModel], loc: KeyPath) -> type[BaseModel]:
+    """The nested model that `loc` points into (`retry` of a mapping → RetrySpec)."""
+    current = model
+    for part in loc:
+        info = current.model_fields.get(str(part))
+        if info is None:
+            continue  # a dict key or a list index: stay in the model that holds the dict
+        nested = [
+            t
+            for t in (info.annotation, *get_args(info.annotation))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
+        if nested:
+            current = nested[0]
+    return current
 
 
 class _Checker:
-    def __init__(
-        self, root: Path, doc: LocatedDocument, spec: WorkspaceSpec, errors: list[ConfigError]
-    ):
-        self.root, self.doc, self.spec, self.errors = root, doc, spec, errors
+    def __init__(self, root: Path, report: _Report, spec: WorkspaceSpec, sections: _Sections):
+        self.root, self.report, self.spec, self.sections = root, report, spec, sections
 
     def error(self, message: str, path: KeyPath) -> None:
-        self.errors.append(
-            ConfigError(
-                message, file=str(self.doc.file), line=self.doc.line_of(path), path=dotted(path)
-            )
-        )
+        self.report.error(message, path)
 
     def adapters(self) -> tuple[dict[str, SourceConfig], dict[str, DestinationConfig]]:
         from ebbtide.destinations import DESTINATIONS
@@ -167,17 +209,17 @@ class _Checker:
         sources: dict[str, SourceConfig] = {}
         for name, raw in self.spec.sources.items():
             plugin = self._plugin(SOURCES, raw, ("sources", name))
-            if plugin is not None and (
-                cfg := _validate(plugin.config, raw, ("sources", name), self.doc, self.errors)
-            ):
-                sources[name] = cfg
+            if plugin is not None:
+                config = self.report.validate(plugin.config, raw, ("sources", name))
+                if config is not None:
+                    sources[name] = config
         destinations: dict[str, DestinationConfig] = {}
         for name, raw in self.spec.destinations.items():
             plugin = self._plugin(DESTINATIONS, raw, ("destinations", name))
-            if plugin is not None and (
-                cfg := _validate(plugin.config, raw, ("destinations", name), self.doc, self.errors)
-            ):
-                destinations[name] = cfg
+            if plugin is not None:
+                config = self.report.validate(plugin.config, raw, ("destinations", name))
+                if config is not None:
+                    destinations[name] = config
         return sources, destinations
 
     def _plugin(self, registry: Any, raw: Any, path: KeyPath) -> Any:
@@ -190,41 +232,43 @@ class _Checker:
             self.error(str(exc.args[0]), path + ("type",))
             return None
 
+    def _reference(self, kind: str, name: str, section: dict[str, Any], path: KeyPath) -> bool:
+        """True when `name` exists and is valid; an unknown name is an error, an invalid one
+        was reported where it is defined."""
+        if name not in section:
+            self.error(unknown_name(kind, name, sorted(section)), path)
+            return False
+        return True
+
     def references(self, destinations: dict[str, DestinationConfig]) -> None:
         from ebbtide.destinations import DESTINATIONS
 
         for name, model in self.spec.models.items():
-            if model.source not in self.spec.sources:
-                self.error(
-                    unknown_name("source", model.source, sorted(self.spec.sources)),
-                    ("models", name, "source"),
-                )
+            self._reference(
+                "source", model.source, self.sections.sources, ("models", name, "source")
+            )
             if model.file and not (self.root / model.file).is_file():
                 self.error(f"the file {model.file} does not exist", ("models", name, "file"))
         for name, mapping in self.spec.mappings.items():
             path: KeyPath = ("mappings", name)
-            if mapping.model not in self.spec.models:
-                self.error(
-                    unknown_name("model", mapping.model, sorted(self.spec.models)),
-                    path + ("model",),
-                )
-            if mapping.destination not in self.spec.destinations:
-                self.error(
-                    unknown_name(
-                        "destination", mapping.destination, sorted(self.spec.destinations)
-                    ),
-                    path + ("destination",),
-                )
-                continue
+            has_model = self._reference(
+                "model", mapping.model, self.sections.models, path + ("model",)
+            )
+            has_destination = self._reference(
+                "destination",
+                mapping.destination,
+                self.sections.destinations,
+                path + ("destination",),
+            )
             config = destinations.get(mapping.destination)
-            if config is None:
+            if not has_destination or config is None:
                 continue
             actions = DESTINATIONS.get(config.type).actions
             if mapping.action not in actions:
                 self.error(
                     unknown_name("action", mapping.action, sorted(actions)), path + ("action",)
                 )
-            elif mapping.model in self.spec.models:
+            elif has_model and mapping.model in self.spec.models:
                 try:
                     compile_mapping(
                         name, mapping, self.spec.models[mapping.model], actions[mapping.action]

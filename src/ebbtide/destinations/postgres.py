@@ -3,7 +3,8 @@
 A batch is COPied into a temporary staging table, then applied with one statement per
 operation (INSERT … ON CONFLICT, UPDATE … FROM, DELETE … USING). When PostgreSQL refuses the
 batch's data (a CHECK, NOT NULL or foreign key, a value the column cannot hold), the batch is
-replayed row by row inside savepoints: the good rows commit, the bad ones are rejected alone.
+replayed in halves inside savepoints down to the rows at fault: the good rows commit, the bad
+ones are rejected alone, each with the constraint or column that refused it.
 """
 
 from __future__ import annotations
@@ -137,6 +138,7 @@ class PostgresDestination:
     async def open(self) -> None:
         """Connect, and check that the table exists with the key before anything is sent."""
         self._preparing = asyncio.Lock()
+        self._pool = _Pool(self.config.concurrency)
         conn = await self._connect()
         try:
             self._shape = await inspect_table(conn, self.table)
@@ -150,6 +152,7 @@ class PostgresDestination:
         self._pool.idle.append(_Slot(conn))
 
     async def send(self, batch: OutboundBatch) -> BatchResult:
+        """Write the batch in one transaction; rows refused for their data are rejected alone."""
         try:
             writes = await self._prepare(batch.records)
             rows = _rows(batch.records, writes)
@@ -162,6 +165,7 @@ class PostgresDestination:
             raise self._error(exc) from exc
 
     async def close(self) -> None:
+        """Close idle connections now, and those still in use when they are released."""
         await self._pool.close()
 
     # -- table -----------------------------------------------------------------------
@@ -255,28 +259,33 @@ class PostgresDestination:
         except psycopg.Error as exc:
             if not _row_level(exc):
                 raise
-        return await self._row_by_row(conn, writes, mode, rows)
+        async with conn.transaction():
+            return BatchResult(tuple(await self._isolate(conn, writes, mode, rows)))
 
-    async def _row_by_row(
+    async def _isolate(
         self,
         conn: _Connection,
         writes: Writes,
         mode: SyncMode,
         rows: list[tuple[Any, ...]],
-    ) -> BatchResult:
-        """Each row in its own savepoint, so only the rows PostgreSQL refuses are rejected."""
+    ) -> list[RecordRejection]:
+        """Apply rows PostgreSQL refused together in halves, each in a savepoint, down to the
+        single rows at fault: k bad rows among n cost about 2·k·log2(n) attempts, not n."""
+        middle = len(rows) // 2
         rejected: list[RecordRejection] = []
-        async with conn.transaction():
-            for row in rows:
-                try:
-                    async with conn.transaction():
-                        await conn.execute(writes.clear_stage)
-                        rejected += await self._apply(conn, writes, mode, [row])
-                except psycopg.Error as exc:
-                    if not _row_level(exc):
-                        raise
-                    rejected.append(_rejection(str(row[0]), exc))
-        return BatchResult(tuple(rejected))
+        for half in (rows[:middle], rows[middle:]):
+            try:
+                async with conn.transaction():
+                    await conn.execute(writes.clear_stage)
+                    rejected += await self._apply(conn, writes, mode, half)
+            except psycopg.Error as exc:
+                if not _row_level(exc):
+                    raise
+                if len(half) == 1:
+                    rejected.append(_rejection(str(half[0][0]), exc))
+                else:
+                    rejected += await self._isolate(conn, writes, mode, half)
+        return rejected
 
     async def _apply(
         self,

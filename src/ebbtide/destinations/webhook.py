@@ -40,8 +40,9 @@ _BODY_EXCERPT = 300
 
 
 class WebhookConfig(DestinationConfig):
-    url: HttpUrl
-    headers: dict[str, str] = Field(default_factory=dict)
+    # Both may carry `${VAR}` secrets: never part of a repr.
+    url: HttpUrl = Field(repr=False)
+    headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout_s: float = Field(default=30.0, gt=0)
 
 

@@ -429,9 +429,9 @@ class DuckDBSnapshotStore:
         return str(rows[0][1])
 
     def _struct_parts(self, table: str) -> str:
-        return ", ".join(
-            f"{sql.quote(k)} := {table}.{sql.quote(k)}" for k in self.mapping.key_columns
-        )
+        """The key and the first few mapped columns: a null key alone identifies nothing."""
+        shown = list(dict.fromkeys([*self.mapping.key_columns, *self.mapping.columns]))[:4]
+        return ", ".join(f"{sql.quote(c)} := {table}.{sql.quote(c)}" for c in shown)
 
     def _count(self, relation: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()

@@ -92,6 +92,11 @@ def check_url(value: str) -> str:
     """A postgresql:// URL; the message never repeats the URL, which may hold a password."""
     if not value.startswith(_SCHEMES):
         raise ValueError("must be a postgresql:// URL (postgresql://user:password@host/db)")
+    try:
+        conninfo_to_dict(value)
+    except psycopg.Error as exc:
+        reason = url_redactor(value)(" ".join(str(exc).split()))
+        raise ValueError(f"is not a valid PostgreSQL URL: {reason}") from None
     return value
 
 
@@ -126,6 +131,7 @@ class PostgresSource:
         self._cursor_ids = itertools.count(1)
 
     def read(self, query: str) -> pa.RecordBatchReader:
+        """Declare a cursor for `query`; rows are fetched as the reader is consumed."""
         cursor = self._con.cursor(name=f"ebbtide_model_{next(self._cursor_ids)}")
         try:
             cursor.execute(query.strip().rstrip(";"))
@@ -135,13 +141,19 @@ class PostgresSource:
             raise SourceError(f"the model's SQL failed on PostgreSQL: {self._say(exc)}") from exc
         names = [column.name for column in description]
         types = [arrow_type(c.type_code, c.precision, c.scale) for c in description]
-        return batches_from_rows(names, self._fetcher(cursor, names, types), BATCH_ROWS, types)
+        numerics = [i for i, c in enumerate(description) if c.type_code == NUMERIC_OID]
+        as_text = [i for i in numerics if pa.types.is_string(types[i])]
+        fetch = self._fetcher(cursor, names, as_text, [i for i in numerics if i not in as_text])
+        return batches_from_rows(names, fetch, BATCH_ROWS, types)
 
     def _fetcher(
-        self, cursor: psycopg.ServerCursor[Any], names: list[str], types: list[pa.DataType]
+        self,
+        cursor: psycopg.ServerCursor[Any],
+        names: list[str],
+        as_text: list[int],
+        decimals: list[int],
     ) -> Callable[[int], Sequence[Sequence[Any]]]:
-        as_text = [i for i, t in enumerate(types) if pa.types.is_string(t)]
-        decimals = [i for i, t in enumerate(types) if pa.types.is_decimal(t)]
+        """Fetches the next rows; numerics become exact text or checked decimals."""
 
         def fetch(size: int) -> Sequence[Sequence[Any]]:
             try:
@@ -154,9 +166,13 @@ class PostgresSource:
             if not rows:
                 self._end(cursor)  # ends the transaction: no snapshot held while we diff
                 return rows
-            if as_text or decimals:
+            if not (as_text or decimals):
+                return rows
+            try:
                 return [_fit(row, as_text, decimals, names) for row in rows]
-            return rows
+            except SourceError:
+                self._end(cursor)
+                raise
 
         return fetch
 
