@@ -153,7 +153,7 @@ class RunCancelled(EbbtideError):
     """The run was asked to stop (SIGTERM, Ctrl-C)."""
 
 
-@dataclass(frozen=True)
+@dataclass(eq=False)  # not frozen: raising sets __traceback__ on the instance
 class DestinationError(EbbtideError):
     """A destination refused or failed a whole batch (or the connection to it)."""
 

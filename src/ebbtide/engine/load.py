@@ -79,9 +79,14 @@ class Loader:
     async def run(self, reader: pa.RecordBatchReader) -> None:
         """Send every batch of `reader`; stops early only when sending more is pointless."""
         in_flight: set[asyncio.Task[None]] = set()
-        await self.destination.open()
+        batches = iter_batches(reader)
         try:
-            for number, records in enumerate(iter_batches(reader), start=1):
+            await self.destination.open()
+            number = 0
+            # Rendering the next batch runs in DuckDB off the event loop (it releases the
+            # GIL), so it overlaps with the requests in flight.
+            while (records := await asyncio.to_thread(next, batches, None)) is not None:
+                number += 1
                 if self.fatal is not None:
                     break
                 while len(in_flight) >= self.settings.concurrency:
@@ -205,11 +210,12 @@ class Loader:
             "", error.error_class, error.message, error.code, error.http_status
         )
         self._record_failures(batch.records, dict.fromkeys(range(len(batch)), rejection))
-        if error.error_class.retriable:
+        if error.error_class not in _SPLITTABLE:
             self._failing_in_a_row += 1
         if error.error_class.fatal or self._failing_in_a_row >= self.settings.give_up_after:
-            # Bad credentials, or a destination that stays down through every retry of
-            # several batches: the rest would fail the same way, so stop and leave it unsent.
+            # Bad credentials, or a destination that refuses whole batches several times in a
+            # row (down, wrong endpoint, missing table): the rest would fail the same way, so
+            # stop and leave it unsent for the next sync.
             self.fatal = error
         self.on_progress(len(batch))
 

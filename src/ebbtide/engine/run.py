@@ -76,6 +76,7 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
         job.listener.phase(Phase.EXTRACT)
         job.snapshot.merge_journals()  # what a crashed run had delivered
         result.counts.extracted = job.snapshot.stage(job.source.read(job.query))
+        job.source.close()  # its buffers are not needed past this point
         job.snapshot.check_keys()
     with _timed(timings, "diff_s"):
         job.listener.phase(Phase.DIFF)

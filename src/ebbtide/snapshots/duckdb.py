@@ -12,6 +12,7 @@ import json
 import shutil
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -26,6 +27,7 @@ from ebbtide.ports import (
     ChangeCounts,
     Operation,
     PendingFate,
+    iter_batches,
 )
 from ebbtide.snapshots import duckdb_sql as sql
 from ebbtide.snapshots.journal import (
@@ -36,10 +38,45 @@ from ebbtide.snapshots.journal import (
 )
 
 SAMPLE_KEYS = 10
+STAGE_CHUNK_ROWS = 1_000_000
 # Order of precedence in work.accepted when one key appears twice: journals by run, then the
 # changes this run does not send, then records given up. The highest wins.
 UNSENT_SEQ = 1_000_000_000
 GIVEN_UP_SEQ = UNSENT_SEQ + 1
+
+
+def chunked(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.RecordBatchReader]:
+    """Consecutive readers of at most about `chunk_rows` rows, read lazily.
+
+    Always yields at least one reader (empty for an empty model). Each reader must be read to
+    its end before the next is taken.
+    """
+    batches = iter_batches(rows)
+    lookahead = next(batches, None)
+
+    def take(batch: pa.RecordBatch | None) -> Iterator[pa.RecordBatch]:
+        nonlocal lookahead
+        taken = 0
+        while batch is not None:
+            yield batch
+            taken += batch.num_rows
+            batch = next(batches, None)
+            if batch is not None and taken + batch.num_rows > chunk_rows:
+                break
+        lookahead = batch
+
+    yield pa.RecordBatchReader.from_batches(rows.schema, take(lookahead))
+    while lookahead is not None:
+        yield pa.RecordBatchReader.from_batches(rows.schema, take(lookahead))
+
+
+def _remember(rows: pa.RecordBatchReader, failure: list[EbbtideError]) -> Iterator[pa.RecordBatch]:
+    """The source's batches; an error of the source is kept, since DuckDB would reword it."""
+    try:
+        yield from iter_batches(rows)
+    except EbbtideError as error:
+        failure.append(error)
+        raise
 
 
 def _literals(values: list[str]) -> str:
@@ -124,14 +161,24 @@ class DuckDBSnapshotStore:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
         self.mapping.check_columns(rows.schema)
         columns = ", ".join(sql.quote(c) for c in self.mapping.columns)
-        self.con.register("model_rows", rows)
-        try:
-            self.con.execute(
-                f"CREATE OR REPLACE TABLE work.stage AS SELECT {columns},"
-                f" {sql.hash_expression(self.mapping)} AS {HASH_COLUMN} FROM model_rows"
+        select = f"SELECT {columns}, {sql.hash_expression(self.mapping)} AS {HASH_COLUMN}"
+        # DuckDB holds a statement's whole Arrow input until the statement ends, outside its
+        # memory limit: one statement per chunk keeps memory flat as the model grows.
+        failure: list[EbbtideError] = []
+        guarded = pa.RecordBatchReader.from_batches(rows.schema, _remember(rows, failure))
+        for number, chunk in enumerate(chunked(guarded, STAGE_CHUNK_ROWS)):
+            verb = (
+                "CREATE OR REPLACE TABLE work.stage AS" if number == 0 else "INSERT INTO work.stage"
             )
-        finally:
-            self.con.unregister("model_rows")
+            self.con.register("model_rows", chunk)
+            try:
+                self.con.execute(f"{verb} {select} FROM model_rows")
+            except duckdb.Error:
+                if failure:  # the source failed mid-stream: its own error says why
+                    raise failure[0] from None
+                raise
+            finally:
+                self.con.unregister("model_rows")
         self.stage_schema = (
             self.con.execute("SELECT * FROM work.stage LIMIT 0").to_arrow_table().schema
         )
@@ -303,16 +350,23 @@ class DuckDBSnapshotStore:
         self.attach()
         keys = self.mapping.key_columns
         key_list = ", ".join(sql.quote(k) for k in keys)
+        sources = self._count("(SELECT DISTINCT seq FROM work.accepted)")
         # One transaction may write one database only: work.accepted was built before it.
         self.con.execute("BEGIN")
         try:
             self.con.execute(
                 f"DELETE FROM snapshot n USING work.accepted a WHERE {sql.key_join('n', 'a', keys)}"
             )
+            # Keys are unique within one source of acceptances; only several need the
+            # (costly) pick of the latest.
+            latest = (
+                f" QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY seq DESC) = 1"
+                if sources > 1
+                else ""
+            )
             self.con.execute(
                 f"INSERT INTO snapshot SELECT {key_list}, {HASH_COLUMN} FROM work.accepted"
-                f" WHERE {OP_COLUMN} <> 'deleted'"
-                f" QUALIFY row_number() OVER (PARTITION BY {key_list} ORDER BY seq DESC) = 1"
+                f" WHERE {OP_COLUMN} <> 'deleted'{latest}"
             )
             self.con.execute("COMMIT")
         except duckdb.Error:
