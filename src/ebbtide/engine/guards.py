@@ -26,10 +26,11 @@ class Guards:
 
     @classmethod
     def for_mapping(cls, spec: GuardSpec | None, mode: SyncMode) -> Guards:
-        if spec is None:
-            pct = DEFAULT_MIRROR_DELETE_PCT if mode is SyncMode.MIRROR else None
-            return cls(max_delete_pct=pct)
-        return cls(spec.max_deletes, spec.max_delete_pct, spec.max_change_pct)
+        spec = spec or GuardSpec()
+        pct = spec.max_delete_pct
+        if pct is None and mode is SyncMode.MIRROR:
+            pct = DEFAULT_MIRROR_DELETE_PCT  # `max_delete_pct: 100` turns it off
+        return cls(spec.max_deletes, pct, spec.max_change_pct)
 
     def tripped(
         self, changes: ChangeCounts, snapshot_size: int, sent: frozenset[Operation]

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
+from ebbtide.errors import ErrorClass
 from ebbtide.ports import PendingFate
 
 
@@ -57,11 +58,16 @@ class RetryOutcome:
 def settle(
     pending: dict[str, PendingFailure],
     fates: dict[str, PendingFate],
-    failed_now: set[str],
+    failed_now: dict[str, ErrorClass],
     policy: RetryPolicy,
     now: datetime,
 ) -> RetryOutcome:
-    """Decide the next status of each pending record and of each record that failed now."""
+    """Decide the next status of each pending record and of each record that failed now.
+
+    Only a failure of the record itself (validation, conflict, …) moves it towards expiry: an
+    outage of the destination (auth, rate limits, 5xx, timeouts, network) is no fault of the
+    record, and expiring it then would silently drop it.
+    """
     outcome = RetryOutcome(retried=sum(1 for fate in fates.values() if fate.sent))
     for key, fate in fates.items():
         if key in failed_now:
@@ -71,7 +77,9 @@ def settle(
         elif not fate.sent and not fate.in_model:
             outcome.obsolete.append(key)  # deleted meanwhile: nothing left to deliver
         # sent but neither accepted nor failed: the run stopped before it; still pending
-    for key in failed_now:
+    for key, error_class in failed_now.items():
+        if error_class.fatal or error_class.retriable:
+            continue
         earlier = pending.get(key)
         first = earlier.first_failed_at if earlier else now
         syncs = earlier.failed_syncs + 1 if earlier else 1

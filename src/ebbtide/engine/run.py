@@ -15,7 +15,7 @@ from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
 from ebbtide.engine.retries import PendingFailure, RetryOutcome, RetryPolicy, settle
-from ebbtide.errors import DestinationError
+from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import ChangeCounts, Destination, Operation, SnapshotStore, Source
 
 
@@ -90,7 +90,7 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
                 f"guard {tripped}; nothing was sent. Check the model; if the change is meant,"
                 " run the sync again with --force."
             )
-    failed_keys: set[str] = set()
+    failed_keys: dict[str, ErrorClass] = {}
     with _timed(timings, "load_s"):
         to_send = sum(changes.of(op) for op in job.mapping.operations_sent)
         job.listener.phase(Phase.LOAD, to_send)
@@ -115,7 +115,7 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     return result
 
 
-def _commit(job: SyncJob, failed_keys: set[str]) -> RetryOutcome:
+def _commit(job: SyncJob, failed_keys: dict[str, ErrorClass]) -> RetryOutcome:
     """Settle failed records, then advance the snapshot in one transaction."""
     sent = job.mapping.operations_sent
     files = job.snapshot.collect_accepted(unsent=frozenset(Operation) - sent)
@@ -127,11 +127,13 @@ def _commit(job: SyncJob, failed_keys: set[str]) -> RetryOutcome:
     return outcome
 
 
-def _load(job: SyncJob, counts: RunCounts, failed_keys: set[str]) -> DestinationError | None:
+def _load(
+    job: SyncJob, counts: RunCounts, failed_keys: dict[str, ErrorClass]
+) -> DestinationError | None:
     journal = job.snapshot.open_journal(job.run_id)
 
     def record_failures(failures: list[RecordFailure]) -> None:
-        failed_keys.update(f.key for f in failures)
+        failed_keys.update((f.key, f.error_class) for f in failures)
         job.record_failures(failures)
 
     loader = Loader(

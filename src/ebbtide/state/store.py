@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,6 +29,8 @@ from ebbtide.ports import Operation
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
+
+_MIGRATING = threading.Lock()
 
 
 def utcnow() -> datetime:
@@ -58,7 +61,8 @@ class SqlStateStore:
             "script_location", str(resources.files("ebbtide.state") / "migrations")
         )
         try:
-            with self.engine.begin() as connection:
+            # Alembic swaps module-level proxies while it runs: one upgrade at a time.
+            with _MIGRATING, self.engine.begin() as connection:
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except sa.exc.OperationalError as exc:
