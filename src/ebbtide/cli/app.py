@@ -23,6 +23,8 @@ from ebbtide.services.sync import SyncService
 from ebbtide.services.workspace_init import init_workspace
 from ebbtide.state.records import RunRecord
 
+EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
+
 EXIT_FOR_STATUS = {
     RunStatus.SUCCESS: 0,
     RunStatus.PARTIAL_SUCCESS: 3,
@@ -153,12 +155,20 @@ def sync_run(
     service = _service()
     names = _chosen(service.workspace, mappings or [], all_mappings)
     records: list[RunRecord] = []
-    for name in names:
-        if json_output or not sys.stderr.isatty():
-            records.append(service.run(name, force=force))
-        else:
-            with ProgressListener(name, err) as listener:
-                records.append(service.run(name, listener=listener, force=force))
+    try:
+        for name in names:
+            if json_output or not sys.stderr.isatty():
+                records.append(service.run(name, force=force))
+            else:
+                with ProgressListener(name, err) as listener:
+                    records.append(service.run(name, listener=listener, force=force))
+    except KeyboardInterrupt:
+        # Typer would exit silently: say what happened to the run and what happens next.
+        err.print(
+            f"[yellow]cancelled[/]: the sync of {name!r} was stopped and recorded as cancelled;"
+            " what it delivered is kept, and the next sync sends the rest"
+        )
+        raise typer.Exit(EXIT_CANCELLED) from None
     if json_output:
         render.print_json(out, [r.to_json() for r in records])
     else:
@@ -297,4 +307,4 @@ def main() -> None:
         sys.exit(error.exit_code)
     except KeyboardInterrupt:
         err.print("[yellow]cancelled[/]: the next sync sends what this one did not")
-        sys.exit(130)
+        sys.exit(EXIT_CANCELLED)

@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -51,6 +51,10 @@ class _NoLimit:
         return None
 
 
+async def _always() -> bool:
+    return True
+
+
 @dataclass
 class LoadSettings:
     batch_size: int
@@ -59,6 +63,7 @@ class LoadSettings:
     give_up_after: int = 3  # batches in a row that failed every retry
     max_record_bytes: int | None = None
     limiter: Limiter = field(default_factory=_NoLimit)
+    may_send: Callable[[], Awaitable[bool]] = _always  # False once the run lost its lease
 
 
 @dataclass
@@ -75,6 +80,7 @@ class Loader:
     redact: Callable[[str], str]
     on_progress: Callable[[int], None] = lambda n: None
     fatal: DestinationError | None = None
+    fenced: bool = False
     _failing_in_a_row: int = 0
 
     async def run(self, reader: pa.RecordBatchReader) -> None:
@@ -88,7 +94,7 @@ class Loader:
             # GIL), so it overlaps with the requests in flight.
             while (records := await asyncio.to_thread(next, batches, None)) is not None:
                 number += 1
-                if self.fatal is not None:
+                if self.fatal is not None or self.fenced:
                     break
                 while len(in_flight) >= self.settings.concurrency:
                     done, in_flight = await asyncio.wait(
@@ -131,7 +137,10 @@ class Loader:
         """Send with retries; the result, the last error, or None when the run stopped."""
         attempts = self.settings.backoff.attempts
         for attempt in range(1, attempts + 1):
-            if self.fatal is not None:
+            if self.fatal is not None or self.fenced:
+                return None
+            if not await self.settings.may_send():
+                self.fenced = True  # another run owns the mapping now: send nothing more
                 return None
             await self.settings.limiter.acquire()
             try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
 from ebbtide.errors import EbbtideError, LeaseLostError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
+from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 from ebbtide.sources import SOURCES
 from ebbtide.state.records import Lease, RunRecord
@@ -101,8 +102,8 @@ class SyncService:
         _, lease = self.state.start_run(name, trigger.value, self.lease_ttl_s)
         result = RunResult()
         try:
-            with _Heartbeat(self.state, lease, self.lease_ttl_s):
-                self._execute(mapping, lease, result, listener or RunListener(), force)
+            with LeaseKeeper(self.state, lease, self.lease_ttl_s) as keeper:
+                self._execute(mapping, keeper, result, listener or RunListener(), force)
             status = result.status
         except LeaseLostError as error:
             # Fenced: the run that took the lease over owns the mapping and its history now.
@@ -134,11 +135,12 @@ class SyncService:
     def _execute(
         self,
         mapping: CompiledMapping,
-        lease: Lease,
+        keeper: LeaseKeeper,
         result: RunResult,
         listener: RunListener,
         force: bool,
     ) -> None:
+        lease = keeper.lease
         source = self._source(mapping.model)
         snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
         spec = self.workspace.mapping(mapping.name)
@@ -151,7 +153,9 @@ class SyncService:
                 source=source,
                 snapshot=snapshot,
                 destination=self._destination(mapping.destination),
-                load=_load_settings(f"{self.workspace.root}#{mapping.destination}", config),
+                load=_load_settings(
+                    f"{self.workspace.root}#{mapping.destination}", config, keeper.may_send
+                ),
                 record_failures=lambda failures: self._record_failures(lease.run_id, failures),
                 redact=self.workspace.redact,
                 listener=listener,
@@ -212,9 +216,12 @@ class SyncService:
         self.state.add_failures(run_id, failures)
 
 
-def _load_settings(name: str, config: DestinationConfig) -> LoadSettings:
+def _load_settings(
+    name: str, config: DestinationConfig, may_send: Callable[[], Awaitable[bool]]
+) -> LoadSettings:
     limit = config.rate_limit
     return LoadSettings(
+        may_send=may_send,
         batch_size=config.batch_size,
         concurrency=config.concurrency,
         max_record_bytes=config.max_record_bytes,
@@ -222,31 +229,3 @@ def _load_settings(name: str, config: DestinationConfig) -> LoadSettings:
             name, limit.requests if limit else None, limit.per_s if limit else None
         ),
     )
-
-
-class _Heartbeat:
-    """Keeps the lease alive from a thread, so a long phase never looks like a dead run."""
-
-    def __init__(self, state: SqlStateStore, lease: Lease, ttl_s: float) -> None:
-        self.state, self.lease, self.ttl_s = state, lease, ttl_s
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name="ebbtide-heartbeat", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.ttl_s / 4):
-            try:
-                self.state.heartbeat(self.lease, self.ttl_s)
-            except LeaseLostError:
-                log.warning("run %s lost its lease on %s", self.lease.run_id, self.lease.mapping)
-                self.lost = True
-                return

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -61,12 +63,29 @@ class SqlStateStore:
             "script_location", str(resources.files("ebbtide.state") / "migrations")
         )
         try:
-            # Alembic swaps module-level proxies while it runs: one upgrade at a time.
-            with _MIGRATING, self.engine.begin() as connection:
+            # Alembic swaps module-level proxies while it runs: one upgrade at a time in this
+            # process, and one at a time across processes opening a new store together.
+            with _MIGRATING, self._across_processes(), self.engine.begin() as connection:
+                if connection.dialect.name == "postgresql":
+                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(7216240513)"))
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except sa.exc.OperationalError as exc:
             raise StateStoreError(f"cannot open the state store: {exc.orig}") from exc
+
+    @contextlib.contextmanager
+    def _across_processes(self) -> Iterator[None]:
+        """A file lock beside a SQLite database (PostgreSQL takes an advisory lock)."""
+        database = self.engine.url.database
+        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+            yield
+            return
+        with open(f"{database}.migrate-lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
 
     # -- runs and leases -----------------------------------------------------------------
 

@@ -1,0 +1,210 @@
+"""Crash safety and cancellation, with real processes: SIGKILL, SIGTERM and SIGINT mid-sync.
+
+A sync of 4,000 records (batches of 100, 3 in flight) runs as `python -m ebbtide` against the
+receiver process, which answers each request after 0.06 s: loading takes about a second,
+long enough to stop the run at a chosen point. Each test then checks, from the receiver's log,
+that every key arrived, that what the dead run had acknowledged was not sent again (only its
+batches in flight were), and from `runs list --json` how the dead run is recorded.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.harness import (
+    BATCH_SIZE,
+    CONCURRENCY,
+    FAST_SQL,
+    IN_FLIGHT_RECORDS,
+    LEASE_TTL_S,
+    SLOW_SQL,
+    Processes,
+    ReceiverProcess,
+    Workspace,
+    batch_of,
+    duplicates,
+    holding_snapshot,
+    holding_state_store,
+    wait_until,
+)
+
+ROWS = 4_000
+DELAY_S = 0.06
+
+KillPoint = Callable[[Workspace, ReceiverProcess, int], AbstractContextManager[None]]
+
+
+@pytest.fixture
+def processes() -> Iterator[Processes]:
+    running = Processes()
+    yield running
+    running.close()
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+    running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=DELAY_S)
+    yield running
+    running.stop()
+
+
+def running_run(workspace: Workspace) -> int | None:
+    latest = workspace.latest_run()
+    return latest[0] if latest and latest[1] == "running" else None
+
+
+# -- where the run is when it dies; each yields while the run is held at that point -----------
+
+
+@contextmanager
+def in_extract(workspace: Workspace, receiver: ReceiverProcess, run_id: int) -> Iterator[None]:
+    """The model's query takes ~2 s (SLOW_SQL): the run is staging it."""
+    wait_until(workspace.scratch_databases, 20, "the run to open its snapshot store")
+    time.sleep(0.3)
+    assert receiver.count() == 0 and not workspace.journals(), "too late: the load began"
+    yield
+
+
+def in_load(share: float) -> KillPoint:
+    @contextmanager
+    def point(workspace: Workspace, receiver: ReceiverProcess, run_id: int) -> Iterator[None]:
+        wait_until(
+            lambda: receiver.count(run_id) >= share * ROWS, 30, f"{share:.0%} of the records"
+        )
+        yield
+
+    return point
+
+
+@contextmanager
+def in_commit_before_snapshot(
+    workspace: Workspace, receiver: ReceiverProcess, run_id: int
+) -> Iterator[None]:
+    """Every record acknowledged; the run waits to attach the snapshot file we hold open."""
+    wait_until(lambda: receiver.count(run_id) >= ROWS // 2, 30, "half of the records")
+    with holding_snapshot(workspace) as snapshot:
+        wait_until(
+            lambda: len(workspace.journaled_keys(run_id)) == ROWS, 30, "every acknowledgement"
+        )
+        time.sleep(0.3)  # the run is in its commit now, retrying the attach every 0.2 s
+        [(in_snapshot,)] = snapshot.execute("SELECT count(*) FROM snapshot").fetchall()
+        assert in_snapshot == 0, "the snapshot advanced before the commit"
+        yield
+
+
+@contextmanager
+def in_commit_after_snapshot(
+    workspace: Workspace, receiver: ReceiverProcess, run_id: int
+) -> Iterator[None]:
+    """The snapshot transaction is done (its journal is gone), the history not yet written."""
+    wait_until(lambda: receiver.count(run_id) >= 0.9 * ROWS, 30, "90% of the records")
+    with holding_state_store(workspace):
+        wait_until(lambda: not workspace.journals(), 30, "the snapshot commit")
+        yield
+
+
+KILL_POINTS: dict[str, KillPoint] = {
+    "extract": in_extract,
+    "load-10pct": in_load(0.1),
+    "load-50pct": in_load(0.5),
+    "load-90pct": in_load(0.9),
+    "commit-before-snapshot": in_commit_before_snapshot,
+    "commit-after-snapshot": in_commit_after_snapshot,
+}
+
+
+@pytest.mark.parametrize("point", KILL_POINTS)
+def test_sigkill_loses_nothing_and_resends_only_the_batches_in_flight(
+    tmp_path: Path, processes: Processes, receiver: ReceiverProcess, point: str
+) -> None:
+    sql = SLOW_SQL if point == "extract" else FAST_SQL
+    workspace = Workspace.create(tmp_path / "ws", receiver.url, ROWS, sql)
+    first = workspace.start_sync(processes, "first")
+    dead = wait_until(lambda: running_run(workspace), 20, "the first run to start")
+
+    with KILL_POINTS[point](workspace, receiver, dead):
+        assert first.poll() is None, "the run ended before it could be killed"
+        first.kill()
+        killed_at = time.monotonic()
+        first.wait(timeout=10)
+    workspace.use_model_sql(FAST_SQL)
+    # What the dead run left for the next one: its journal, or (after its commit) the snapshot.
+    kept = workspace.journaled_keys(dead) | workspace.snapshot_keys()
+    sent_by_dead = receiver.from_run(dead)
+    assert kept <= {r["key"] for r in sent_by_dead}
+
+    time.sleep(max(0.0, killed_at + LEASE_TTL_S + 0.3 - time.monotonic()))  # lease runs out
+    second = workspace.sync(processes, "second")
+    assert second.returncode == 0, second.stderr
+    assert second.run["status"] == "success"
+    assert second.run["added"] == second.run["loaded_new"] == ROWS - len(kept)
+    sent_by_second = {r["key"] for r in receiver.from_run(second.run["id"])}
+    assert sent_by_second == workspace.keys - kept  # acknowledged records were not resent
+
+    # Resent: only what the dead run had in flight (sent, not yet acknowledged).
+    resent = [r for r in sent_by_dead if r["key"] in sent_by_second]
+    assert len(resent) <= IN_FLIGHT_RECORDS
+    assert len({batch_of(r) for r in resent}) <= CONCURRENCY
+    records = receiver.records()
+    assert duplicates(records) == len(resent)
+    assert {r["key"] for r in records} == workspace.keys
+    assert all(r["accepted"] for r in records)
+
+    third_process = workspace.start_sync(processes, "third")
+    runs = workspace.runs()  # while the third sync runs: it saves two seconds
+    assert runs[dead]["status"] == "interrupted"
+    assert "lease expired" in runs[dead]["error"]
+    assert runs[second.run["id"]] == second.run
+    third_process.wait(timeout=60)
+    third = workspace.finished(third_process, "third")
+    assert third.returncode == 0, third.stderr
+    assert (third.run["added"], third.run["updated"], third.run["deleted"]) == (0, 0, 0)
+    assert receiver.from_run(third.run["id"]) == []
+    assert workspace.snapshot_keys() == workspace.keys
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signal_mid_load_cancels_the_run_and_the_next_sync_sends_the_rest(
+    tmp_path: Path, processes: Processes, receiver: ReceiverProcess, signum: signal.Signals
+) -> None:
+    workspace = Workspace.create(tmp_path / "ws", receiver.url, ROWS)
+    first = workspace.start_sync(processes, "first")
+    cancelled = wait_until(lambda: running_run(workspace), 20, "the first run to start")
+    wait_until(lambda: receiver.count(cancelled) >= 0.4 * ROWS, 30, "40% of the records")
+
+    first.send_signal(signum)
+    try:
+        first.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the sync did not stop within 15 s of {signum.name}")
+    done = workspace.finished(first, "first")
+    assert done.returncode == 130, done.stderr
+    assert "Traceback" not in done.stderr
+
+    run = workspace.runs()[cancelled]
+    assert run["status"] == "cancelled"
+    assert run["finished_at"] is not None and "cancelled" in run["error"]
+    assert 0 < run["loaded_new"] < ROWS
+    kept = workspace.journaled_keys(cancelled)
+    # The count is bumped right after the journal append; a signal may fall in between.
+    assert run["loaded_new"] <= len(kept) <= run["loaded_new"] + BATCH_SIZE
+    assert len(kept) <= receiver.count(cancelled)
+
+    second = workspace.sync(processes, "second")  # no wait: the cancelled run let go
+    assert second.returncode == 0, second.stderr
+    assert second.run["status"] == "success"
+    sent_by_second = {r["key"] for r in receiver.from_run(second.run["id"])}
+    assert sent_by_second == workspace.keys - kept
+    assert second.run["loaded_new"] == ROWS - len(kept)
+    records = receiver.records()
+    assert {r["key"] for r in records} == workspace.keys
+    assert duplicates(records) <= IN_FLIGHT_RECORDS
+    assert workspace.runs()[cancelled]["status"] == "cancelled"
+    assert "cancelled" in done.stderr, "the CLI said nothing about the cancellation"
