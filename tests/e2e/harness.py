@@ -334,3 +334,8 @@ def holding_snapshot(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection
         yield con
     finally:
         con.close()
+
+
+def running_run(workspace: Workspace) -> int | None:
+    latest = workspace.latest_run()
+    return latest[0] if latest and latest[1] == "running" else None

@@ -32,6 +32,7 @@ from tests.e2e.harness import (
     duplicates,
     holding_snapshot,
     holding_state_store,
+    running_run,
     wait_until,
 )
 
@@ -42,22 +43,10 @@ KillPoint = Callable[[Workspace, ReceiverProcess, int], AbstractContextManager[N
 
 
 @pytest.fixture
-def processes() -> Iterator[Processes]:
-    running = Processes()
-    yield running
-    running.close()
-
-
-@pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
     running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=DELAY_S)
     yield running
     running.stop()
-
-
-def running_run(workspace: Workspace) -> int | None:
-    latest = workspace.latest_run()
-    return latest[0] if latest and latest[1] == "running" else None
 
 
 # -- where the run is when it dies; each yields while the run is held at that point -----------

@@ -25,6 +25,7 @@ from tests.e2e.harness import (
     Workspace,
     duplicates,
     run_of,
+    running_run,
     wait_until,
 )
 
@@ -33,22 +34,10 @@ DELAY_S = 0.1
 
 
 @pytest.fixture
-def processes() -> Iterator[Processes]:
-    running = Processes()
-    yield running
-    running.close()
-
-
-@pytest.fixture
 def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
     running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=DELAY_S)
     yield running
     running.stop()
-
-
-def running_run(workspace: Workspace) -> int | None:
-    latest = workspace.latest_run()
-    return latest[0] if latest and latest[1] == "running" else None
 
 
 def process_state(pid: int) -> str:

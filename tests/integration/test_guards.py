@@ -9,8 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +19,6 @@ from ebbtide.services.sync import SyncService
 from tests.integration.workspace_kit import Kit, mapping, sent
 
 ROWS = 200
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
-@pytest.fixture
-def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
-    made = Kit(tmp_path, monkeypatch)
-    yield made
-    made.close()
 
 
 def synced(kit: Kit, receiver: Receiver, name: str, **spec: Any) -> SyncService:

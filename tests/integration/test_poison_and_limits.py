@@ -7,8 +7,6 @@ Arrival times come from the servers on 127.0.0.1 (time.monotonic() on arrival).
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,19 +20,6 @@ from tests.integration.workspace_kit import Kit, ScriptedServer, hook, mapping, 
 
 # Loopback jitter between the limiter's send slot and the server's arrival stamp.
 JITTER_S = 0.02
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
-@pytest.fixture
-def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
-    made = Kit(tmp_path, monkeypatch)
-    yield made
-    made.close()
 
 
 # -- poison records -----------------------------------------------------------------------------

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -36,19 +34,6 @@ from tests.integration.workspace_kit import (
 
 ROWS = 20
 P, E = FailureStatus.PENDING, FailureStatus.EXPIRED
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    with Receiver() as running:
-        yield running
-
-
-@pytest.fixture
-def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
-    made = Kit(tmp_path, monkeypatch)
-    yield made
-    made.close()
 
 
 def data_sent(receiver: Receiver) -> dict[Any, Any]:

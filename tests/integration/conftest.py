@@ -1,0 +1,24 @@
+"""Fixtures of the integration tests: a loopback receiver and a workspace kit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ebbtide.demo.receiver import Receiver
+from tests.integration.workspace_kit import Kit
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    with Receiver() as running:
+        yield running
+
+
+@pytest.fixture
+def kit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kit]:
+    made = Kit(tmp_path, monkeypatch)
+    yield made
+    made.close()
