@@ -21,7 +21,8 @@ class AckJournal:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{run_id:012d}.arrow"
         self.schema = schema
-        self._sink = pa.OSFile(str(self.path), "wb")
+        # Buffered, flushed once per batch: one write to the OS per acknowledged batch.
+        self._sink = pa.output_stream(str(self.path), buffer_size=1 << 20)
         self._writer = pa.ipc.new_stream(self._sink, schema)
 
     def append(self, records: pa.RecordBatch) -> None:
