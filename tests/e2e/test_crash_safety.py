@@ -92,11 +92,22 @@ def in_commit_before_snapshot(
 def in_commit_after_snapshot(
     workspace: Workspace, receiver: ReceiverProcess, run_id: int
 ) -> Iterator[None]:
-    """The snapshot transaction is done (its journal is gone), the history not yet written."""
-    wait_until(lambda: receiver.count(run_id) >= 0.9 * ROWS, 30, "90% of the records")
-    with holding_state_store(workspace):
-        wait_until(lambda: not workspace.journals(), 30, "the snapshot commit")
-        yield
+    """The snapshot transaction is done (its journal is gone), the history not yet written.
+
+    The run is first held at the start of its commit (as above), with every record sent, so
+    that locking the state store cannot stall its load (a run sends only while its heartbeat
+    keeps the lease); then it is let through to the next write to the history.
+    """
+    wait_until(lambda: receiver.count(run_id) >= ROWS // 2, 30, "half of the records")
+    with holding_snapshot(workspace) as snapshot:
+        wait_until(
+            lambda: len(workspace.journaled_keys(run_id)) == ROWS, 30, "every acknowledgement"
+        )
+        time.sleep(0.3)
+        with holding_state_store(workspace):
+            snapshot.close()
+            wait_until(lambda: not workspace.journals(), 30, "the snapshot commit")
+            yield
 
 
 KILL_POINTS: dict[str, KillPoint] = {

@@ -77,6 +77,8 @@ class MappingSpec(Spec):
     enabled: bool = True
     retry: RetrySpec = Field(default_factory=RetrySpec)
     guards: GuardSpec | None = None
+    # Destination fields whose values never appear in stored payloads or messages.
+    sensitive: list[str] = Field(default_factory=list)
 
     @field_validator("schedule")
     @classmethod

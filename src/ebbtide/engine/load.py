@@ -14,6 +14,7 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ebbtide.config.redact import MASK
 from ebbtide.engine.backoff import Backoff
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import RecordFailure, RunCounts
@@ -229,6 +230,12 @@ class Loader:
             self.fatal = error
         self.on_progress(len(batch))
 
+    def _sample(self, record_json: str) -> str:
+        """The payload as stored with a failure: secrets and sensitive fields masked."""
+        if self.mapping.sensitive:
+            record_json = masked(record_json, self.mapping.sensitive)
+        return self.redact(record_json)[:MAX_PAYLOAD_SAMPLE]
+
     def _record_failures(self, records: pa.RecordBatch, at: dict[int, RecordRejection]) -> None:
         keys = records.column(KEY_COLUMN)
         ops = records.column(OP_COLUMN)
@@ -241,13 +248,23 @@ class Loader:
                 message=self.redact(r.message),
                 code=r.code,
                 http_status=r.http_status,
-                payload=self.redact(str(payloads[i]))[:MAX_PAYLOAD_SAMPLE],
+                payload=self._sample(str(payloads[i])),
             )
             for i, r in at.items()
         ]
         for failure in failures:
             self.counts.count_failed(failure.error_class, 1)
         self.on_failures(failures)
+
+
+def masked(record_json: str, sensitive: frozenset[str]) -> str:
+    """The record with the values of sensitive fields replaced by the mask."""
+    record = json.loads(record_json)
+    data = record.get("data")
+    if isinstance(data, dict):
+        for field in sensitive & data.keys():
+            data[field] = MASK
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_key(key_json: str) -> str:
@@ -286,7 +303,9 @@ def _as_text(key_json: str) -> str:
 
 def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
     # A Counter over a few hundred short strings beats a compute kernel's call overhead.
-    return {Operation(str(op)): n for op, n in Counter(records.column(OP_COLUMN).to_pylist()).items()}
+    return {
+        Operation(str(op)): n for op, n in Counter(records.column(OP_COLUMN).to_pylist()).items()
+    }
 
 
 def _joined(parts: list[OutboundBatch]) -> OutboundBatch:

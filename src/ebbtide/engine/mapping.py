@@ -40,6 +40,7 @@ class CompiledMapping:
     mode: SyncMode
     key_columns: tuple[str, ...]
     fields: tuple[FieldMapping, ...]
+    sensitive: frozenset[str] = frozenset()
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -91,6 +92,13 @@ def compile_mapping(
             raise MappingError(
                 f"mapping {name!r}: field {field!r}: names starting with __ are reserved"
             )
+    _check_fields(name, spec, action)
+    unknown = [f for f in spec.sensitive if f not in spec.fields]
+    if unknown:
+        raise MappingError(
+            f"mapping {name!r}: sensitive field(s) {', '.join(map(repr, unknown))} are not mapped"
+            + suggestion(unknown[0], sorted(spec.fields))
+        )
     return CompiledMapping(
         name=name,
         model=spec.model,
@@ -99,6 +107,7 @@ def compile_mapping(
         mode=spec.mode,
         key_columns=tuple(model.primary_key),
         fields=tuple(FieldMapping(field, column) for field, column in spec.fields.items()),
+        sensitive=frozenset(spec.sensitive),
     )
 
 

@@ -9,6 +9,7 @@ paused) mid-load does not lock out the run that takes its lease over.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 import uuid
@@ -79,6 +80,24 @@ def _remember(rows: pa.RecordBatchReader, failure: list[EbbtideError]) -> Iterat
         raise
 
 
+def _remove_orphans(work: Path, mapping: str) -> None:
+    """Scratch folders of processes that died (SIGKILL) without cleaning up after themselves."""
+    for folder in work.glob(f"{mapping}-*-*"):
+        pid = folder.name.removeprefix(f"{mapping}-").split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _literals(values: list[str]) -> str:
     return ", ".join(sql.literal(v) for v in values)
 
@@ -109,7 +128,9 @@ class DuckDBSnapshotStore:
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = base / f"{mapping.name}.journal"
         self._file = base / f"{mapping.name}.duckdb"
-        self._scratch = state_dir / "work" / f"{mapping.name}-{uuid.uuid4().hex[:8]}"
+        work = state_dir / "work"
+        _remove_orphans(work, mapping.name)
+        self._scratch = work / f"{mapping.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._scratch.mkdir(parents=True)
         self.con = duckdb.connect(
             ":memory:",

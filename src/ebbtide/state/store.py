@@ -6,7 +6,9 @@ import contextlib
 import fcntl
 import os
 import socket
+import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
@@ -354,6 +356,17 @@ def _resolve_sqlite_path(url: str, root: Path) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
+    try:
+        cursor.execute("PRAGMA foreign_keys=ON")
+        # Switching a new file to WAL does not wait out the busy timeout when another process
+        # does the same: retry briefly, and skip it once the file already is in WAL.
+        for attempt in range(50):
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError:
+                time.sleep(0.05 * (attempt + 1))
+    finally:
+        cursor.close()
