@@ -13,7 +13,6 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -28,7 +27,6 @@ from ebbtide.ports import (
     ChangeCounts,
     Operation,
     PendingFate,
-    iter_batches,
 )
 from ebbtide.snapshots import duckdb_sql as sql
 from ebbtide.snapshots.journal import (
@@ -37,6 +35,8 @@ from ebbtide.snapshots.journal import (
     journal_files,
     read_journals,
 )
+from ebbtide.snapshots.scratch import remove_orphans
+from ebbtide.snapshots.staging import chunked, remember_errors
 
 SAMPLE_KEYS = 10
 STAGE_CHUNK_ROWS = 1_000_000
@@ -44,58 +44,6 @@ STAGE_CHUNK_ROWS = 1_000_000
 # changes this run does not send, then records given up. The highest wins.
 UNSENT_SEQ = 1_000_000_000
 GIVEN_UP_SEQ = UNSENT_SEQ + 1
-
-
-def chunked(rows: pa.RecordBatchReader, chunk_rows: int) -> Iterator[pa.RecordBatchReader]:
-    """Consecutive readers of at most about `chunk_rows` rows, read lazily.
-
-    Always yields at least one reader (empty for an empty model). Each reader must be read to
-    its end before the next is taken.
-    """
-    batches = iter_batches(rows)
-    lookahead = next(batches, None)
-
-    def take(batch: pa.RecordBatch | None) -> Iterator[pa.RecordBatch]:
-        nonlocal lookahead
-        taken = 0
-        while batch is not None:
-            yield batch
-            taken += batch.num_rows
-            batch = next(batches, None)
-            if batch is not None and taken + batch.num_rows > chunk_rows:
-                break
-        lookahead = batch
-
-    yield pa.RecordBatchReader.from_batches(rows.schema, take(lookahead))
-    while lookahead is not None:
-        yield pa.RecordBatchReader.from_batches(rows.schema, take(lookahead))
-
-
-def _remember(rows: pa.RecordBatchReader, failure: list[EbbtideError]) -> Iterator[pa.RecordBatch]:
-    """The source's batches; an error of the source is kept, since DuckDB would reword it."""
-    try:
-        yield from iter_batches(rows)
-    except EbbtideError as error:
-        failure.append(error)
-        raise
-
-
-def _remove_orphans(work: Path, mapping: str) -> None:
-    """Scratch folders of processes that died (SIGKILL) without cleaning up after themselves."""
-    for folder in work.glob(f"{mapping}-*-*"):
-        pid = folder.name.removeprefix(f"{mapping}-").split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _literals(values: list[str]) -> str:
@@ -129,7 +77,7 @@ class DuckDBSnapshotStore:
         self.journal_dir = base / f"{mapping.name}.journal"
         self._file = base / f"{mapping.name}.duckdb"
         work = state_dir / "work"
-        _remove_orphans(work, mapping.name)
+        remove_orphans(work, mapping.name)
         self._scratch = work / f"{mapping.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._scratch.mkdir(parents=True)
         self.con = duckdb.connect(
@@ -186,7 +134,7 @@ class DuckDBSnapshotStore:
         # DuckDB holds a statement's whole Arrow input until the statement ends, outside its
         # memory limit: one statement per chunk keeps memory flat as the model grows.
         failure: list[EbbtideError] = []
-        guarded = pa.RecordBatchReader.from_batches(rows.schema, _remember(rows, failure))
+        guarded = pa.RecordBatchReader.from_batches(rows.schema, remember_errors(rows, failure))
         for number, chunk in enumerate(chunked(guarded, STAGE_CHUNK_ROWS)):
             verb = (
                 "CREATE OR REPLACE TABLE work.stage AS" if number == 0 else "INSERT INTO work.stage"
