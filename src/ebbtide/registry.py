@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, Generic, TypeVar
+
+from ebbtide.suggest import did_you_mean
 
 T = TypeVar("T")
 
@@ -37,8 +38,4 @@ class Registry(Generic[T]):
 
 def unknown_name(kind: str, name: str, known: list[str]) -> str:
     """`unknown destination 'crm_hok' (did you mean 'crm_hook'?)`."""
-    close = difflib.get_close_matches(name, known, n=1)
-    if close:
-        return f"unknown {kind} {name!r} (did you mean {close[0]!r}?)"
-    choices = ", ".join(known) if known else "none defined"
-    return f"unknown {kind} {name!r} (known: {choices})"
+    return f"unknown {kind} {name!r}" + did_you_mean(name, known)

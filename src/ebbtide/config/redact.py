@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
 
 MASK = "***"
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
@@ -20,3 +21,13 @@ class Redactor:
         for secret in self._secrets:
             text = text.replace(secret, MASK)
         return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+
+
+def url_redactor(url: str) -> Redactor:
+    """Masks the URL's password wherever a driver message might repeat it."""
+    try:
+        parts = urlsplit(url)
+        given = [parts.password or ""] + parse_qs(parts.query).get("password", [])
+    except ValueError:
+        given = []
+    return Redactor([s for p in given for s in (p, unquote(p))])

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -24,6 +23,7 @@ from ebbtide.config.redact import Redactor
 from ebbtide.engine.mapping import compile_mapping
 from ebbtide.errors import ConfigError, ConfigErrors, MappingError, UsageError
 from ebbtide.registry import unknown_name
+from ebbtide.suggest import did_you_mean
 
 WORKSPACE_FILE = "ebbtide.yml"
 STATE_DIR = ".ebbtide"
@@ -169,10 +169,7 @@ def _message(model: type[BaseModel], error: Any, loc: KeyPath) -> str:
     message = str(error["msg"])
     if error["type"] == "extra_forbidden":
         allowed = sorted(_model_at(model, loc[:-1]).model_fields)
-        close = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
-        return f"unknown key {loc[-1]!r}" + (
-            f" (did you mean {close[0]!r}?)" if close else f" (allowed: {', '.join(allowed)})"
-        )
+        return f"unknown key {loc[-1]!r}" + did_you_mean(str(loc[-1]), allowed, "allowed")
     if error["type"] == "missing":
         return f"{loc[-1]!r} is required"
     return message.removeprefix("Value error, ")

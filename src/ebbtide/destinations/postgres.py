@@ -24,6 +24,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pydantic import BeforeValidator, Field, field_validator
 
 from ebbtide.config.models import DestinationConfig, SyncMode
+from ebbtide.config.redact import url_redactor
 from ebbtide.destinations.postgres_sql import TableShape, Writes, inspect_table, table_ddl
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
@@ -38,7 +39,7 @@ from ebbtide.ports import (
     OutboundBatch,
     RecordRejection,
 )
-from ebbtide.sources.postgres import CONNECT_TIMEOUT_S, check_url, url_redactor
+from ebbtide.sources.postgres import CONNECT_TIMEOUT_S, check_url
 
 # Errors about one row's data: the batch is replayed row by row to find the rows at fault.
 _ROW_LEVEL_CLASSES = ("21", "22", "23")  # cardinality, data exception, integrity violation

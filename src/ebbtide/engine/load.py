@@ -18,6 +18,7 @@ from ebbtide.config.redact import MASK
 from ebbtide.engine.backoff import Backoff
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import RecordFailure, RunCounts
+from ebbtide.engine.rate_limit import Unlimited
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
     KEY_COLUMN,
@@ -45,14 +46,6 @@ class Limiter(Protocol):
     def pause(self, seconds: float) -> None: ...
 
 
-class _NoLimit:
-    async def acquire(self) -> None:
-        return None
-
-    def pause(self, seconds: float) -> None:
-        return None
-
-
 async def _always() -> bool:
     return True
 
@@ -64,7 +57,7 @@ class LoadSettings:
     backoff: Backoff = field(default_factory=Backoff)
     give_up_after: int = 3  # batches in a row that failed every retry
     max_record_bytes: int | None = None
-    limiter: Limiter = field(default_factory=_NoLimit)
+    limiter: Limiter = field(default_factory=Unlimited)
     may_send: Callable[[], Awaitable[bool]] = _always  # False once the run lost its lease
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ import pyarrow as pa
 from ebbtide.config.models import MappingSpec, ModelSpec, SyncMode
 from ebbtide.errors import MappingError, ModelError
 from ebbtide.ports import ActionSpec, Operation
+from ebbtide.suggest import did_you_mean
 
 _SENT_BY_MODE: dict[SyncMode, frozenset[Operation]] = {
     SyncMode.UPSERT: frozenset({Operation.ADDED, Operation.UPDATED}),
@@ -97,7 +97,7 @@ def compile_mapping(
     if unknown:
         raise MappingError(
             f"mapping {name!r}: sensitive field(s) {', '.join(map(repr, unknown))} are not mapped"
-            + suggestion(unknown[0], sorted(spec.fields))
+            + did_you_mean(unknown[0], sorted(spec.fields), "accepted")
         )
     return CompiledMapping(
         name=name,
@@ -120,15 +120,10 @@ def _check_fields(name: str, spec: MappingSpec, action: ActionSpec) -> None:
         if field not in accepted:
             raise MappingError(
                 f"mapping {name!r}: action {action.name!r} has no field {field!r}"
-                + suggestion(field, sorted(accepted))
+                + did_you_mean(field, sorted(accepted), "accepted")
             )
     missing = [f.name for f in action.fields if f.required and f.name not in spec.fields]
     if missing:
         raise MappingError(
             f"mapping {name!r}: action {action.name!r} requires field(s) {', '.join(missing)}"
         )
-
-
-def suggestion(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else f" (accepted: {', '.join(known)})"

@@ -6,7 +6,6 @@ import itertools
 from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import psycopg
 import psycopg.postgres
@@ -20,7 +19,7 @@ from psycopg.types.string import ByteaLoader, StrDumper, TextLoader
 from pydantic import field_validator
 
 from ebbtide.config.models import SourceConfig
-from ebbtide.config.redact import Redactor
+from ebbtide.config.redact import url_redactor
 from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin
 from ebbtide.sources import BATCH_ROWS
@@ -98,16 +97,6 @@ def check_url(value: str) -> str:
         reason = url_redactor(value)(" ".join(str(exc).split()))
         raise ValueError(f"is not a valid PostgreSQL URL: {reason}") from None
     return value
-
-
-def url_redactor(url: str) -> Redactor:
-    """Masks the URL's password wherever a driver message might repeat it."""
-    try:
-        parts = urlsplit(url)
-        given = [parts.password or ""] + parse_qs(parts.query).get("password", [])
-    except ValueError:
-        given = []
-    return Redactor([s for p in given for s in (p, unquote(p))])
 
 
 class PostgresSource:
