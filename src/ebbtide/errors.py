@@ -130,9 +130,17 @@ class ModelError(EbbtideError):
 
 
 class MappingError(EbbtideError):
-    """A mapping does not fit its model or its destination action."""
+    """A mapping does not fit its model or its destination action.
+
+    `path` is where in the mapping's YAML the fault is (`("fields", "email")`), so the
+    workspace check can name the line.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, path: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class SnapshotMismatchError(EbbtideError):

@@ -11,7 +11,13 @@ from typing import Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
-from ebbtide.config.models import DestinationConfig, SourceConfig, SyncMode
+from ebbtide.config.models import (
+    DeclaredField,
+    DestinationConfig,
+    FieldType,
+    SourceConfig,
+    SyncMode,
+)
 from ebbtide.errors import ErrorClass
 
 
@@ -29,6 +35,9 @@ KEY_COLUMN = "__key"
 HASH_COLUMN = "__hash"
 RECORD_COLUMN = "__record"
 KEY_PART_PREFIX = "__k"
+# Why a row's values cannot become its payload (NaN, text that is not a number, …); null if
+# they can. Such a row fails alone with error class `mapping` and is never sent.
+PROBLEM_COLUMN = "__problem"
 
 
 @dataclass(frozen=True)
@@ -61,11 +70,33 @@ class Source(Protocol):
 
 @dataclass(frozen=True)
 class FieldSpec:
-    """A field a destination action accepts."""
+    """A field a destination action accepts.
+
+    For an object, `properties` lists the properties it accepts; for an array of objects,
+    those of each item. None means any property goes.
+    """
 
     name: str
-    type: str = "any"
+    type: FieldType = FieldType.ANY
     required: bool = False
+    properties: tuple[FieldSpec, ...] | None = None
+
+    @classmethod
+    def declared(cls, field: DeclaredField) -> FieldSpec:
+        """A field as a destination's options declare it (a webhook's `fields:`)."""
+        properties = field.properties
+        return cls(
+            field.name,
+            field.type,
+            field.required,
+            None if properties is None else tuple(cls.declared(p) for p in properties),
+        )
+
+    def property_named(self, name: str) -> FieldSpec | None:
+        """The declared property `name`; a field without a fixed list takes any name."""
+        if self.properties is None:
+            return FieldSpec(name)
+        return next((p for p in self.properties if p.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -260,6 +291,14 @@ class DestinationPlugin(Generic[DestinationConfigT]):
     config: type[DestinationConfigT]
     actions: dict[str, ActionSpec]
     build: Callable[[DestinationConfigT, AdapterContext], Destination]
+    # Fields that depend on the destination's options (a webhook that declares what its
+    # receiver accepts); by default an action accepts what `actions` says.
+    describe: Callable[[DestinationConfigT, ActionSpec], ActionSpec] | None = None
+
+    def action(self, config: DestinationConfigT, name: str) -> ActionSpec:
+        """Action `name` of the destination configured by `config`."""
+        action = self.actions[name]
+        return action if self.describe is None else self.describe(config, action)
 
 
 def iter_batches(reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:

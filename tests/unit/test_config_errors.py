@@ -350,7 +350,7 @@ def test_a_model_file_that_does_not_exist(tmp_path: Path) -> None:
 def test_reserved_field_names_are_refused(tmp_path: Path) -> None:
     write(tmp_path, VALID, replace={"    fields: {email: email}": "    fields: {__op: email}"})
     error = only_error(tmp_path)
-    assert (error.line, error.path) == (23, "mappings.users_to_crm.fields")
+    assert (error.line, error.path) == (23, "mappings.users_to_crm.fields.__op")
     assert "names starting with __ are reserved" in error.message
 
 

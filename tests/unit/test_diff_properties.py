@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, FieldMapping
+from ebbtide.engine.mapping import CompiledMapping, column_field
 from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 
@@ -54,11 +54,11 @@ MAPPING = CompiledMapping(
     mode=SyncMode.MIRROR,
     key_columns=KEY,
     fields=(
-        FieldMapping("amount", "amount"),
-        FieldMapping("full_name", "name"),
-        FieldMapping("score", "score"),
-        FieldMapping("is_active", "active"),
-        FieldMapping("visits", "visits"),
+        column_field("amount", "amount"),
+        column_field("full_name", "name"),
+        column_field("score", "score"),
+        column_field("is_active", "active"),
+        column_field("visits", "visits"),
     ),
 )
 
@@ -281,7 +281,8 @@ def test_changing_only_an_unmapped_column_is_not_an_update(
 def test_renaming_a_destination_field_makes_every_row_an_update(rows: dict[Key, Row]) -> None:
     table = to_table(rows)
     renamed_fields = tuple(
-        FieldMapping("name", f.column) if f.field == "full_name" else f for f in MAPPING.fields
+        column_field("name", str(f.source.column)) if f.name == "full_name" else f
+        for f in MAPPING.fields
     )
     renamed = replace(MAPPING, fields=renamed_fields)
     assert renamed.signature != MAPPING.signature

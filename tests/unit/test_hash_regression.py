@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, FieldMapping
+from ebbtide.engine.mapping import CompiledMapping, column_field
 from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 
@@ -28,7 +28,7 @@ MAPPING = CompiledMapping(
     action="upsert",
     mode=SyncMode.MIRROR,
     key_columns=("id",),
-    fields=(FieldMapping("email", "email"), FieldMapping("plan", "plan")),
+    fields=(column_field("email", "email"), column_field("plan", "plan")),
 )
 ROWS = pa.table(
     {

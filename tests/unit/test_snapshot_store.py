@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, FieldMapping
+from ebbtide.engine.mapping import CompiledMapping, column_field
 from ebbtide.errors import ModelError, SnapshotMismatchError
 from ebbtide.ports import KEY_PART_PREFIX, OP_COLUMN, ChangeCounts, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
@@ -24,14 +24,14 @@ MAPPING = CompiledMapping(
     action="upsert",
     mode=SyncMode.MIRROR,
     key_columns=("id",),
-    fields=(FieldMapping("email", "email"), FieldMapping("plan", "plan")),
+    fields=(column_field("email", "email"), column_field("plan", "plan")),
 )
 COMPOSITE = replace(
     MAPPING,
     name="accounts_to_crm",
     model="accounts",
     key_columns=("id", "region"),
-    fields=(FieldMapping("email", "email"), FieldMapping("region", "region")),
+    fields=(column_field("email", "email"), column_field("region", "region")),
 )
 
 
@@ -177,7 +177,7 @@ def test_duplicate_composite_keys_are_reported_as_objects(tmp_path: Path) -> Non
 
 
 def test_a_mapped_column_missing_from_the_model_is_named(tmp_path: Path) -> None:
-    mapping = replace(MAPPING, fields=(*MAPPING.fields, FieldMapping("tier", "plan_tier")))
+    mapping = replace(MAPPING, fields=(*MAPPING.fields, column_field("tier", "plan_tier")))
     store = DuckDBSnapshotStore(tmp_path, mapping)
     with pytest.raises(ModelError, match=r"has no column 'plan_tier' \(it has: id, email, plan\)"):
         store.stage(rows(users([1, 2])))
@@ -203,7 +203,7 @@ def test_model_columns_named_like_engine_columns_are_refused_clearly(
     tmp_path: Path, key: str, column: str
 ) -> None:
     """Regression: these reached DuckDB and failed with a raw ConversionException."""
-    mapping = replace(MAPPING, key_columns=(key,), fields=(FieldMapping("email", column),))
+    mapping = replace(MAPPING, key_columns=(key,), fields=(column_field("email", column),))
     table = pa.table({key: pa.array([1, 2], pa.int64()), column: ["a", "b"]})
     store = DuckDBSnapshotStore(tmp_path, mapping)
     with pytest.raises(ModelError, match="reserved"):
@@ -216,7 +216,7 @@ def test_ordinary_column_names_the_store_uses_internally_work_as_keys(
     tmp_path: Path, name: str
 ) -> None:
     """Regression: a key named row_hash collided with the snapshot's hash column."""
-    mapping = replace(MAPPING, key_columns=(name,), fields=(FieldMapping("email", "email"),))
+    mapping = replace(MAPPING, key_columns=(name,), fields=(column_field("email", "email"),))
     table = pa.table({name: pa.array([1, 2, 3], pa.int64()), "email": ["a", "b", "c"]})
     synced(tmp_path, table, mapping)
     store = DuckDBSnapshotStore(tmp_path, mapping)

@@ -65,6 +65,129 @@ class GuardSpec(Spec):
     max_change_pct: float | None = Field(default=None, ge=0)
 
 
+class FieldType(StrEnum):
+    """What a destination field takes; values are converted to it, or the mapping is refused."""
+
+    ANY = "any"
+    STRING = "string"
+    NUMBER = "number"
+    INTEGER = "integer"
+    BOOLEAN = "boolean"
+    DATETIME = "datetime"
+    DATE = "date"
+    OBJECT = "object"
+    ARRAY = "array"
+
+
+class DeclaredField(Spec):
+    """A field a destination accepts, as its options declare it.
+
+    `properties` lists what an object accepts, or what each item of an array of objects does.
+    """
+
+    name: str
+    type: FieldType = FieldType.ANY
+    required: bool = False
+    properties: list[DeclaredField] | None = None
+
+
+class DecimalsAs(StrEnum):
+    """How decimals travel in JSON: both keep every digit the model has."""
+
+    NUMBER = "number"
+    STRING = "string"
+
+
+_SOURCE_KINDS = ("column", "value", "object", "array")
+
+
+class PropertySource(Spec):
+    """Where one property of a customized object or array item comes from.
+
+    Written as a name (a property of the object, or of each item: `path`), or as
+    `{column: …}` (a model column or dotted path, for objects) or `{value: …}` (static).
+    """
+
+    path: str | None = None
+    column: str | None = None
+    value: Any = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        return {"path": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PropertySource:
+        given = [k for k in ("path", "column", "value") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("a property comes from a name, {column: …} or {value: …}")
+        return self
+
+    @property
+    def describe(self) -> str:
+        if self.path is not None:
+            return self.path
+        if self.column is not None:
+            return f"column {self.column}"
+        return f"value {self.value!r}"
+
+
+class FieldSource(Spec):
+    """Where a destination field's value comes from, as written under `fields:`.
+
+    `email: email` (a column), `city: address.city` (a dotted path into an object column),
+    `{value: pro}`, `{object: product}`, `{object: product, properties: {…}}`,
+    `{array: products}` or `{array: products, properties: {…}}`.
+    """
+
+    column: str | None = None
+    value: Any = None
+    object: str | None = None
+    array: str | None = None
+    properties: dict[str, PropertySource] | None = Field(default=None, min_length=1)
+    skip_nulls: bool = False  # leave the field out of the payload when its value is null
+    decimals: DecimalsAs = DecimalsAs.NUMBER
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        return {"column": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> FieldSource:
+        given = [k for k in _SOURCE_KINDS if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError(
+                "a field comes from exactly one of column, value, object or array"
+                + (f" (found {', '.join(given)})" if given else "")
+            )
+        if self.properties is not None and self.kind not in ("object", "array"):
+            raise ValueError("properties customize an object or an array: add object: or array:")
+        if self.kind == "array" and self.properties:
+            static = [n for n, p in self.properties.items() if p.path is None]
+            if static:
+                raise ValueError(f"array item property {static[0]!r}: name a property of each item")
+        return self
+
+    @property
+    def kind(self) -> str:
+        """column, value, object or array."""
+        return next(k for k in _SOURCE_KINDS if k in self.model_fields_set)
+
+    @property
+    def reference(self) -> str | None:
+        """The column or path the field reads; None for a static value."""
+        return self.column or self.object or self.array
+
+    @property
+    def describe(self) -> str:
+        """The source as a person wrote it, for messages."""
+        if self.kind == "value":
+            return f"value {self.value!r}"
+        return f"{'' if self.kind == 'column' else self.kind + ' '}{self.reference}"
+
+
 class MappingSpec(Spec):
     """A model sent to a destination action."""
 
@@ -72,7 +195,7 @@ class MappingSpec(Spec):
     destination: str
     action: str
     mode: SyncMode = SyncMode.UPSERT
-    fields: Annotated[dict[str, str], Field(min_length=1)]
+    fields: Annotated[dict[str, FieldSource], Field(min_length=1)]
     schedule: str = "manual"
     enabled: bool = True
     retry: RetrySpec = Field(default_factory=RetrySpec)

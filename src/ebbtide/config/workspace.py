@@ -260,15 +260,15 @@ class _Checker:
             config = destinations.get(mapping.destination)
             if not has_destination or config is None:
                 continue
-            actions = DESTINATIONS.get(config.type).actions
-            if mapping.action not in actions:
+            plugin = DESTINATIONS.get(config.type)
+            if mapping.action not in plugin.actions:
                 self.error(
-                    unknown_name("action", mapping.action, sorted(actions)), path + ("action",)
+                    unknown_name("action", mapping.action, sorted(plugin.actions)),
+                    path + ("action",),
                 )
             elif has_model and mapping.model in self.spec.models:
+                action = plugin.action(config, mapping.action)
                 try:
-                    compile_mapping(
-                        name, mapping, self.spec.models[mapping.model], actions[mapping.action]
-                    )
+                    compile_mapping(name, mapping, self.spec.models[mapping.model], action)
                 except MappingError as exc:
-                    self.error(str(exc), path + ("fields",))
+                    self.error(str(exc), path + (exc.path or ("fields",)))

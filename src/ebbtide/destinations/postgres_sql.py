@@ -82,6 +82,10 @@ _PG_TYPES: list[tuple[Callable[[Any], bool], str]] = [
 
 def pg_type(arrow_type: pa.DataType) -> str:
     """The column type `create_table` gives a field of this Arrow type; text by default."""
+    if isinstance(arrow_type, pa.BaseExtensionType):
+        if arrow_type.extension_name == "arrow.json":
+            return "jsonb"  # objects and arrays the mapping built
+        return pg_type(arrow_type.storage_type)
     if pa.types.is_dictionary(arrow_type):
         return pg_type(arrow_type.value_type)
     if pa.types.is_decimal(arrow_type):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
@@ -11,7 +12,7 @@ from typing import Any, cast
 import aiohttp
 from pydantic import Field, HttpUrl
 
-from ebbtide.config.models import DestinationConfig
+from ebbtide.config.models import DeclaredField, DestinationConfig
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
     RECORD_COLUMN,
@@ -19,6 +20,7 @@ from ebbtide.ports import (
     AdapterContext,
     BatchResult,
     DestinationPlugin,
+    FieldSpec,
     OutboundBatch,
     RecordRejection,
 )
@@ -44,6 +46,8 @@ class WebhookConfig(DestinationConfig):
     url: HttpUrl = Field(repr=False)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout_s: float = Field(default=30.0, gt=0)
+    # What the receiver accepts, when it has a fixed list; mappings are checked against it.
+    fields: list[DeclaredField] | None = None
 
 
 class WebhookDestination:
@@ -159,4 +163,10 @@ def _build(config: WebhookConfig, context: AdapterContext) -> WebhookDestination
     return WebhookDestination(config)
 
 
-PLUGIN = DestinationPlugin(config=WebhookConfig, actions=ACTIONS, build=_build)
+def _describe(config: WebhookConfig, action: ActionSpec) -> ActionSpec:
+    if config.fields is None:
+        return action
+    return replace(action, fields=tuple(FieldSpec.declared(f) for f in config.fields))
+
+
+PLUGIN = DestinationPlugin(config=WebhookConfig, actions=ACTIONS, build=_build, describe=_describe)

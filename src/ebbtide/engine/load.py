@@ -23,6 +23,7 @@ from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
     KEY_COLUMN,
     OP_COLUMN,
+    PROBLEM_COLUMN,
     RECORD_COLUMN,
     BatchResult,
     Destination,
@@ -114,7 +115,7 @@ class Loader:
             await self.destination.close()
 
     async def _deliver(self, batch: OutboundBatch) -> None:
-        batch = self._without_oversized(batch)
+        batch = self._without_oversized(self._without_unconvertible(batch))
         if not len(batch):
             return
         outcome = await self._attempt(batch)
@@ -177,6 +178,20 @@ class Loader:
         if aside and self.fatal is None:
             await self._deliver(_joined(aside))
 
+    def _without_unconvertible(self, batch: OutboundBatch) -> OutboundBatch:
+        """A row whose values cannot become its payload fails alone, never sent."""
+        if PROBLEM_COLUMN not in batch.records.schema.names:
+            return batch
+        problems: Any = batch.records.column(PROBLEM_COLUMN)
+        if problems.null_count == len(problems):
+            return batch
+        at = {
+            i: RecordRejection("", ErrorClass.MAPPING, str(problem))
+            for i, problem in enumerate(problems.to_pylist())
+            if problem is not None
+        }
+        return self._set_aside(batch, at)
+
     def _without_oversized(self, batch: OutboundBatch) -> OutboundBatch:
         """A record larger than the destination accepts fails alone, not with its batch."""
         limit = self.settings.max_record_bytes
@@ -192,9 +207,14 @@ class Loader:
             f"the record is larger than the destination accepts ({limit:,} bytes)",
         )
         positions = [i for i, big in enumerate(too_large.to_pylist()) if big]
-        self._record_failures(batch.records, dict.fromkeys(positions, rejection))
-        self.on_progress(len(positions))
-        return batch.with_records(batch.records.filter(pc.invert(too_large)))
+        return self._set_aside(batch, dict.fromkeys(positions, rejection))
+
+    def _set_aside(self, batch: OutboundBatch, at: dict[int, RecordRejection]) -> OutboundBatch:
+        """Fail the records at these positions and send the others."""
+        self._record_failures(batch.records, at)
+        self.on_progress(len(at))
+        keep = pa.array([i not in at for i in range(len(batch))])
+        return batch.with_records(batch.records.filter(keep))
 
     def _settle(self, batch: OutboundBatch, result: BatchResult) -> None:
         records = batch.records

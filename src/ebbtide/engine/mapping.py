@@ -1,16 +1,16 @@
-"""A mapping compiled once per run: the key, the columns it reads and the fields it sends."""
+"""The mapping compiler: a mapping checked against its action and frozen once per run."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
+from typing import Any
 
-import pyarrow as pa
-
-from ebbtide.config.models import MappingSpec, ModelSpec, SyncMode
-from ebbtide.errors import MappingError, ModelError
-from ebbtide.ports import ActionSpec, Operation
+from ebbtide.config.models import FieldSource, FieldType, MappingSpec, ModelSpec, SyncMode
+from ebbtide.errors import MappingError
+from ebbtide.ports import ActionSpec, FieldSpec, Operation
 from ebbtide.suggest import did_you_mean
 
 _SENT_BY_MODE: dict[SyncMode, frozenset[Operation]] = {
@@ -22,11 +22,17 @@ _SENT_BY_MODE: dict[SyncMode, frozenset[Operation]] = {
 
 
 @dataclass(frozen=True)
-class FieldMapping:
-    """One destination field filled from one model column."""
+class CompiledField:
+    """One destination field: where its value comes from and what the action takes."""
 
-    field: str
-    column: str
+    name: str
+    source: FieldSource
+    spec: FieldSpec
+
+
+def column_field(name: str, column: str) -> CompiledField:
+    """A field filled from one model column, as `name: column` in the workspace."""
+    return CompiledField(name, FieldSource(column=column), FieldSpec(name))
 
 
 @dataclass(frozen=True)
@@ -39,20 +45,21 @@ class CompiledMapping:
     action: str
     mode: SyncMode
     key_columns: tuple[str, ...]
-    fields: tuple[FieldMapping, ...]
+    fields: tuple[CompiledField, ...]
     sensitive: frozenset[str] = frozenset()
-
-    @property
-    def columns(self) -> tuple[str, ...]:
-        """The model columns the run reads: the key, then each mapped column once."""
-        seen = dict.fromkeys(self.key_columns)
-        seen.update(dict.fromkeys(f.column for f in self.fields))
-        return tuple(seen)
 
     @property
     def signature(self) -> str:
         """Changes whenever what is sent for a row would change (fields, names, key)."""
-        shape = {"key": self.key_columns, "fields": [[f.field, f.column] for f in self.fields]}
+        if all(_plain(f.source) for f in self.fields):
+            # The shape mappings had before objects and arrays: their snapshots stay valid.
+            fields: Any = [[f.name, f.source.column] for f in self.fields]
+        else:
+            fields = {
+                f.name: [f.source.model_dump(mode="json", exclude_defaults=True), f.spec.type]
+                for f in self.fields
+            }
+        shape = {"key": self.key_columns, "fields": fields}
         return hashlib.sha256(json.dumps(shape).encode()).hexdigest()[:16]
 
     @property
@@ -60,44 +67,39 @@ class CompiledMapping:
         """Which changes this mapping's mode sends; the others only move the snapshot."""
         return _SENT_BY_MODE[self.mode]
 
-    def check_columns(self, schema: pa.Schema) -> None:
-        """Fail before anything is read in full when the model lacks a column we need."""
-        reserved = [c for c in self.columns if c.startswith("__")]
-        if reserved:
-            raise ModelError(
-                f"mapping {self.name!r}: model {self.model!r} column(s)"
-                f" {', '.join(repr(c) for c in reserved)}: names starting with __ are reserved"
-                " for ebbtide; rename them in the model's SQL"
-            )
-        missing = [c for c in self.columns if c not in schema.names]
-        if missing:
-            raise ModelError(
-                f"mapping {self.name!r}: model {self.model!r} has no column"
-                f" {', '.join(repr(c) for c in missing)} (it has: {', '.join(schema.names)})"
-            )
+
+def _plain(source: FieldSource) -> bool:
+    return source.kind == "column" and source == FieldSource(column=source.column)
 
 
 def compile_mapping(
     name: str, spec: MappingSpec, model: ModelSpec, action: ActionSpec
 ) -> CompiledMapping:
-    """Check a mapping against its action and freeze it for a run."""
+    """Check a mapping against its action and freeze it for a run.
+
+    What needs the model's column types (paths into objects, conversions) is checked when a
+    run binds the mapping to the model's schema (`engine.binding`).
+    """
     if spec.mode not in action.modes:
         modes = ", ".join(sorted(action.modes))
         raise MappingError(
             f"mapping {name!r}: action {action.name!r} does not support mode"
-            f" {spec.mode!s} (it supports: {modes})"
+            f" {spec.mode!s} (it supports: {modes})",
+            path=("mode",),
         )
-    for field in spec.fields:
-        if field.startswith("__"):
-            raise MappingError(
-                f"mapping {name!r}: field {field!r}: names starting with __ are reserved"
-            )
-    _check_fields(name, spec, action)
+    fields = tuple(
+        CompiledField(field, source, _field_spec(name, action, field))
+        for field, source in spec.fields.items()
+    )
+    _check_required(name, action, spec)
+    for field in fields:
+        _check_source(name, field)
     unknown = [f for f in spec.sensitive if f not in spec.fields]
     if unknown:
         raise MappingError(
             f"mapping {name!r}: sensitive field(s) {', '.join(map(repr, unknown))} are not mapped"
-            + did_you_mean(unknown[0], sorted(spec.fields), "accepted")
+            + did_you_mean(unknown[0], sorted(spec.fields), "accepted"),
+            path=("sensitive",),
         )
     return CompiledMapping(
         name=name,
@@ -106,24 +108,107 @@ def compile_mapping(
         action=spec.action,
         mode=spec.mode,
         key_columns=tuple(model.primary_key),
-        fields=tuple(FieldMapping(field, column) for field, column in spec.fields.items()),
+        fields=fields,
         sensitive=frozenset(spec.sensitive),
     )
 
 
-def _check_fields(name: str, spec: MappingSpec, action: ActionSpec) -> None:
-    """Against an action with a fixed list of fields: nothing unknown, nothing required missing."""
+def _field_spec(mapping: str, action: ActionSpec, field: str) -> FieldSpec:
+    """What the action takes in `field`; an action without a fixed list takes anything."""
+    if field.startswith("__"):
+        raise MappingError(
+            f"mapping {mapping!r}: field {field!r}: names starting with __ are reserved",
+            path=("fields", field),
+        )
+    if action.fields is None:
+        return FieldSpec(field)
+    found = next((f for f in action.fields if f.name == field), None)
+    if found is None:
+        accepted = sorted(f.name for f in action.fields)
+        raise MappingError(
+            f"mapping {mapping!r}: action {action.name!r} has no field {field!r}"
+            + did_you_mean(field, accepted, "accepted"),
+            path=("fields", field),
+        )
+    return found
+
+
+def _check_required(mapping: str, action: ActionSpec, spec: MappingSpec) -> None:
     if action.fields is None:
         return
-    accepted = {f.name for f in action.fields}
-    for field in spec.fields:
-        if field not in accepted:
-            raise MappingError(
-                f"mapping {name!r}: action {action.name!r} has no field {field!r}"
-                + did_you_mean(field, sorted(accepted), "accepted")
-            )
     missing = [f.name for f in action.fields if f.required and f.name not in spec.fields]
     if missing:
         raise MappingError(
-            f"mapping {name!r}: action {action.name!r} requires field(s) {', '.join(missing)}"
+            f"mapping {mapping!r}: action {action.name!r} requires field(s)"
+            f" {', '.join(missing)}: map them under fields",
+            path=("fields",),
         )
+
+
+def _check_source(mapping: str, field: CompiledField) -> None:
+    """What can be told without the model: the kind of source against the field's type."""
+    source, spec = field.source, field.spec
+    where = f"mapping {mapping!r}: field {field.name!r}"
+    path: tuple[str, ...] = ("fields", field.name)
+    wanted = {"object": FieldType.OBJECT, "array": FieldType.ARRAY}.get(source.kind)
+    if wanted is not None and spec.type not in (FieldType.ANY, wanted):
+        raise MappingError(
+            f"{where} takes {_a(spec.type)}, not {_a(wanted)}: map a column instead",
+            path=path + (source.kind,),
+        )
+    if source.kind == "value":
+        check_static(where, source.value, spec.type, path + ("value",))
+    if source.properties is None:
+        return
+    for prop, prop_source in source.properties.items():
+        prop_spec = spec.property_named(prop)
+        prop_path = path + ("properties", prop)
+        if prop_spec is None:
+            accepted = sorted(p.name for p in spec.properties or ())
+            raise MappingError(
+                f"{where}: the destination accepts no property {prop!r}"
+                + did_you_mean(prop, accepted, "accepted"),
+                path=prop_path,
+            )
+        if "value" in prop_source.model_fields_set:
+            check_static(
+                f"{where}, property {prop!r}", prop_source.value, prop_spec.type, prop_path
+            )
+    missing = [
+        p.name for p in spec.properties or () if p.required and p.name not in source.properties
+    ]
+    if missing:
+        raise MappingError(
+            f"{where}: the destination requires property(ies) {', '.join(missing)}",
+            path=path + ("properties",),
+        )
+
+
+_STATIC_TYPES: dict[FieldType, tuple[type, ...]] = {
+    FieldType.STRING: (str,),
+    FieldType.NUMBER: (int, float),
+    FieldType.INTEGER: (int,),
+    FieldType.BOOLEAN: (bool,),
+    FieldType.OBJECT: (dict,),
+    FieldType.ARRAY: (list,),
+}
+
+
+def check_static(where: str, value: Any, target: FieldType, path: tuple[str, ...]) -> None:
+    """A static value must already be what the field takes (and valid JSON)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MappingError(f"{where}: NaN and infinities cannot be sent as JSON", path=path)
+    if value is None or target is FieldType.ANY:
+        return
+    if target in (FieldType.DATE, FieldType.DATETIME):
+        if not isinstance(value, str) and not hasattr(value, "isoformat"):
+            raise MappingError(f"{where} takes {_a(target)}, not {value!r}", path=path)
+        return
+    allowed = _STATIC_TYPES[target]
+    is_bool = isinstance(value, bool)
+    if not isinstance(value, allowed) or (is_bool and target is not FieldType.BOOLEAN):
+        raise MappingError(f"{where} takes {_a(target)}, not {value!r}", path=path)
+
+
+def _a(kind: FieldType) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"

@@ -36,10 +36,19 @@ def recommended_action(
         field = _field_named(message, list(spec.fields))
         if field is not None:
             return (
-                f"The destination refused field {field!r} (model column"
-                f" {spec.fields[field]!r} of model {spec.model!r}): fix the value in the warehouse,"
-                f" or change `mappings.{mapping}.fields.{field}`. The record is retried with its"
-                " latest data on the next sync."
+                f"The destination refused field {field!r} ({spec.fields[field].describe} of"
+                f" model {spec.model!r}): fix the value in the warehouse, or change"
+                f" `mappings.{mapping}.fields.{field}`. The record is retried with its latest"
+                " data on the next sync."
+            )
+    if error_class is ErrorClass.MAPPING:
+        field = _field_named(message, list(spec.fields))
+        if field is not None:
+            return (
+                f"The value of field {field!r} ({spec.fields[field].describe} of model"
+                f" {spec.model!r}) cannot be sent as the destination takes it: fix the row in"
+                f" the model's SQL, or change `mappings.{mapping}.fields.{field}`. Nothing was"
+                " sent for this record; it is retried with its latest data on the next sync."
             )
     if error_class is ErrorClass.RATE_LIMITED:
         return (

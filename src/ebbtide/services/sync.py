@@ -86,7 +86,7 @@ class SyncService:
     def compile(self, name: str) -> CompiledMapping:
         spec = self.workspace.mapping(name)
         destination = self.workspace.destinations[spec.destination]
-        action = DESTINATIONS.get(destination.type).actions[spec.action]
+        action = DESTINATIONS.get(destination.type).action(destination, spec.action)
         return compile_mapping(name, spec, self.workspace.model(spec.model), action)
 
     def run(

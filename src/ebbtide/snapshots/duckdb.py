@@ -8,6 +8,7 @@ paused) mid-load does not lock out the run that takes its lease over.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from ebbtide.engine.binding import BoundMapping, bind
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.errors import EbbtideError, ModelError, SnapshotMismatchError
 from ebbtide.ports import (
@@ -35,6 +37,7 @@ from ebbtide.snapshots.journal import (
     journal_files,
     read_journals,
 )
+from ebbtide.snapshots.payload_sql import as_json_columns
 from ebbtide.snapshots.scratch import remove_orphans
 from ebbtide.snapshots.staging import chunked, remember_errors
 
@@ -88,9 +91,14 @@ class DuckDBSnapshotStore:
                 "preserve_insertion_order": False,
             },
         )
+        with contextlib.suppress(duckdb.Error):
+            # Text without an offset is read as UTC when a field takes a date and time
+            # (without the ICU extension DuckDB reads it as UTC anyway).
+            self.con.execute("SET TimeZone = 'UTC'")
         self.con.execute(f"ATTACH {sql.literal(str(self._scratch / 'work.duckdb'))} AS work")
         self._attached = False
         self.stage_schema: pa.Schema | None = None
+        self.bound: BoundMapping | None = None
         self.attach()
 
     def attach(self) -> None:
@@ -128,9 +136,9 @@ class DuckDBSnapshotStore:
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
-        self.mapping.check_columns(rows.schema)
-        columns = ", ".join(sql.quote(c) for c in self.mapping.columns)
-        select = f"SELECT {columns}, {sql.hash_expression(self.mapping)} AS {HASH_COLUMN}"
+        self.bound = bound = bind(self.mapping, rows.schema)
+        columns = ", ".join(sql.quote(c) for c in bound.columns)
+        select = f"SELECT {columns}, {sql.hash_expression(bound)} AS {HASH_COLUMN}"
         # DuckDB holds a statement's whole Arrow input until the statement ends, outside its
         # memory limit: one statement per chunk keeps memory flat as the model grows.
         failure: list[EbbtideError] = []
@@ -217,9 +225,11 @@ class DuckDBSnapshotStore:
 
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
         """The changed rows to send, in batches of `batch_size`."""
-        assert self.stage_schema is not None, "stage() comes first"
-        query = sql.outbound_query(self.mapping, self.stage_schema, operations)
-        return self.con.cursor().execute(query).to_arrow_reader(batch_size)
+        assert self.bound is not None, "stage() comes first"
+        query = sql.outbound_query(self.bound, operations)
+        reader = self.con.cursor().execute(query).to_arrow_reader(batch_size)
+        nested = [f.name for f in self.bound.fields if f.nested]
+        return as_json_columns(reader, nested) if nested else reader
 
     def sample_changes(
         self, operations: frozenset[Operation], limit: int
@@ -453,7 +463,8 @@ class DuckDBSnapshotStore:
 
     def _struct_parts(self, table: str) -> str:
         """The key and the first few mapped columns: a null key alone identifies nothing."""
-        shown = list(dict.fromkeys([*self.mapping.key_columns, *self.mapping.columns]))[:4]
+        columns = self.bound.columns if self.bound else ()
+        shown = list(dict.fromkeys([*self.mapping.key_columns, *columns]))[:4]
         return ", ".join(f"{sql.quote(c)} := {table}.{sql.quote(c)}" for c in shown)
 
     def _count(self, relation: str) -> int:

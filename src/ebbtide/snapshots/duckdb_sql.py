@@ -1,51 +1,35 @@
-"""DuckDB SQL for hashing rows and rendering records as JSON, built once per run."""
+"""DuckDB SQL for hashing rows and assembling outbound records, built once per run."""
 
 from __future__ import annotations
 
-import pyarrow as pa
-
+from ebbtide.engine.binding import BoundMapping
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.ports import (
     HASH_COLUMN,
     KEY_COLUMN,
     KEY_PART_PREFIX,
     OP_COLUMN,
+    PROBLEM_COLUMN,
     RECORD_COLUMN,
     Operation,
 )
+from ebbtide.snapshots.payload_sql import data_object, payload_sql
+from ebbtide.snapshots.sql_text import literal as literal
+from ebbtide.snapshots.sql_text import quote as quote
 
 # Bump when the row hash changes meaning; a snapshot made with another version is re-hashed
 # by resending, never silently compared.
 HASH_VERSION = "duckdb-hash-1"
 
 
-def quote(identifier: str) -> str:
-    return '"' + identifier.replace('"', '""') + '"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def key_join(left: str, right: str, key_columns: tuple[str, ...]) -> str:
     return " AND ".join(f"{left}.{quote(c)} = {right}.{quote(c)}" for c in key_columns)
 
 
-def hash_expression(mapping: CompiledMapping) -> str:
-    """One 64-bit hash of the mapped columns, seeded with the mapping's signature."""
-    columns = ", ".join(quote(f.column) for f in mapping.fields)
-    return f"hash({literal(mapping.signature)}, {columns})"
-
-
-def json_value(ref: str, arrow_type: pa.DataType) -> str:
-    """A column reference as it should appear in JSON: timestamps and dates in ISO 8601."""
-    if pa.types.is_timestamp(arrow_type):
-        if arrow_type.tz is not None:
-            return f"strftime(timezone('UTC', {ref}), '%Y-%m-%dT%H:%M:%S.%fZ')"
-        return f"strftime({ref}, '%Y-%m-%dT%H:%M:%S.%f')"
-    if pa.types.is_date(arrow_type):
-        return f"strftime({ref}, '%Y-%m-%d')"
-    return ref
+def hash_expression(bound: BoundMapping) -> str:
+    """One 64-bit hash of the columns the fields read, seeded with the mapping's signature."""
+    columns = "".join(f", {quote(c)}" for c in bound.hashed)
+    return f"hash({literal(bound.mapping.signature)}{columns})"
 
 
 def key_json(mapping: CompiledMapping, table: str) -> str:
@@ -56,34 +40,53 @@ def key_json(mapping: CompiledMapping, table: str) -> str:
     return f"json_object({parts})::VARCHAR"
 
 
-def data_json(mapping: CompiledMapping, schema: pa.Schema, table: str) -> str:
-    parts = ", ".join(
-        f"{literal(f.field)}, "
-        + json_value(f"{table}.{quote(f.column)}", schema.field(f.column).type)
-        for f in mapping.fields
-    )
-    return f"json_object({parts})::VARCHAR"
+def outbound_query(bound: BoundMapping, operations: frozenset[Operation]) -> str:
+    """Changed rows of the given operations, with everything a destination needs.
 
-
-def outbound_query(
-    mapping: CompiledMapping, schema: pa.Schema, operations: frozenset[Operation]
-) -> str:
-    """Changed rows of the given operations, with everything a destination needs."""
-    key_parts = ", ".join(
+    The inner query renders each field once; the outer one assembles the record from those
+    texts, so an object or array is not rendered twice for its typed column.
+    """
+    mapping = bound.mapping
+    payload = payload_sql(bound, "s")
+    key_parts = [
         f"c.{quote(col)} AS {quote(f'{KEY_PART_PREFIX}{i}')}"
         for i, col in enumerate(mapping.key_columns)
-    )
-    fields = ", ".join(f"s.{quote(f.column)} AS {quote(f.field)}" for f in mapping.fields)
-    key = key_json(mapping, "c")
-    data = data_json(mapping, schema, "s")
-    data = f"CASE WHEN c.{OP_COLUMN} = 'deleted' THEN 'null' ELSE {data} END"
+    ]
+    inner = [
+        f"c.{OP_COLUMN}",
+        f"{key_json(mapping, 'c')} AS {KEY_COLUMN}",
+        f"c.{HASH_COLUMN}",
+        *key_parts,
+        f"CASE WHEN c.{OP_COLUMN} = 'deleted' THEN NULL ELSE {payload.problem} END"
+        f" AS {PROBLEM_COLUMN}",
+    ]
+    outer = [
+        OP_COLUMN,
+        KEY_COLUMN,
+        HASH_COLUMN,
+        *(quote(f"{KEY_PART_PREFIX}{i}") for i in range(len(mapping.key_columns))),
+        PROBLEM_COLUMN,
+    ]
+    texts = []
+    for i, field in enumerate(payload.fields):
+        inner.append(f"{field.json} AS __j{i}")
+        texts.append((field.name, f"__j{i}", field.skip_nulls))
+        if field.nested:
+            outer.append(f"__j{i} AS {quote(field.name)}")
+        else:
+            inner.append(f"{field.value} AS __v{i}")
+            outer.append(f"__v{i} AS {quote(field.name)}")
+    data = f"CASE WHEN {OP_COLUMN} = 'deleted' THEN 'null' ELSE {data_object(texts)} END"
     record = (
-        f"""'{{"op":"' || c.{OP_COLUMN} || '","key":' || {key} || ',"data":' || {data} || '}}'"""
+        f"""'{{"op":"' || {OP_COLUMN} || '","key":' || {KEY_COLUMN}"""
+        f"""|| ',"data":' || {data} || '}}'"""
     )
     ops = ", ".join(literal(op) for op in sorted(operations))
     return f"""
-        SELECT c.{OP_COLUMN}, {key} AS {KEY_COLUMN}, {record} AS {RECORD_COLUMN},
-               c.{HASH_COLUMN}, {key_parts}, {fields}
-        FROM work.changes c LEFT JOIN work.stage s ON {key_join("c", "s", mapping.key_columns)}
-        WHERE c.{OP_COLUMN} IN ({ops})
+        SELECT {", ".join(outer)}, {record} AS {RECORD_COLUMN}
+        FROM (
+            SELECT {", ".join(inner)}
+            FROM work.changes c LEFT JOIN work.stage s ON {key_join("c", "s", mapping.key_columns)}
+            WHERE c.{OP_COLUMN} IN ({ops})
+        )
     """

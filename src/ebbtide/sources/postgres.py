@@ -64,6 +64,9 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
     _oid("timestamp"): pa.timestamp("us"),
     _oid("timestamptz"): pa.timestamp("us", tz="UTC"),
     _oid("bytea"): pa.binary(),
+    # JSON documents stay JSON, so a mapping can send them as objects and reach into them.
+    _oid("json"): pa.json_(),
+    _oid("jsonb"): pa.json_(),
 }
 NUMERIC_OID = _oid("numeric")
 

@@ -1,0 +1,518 @@
+"""DuckDB SQL that turns model rows into payloads: one expression per field, built once per run.
+
+Every value is rendered as JSON text by DuckDB itself (objects and arrays included), so a
+payload is never assembled field by field in Python. Each field yields three expressions:
+its JSON text (SQL NULL when the value is null), its value as a typed column (for destinations
+that write columns) and, when its values can be wrong row by row, the problem that keeps a row
+from being sent (NaN, text that is not a number, JSON of the wrong shape).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pyarrow as pa
+
+from ebbtide.config.models import DecimalsAs, FieldType
+from ebbtide.engine.binding import (
+    JSON_TYPE,
+    Access,
+    BoundField,
+    BoundMapping,
+    Converted,
+    CustomArray,
+    CustomObject,
+    Kind,
+    Static,
+    Step,
+    element_type,
+    kind_of,
+    struct_fields,
+    timezone_of,
+)
+from ebbtide.ports import iter_batches
+from ebbtide.snapshots.sql_text import literal, quote
+
+_ISO_TIMESTAMP = '"%Y-%m-%dT%H:%M:%S.%f"'
+_ISO_TIMESTAMP_UTC = '"%Y-%m-%dT%H:%M:%S.%fZ"'
+_JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
+_JSON_INTEGER = r"-?(0|[1-9][0-9]*)"
+_JSON_TYPES = {
+    FieldType.STRING: ("VARCHAR",),
+    FieldType.NUMBER: ("BIGINT", "UBIGINT", "DOUBLE"),
+    FieldType.INTEGER: ("BIGINT", "UBIGINT"),
+    FieldType.BOOLEAN: ("BOOLEAN",),
+    FieldType.OBJECT: ("OBJECT",),
+    FieldType.ARRAY: ("ARRAY",),
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """A value as SQL: its JSON text, its typed value and what may keep a row from going out."""
+
+    json: str
+    value: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class FieldSQL:
+    """One field of the payload as SQL."""
+
+    name: str
+    json: str
+    value: str
+    nested: bool  # its typed value is JSON text (an object or an array)
+    skip_nulls: bool
+
+
+@dataclass(frozen=True)
+class PayloadSQL:
+    """The SQL of a whole payload over one row alias."""
+
+    fields: tuple[FieldSQL, ...]
+    problem: str  # the first problem of the row, or NULL
+
+
+def payload_sql(bound: BoundMapping, table: str) -> PayloadSQL:
+    """The payload of each row of `table` (an alias holding the model's columns)."""
+    renderer = _Renderer(table)
+    fields, problems = [], []
+    for field in bound.fields:
+        rendered = renderer.field(field)
+        fields.append(
+            FieldSQL(field.name, rendered.json, rendered.value, field.nested, field.skip_nulls)
+        )
+        if rendered.problem:
+            problems.append(rendered.problem)
+    problem = f"coalesce({', '.join(problems)})" if len(problems) > 1 else "NULL::VARCHAR"
+    if len(problems) == 1:
+        problem = problems[0]
+    return PayloadSQL(tuple(fields), problem)
+
+
+def data_object(fields: list[tuple[str, str, bool]]) -> str:
+    """The data object from (name, JSON text, skip_nulls) of each field."""
+    return _object([_member(name, text, skip) for name, text, skip in fields])
+
+
+def _member(name: str, json_sql: str, skip_nulls: bool) -> str:
+    """`"name":value` — SQL NULL (left out of the object) when skipped for being null."""
+    value = json_sql if skip_nulls else f"coalesce({json_sql}, 'null')"
+    return f"{literal(json.dumps(name, ensure_ascii=False) + ':')} || {value}"
+
+
+def _object(members: list[str]) -> str:
+    if not members:
+        return "'{}'"
+    return f"'{{' || concat_ws(',', {', '.join(members)}) || '}}'"
+
+
+class _Renderer:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self.depth = 0  # lambda nesting, for variable names
+
+    def field(self, field: BoundField) -> Rendered:
+        rendered = self.value(field.value)
+        if rendered.problem is None:
+            return rendered
+        problem = f"{literal(f'field {field.name!r}: ')} || {rendered.problem}"
+        return Rendered(rendered.json, rendered.value, problem)
+
+    def value(self, value: Converted | CustomObject | CustomArray, item: str = "") -> Rendered:
+        if isinstance(value, CustomObject):
+            return self.custom_object(value)
+        if isinstance(value, CustomArray):
+            return self.custom_array(value)
+        if isinstance(value.source, Static):
+            return _static(value.source.value)
+        ref, read_problem = self.access(value.source, item)
+        rendered = _convert(ref, value.source, value.target, value.decimals, self)
+        return _with_problem(rendered, read_problem)
+
+    # -- reading -------------------------------------------------------------------------
+
+    def access(self, access: Access, item: str) -> tuple[str, str | None]:
+        """SQL for the value, and the problem of a JSON text along the way that does not parse."""
+        ref = item if access.column is None else f"{self.table}.{quote(access.column)}"
+        problem = None
+        for step in access.steps:
+            if step.via is Kind.STRING:
+                problem = _unparsable(ref, access.label)
+            ref = _step(ref, step)
+        return ref, problem
+
+    def custom_object(self, value: CustomObject) -> Rendered:
+        base, problem = self.access(value.base, "")
+        problems = [
+            _unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
+        ]
+        problems.append(
+            _shape_problem(_parsed(base, value.base.kind), value.base, FieldType.OBJECT)
+        )
+        members = []
+        for name, prop in value.properties:
+            rendered = self.value(prop)
+            members.append(_member(name, rendered.json, value.skip_nulls))
+            problems.append(rendered.problem)
+        text = f"CASE WHEN {base} IS NULL THEN NULL ELSE {_object(members)} END"
+        return Rendered(text, text, _first(problems))
+
+    def custom_array(self, value: CustomArray) -> Rendered:
+        base, problem = self.access(value.base, "")
+        items = base
+        if value.base.kind in (Kind.STRING, Kind.JSON):
+            items = f"json_extract({_parsed(base, value.base.kind)}, '$[*]')"
+        self.depth += 1
+        var = f"v{self.depth}"
+        props = [(name, self.value(prop, var)) for name, prop in value.properties]
+        self.depth -= 1
+        item_json = _object([_member(n, r.json, skip_nulls=True) for n, r in props])
+        item_problems = [r.problem for _, r in props]
+        if kind_of(value.base.type) is not Kind.LIST:
+            item_json = f"CASE WHEN json_type({var}) = 'OBJECT' THEN {item_json} END"
+            item_problems.append(
+                f"CASE WHEN json_type({var}) NOT IN ('OBJECT', 'NULL') THEN"
+                f" {literal(value.base.label + '[] holds an item that is not an object')} END"
+            )
+        item_json = f"coalesce({item_json}, 'null')"
+        items_json = _joined(items, var, item_json, "[]")
+        text = f"CASE WHEN {base} IS NULL THEN NULL ELSE {items_json} END"
+        problems = [
+            _unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
+        ]
+        problems.append(_shape_problem(_parsed(base, value.base.kind), value.base, FieldType.ARRAY))
+        item_problem = _first(item_problems)
+        if item_problem is not None:
+            problems.append(
+                f"list_any_value(list_transform({items}, lambda {var}: {item_problem}))"
+            )
+        return Rendered(text, text, _first(problems))
+
+    # -- JSON text of any Arrow type -----------------------------------------------------
+
+    def json_text(self, ref: str, arrow_type: pa.DataType, decimals: DecimalsAs) -> str:
+        """`ref` as JSON text, NULL when it is null; ISO dates, base64 bytes, no NaN."""
+        kind = kind_of(arrow_type)
+        if kind in (Kind.STRUCT, Kind.MAP, Kind.LIST) and not _needs_care(arrow_type, decimals):
+            return f"CAST(to_json({ref}) AS VARCHAR)"
+        if kind is Kind.STRUCT:
+            members = [
+                _member(
+                    child.name,
+                    self.json_text(_struct(ref, child.name), child.type, decimals),
+                    False,
+                )
+                for child in struct_fields(arrow_type)
+            ]
+            return f"CASE WHEN {ref} IS NULL THEN NULL ELSE {_object(members)} END"
+        if kind in (Kind.LIST, Kind.MAP):
+            return self._json_list(ref, arrow_type, decimals)
+        return _scalar_json(ref, arrow_type, kind, decimals)
+
+    def _json_list(self, ref: str, arrow_type: pa.DataType, decimals: DecimalsAs) -> str:
+        self.depth += 1
+        var = f"v{self.depth}"
+        if kind_of(arrow_type) is Kind.MAP:
+            value = self.json_text(f"{var}.value", element_type(arrow_type), decimals)
+            name = f"CAST(to_json(CAST({var}.key AS VARCHAR)) AS VARCHAR)"
+            entry = f"{name} || ':' || coalesce({value}, 'null')"
+            body = _joined(f"map_entries({ref})", var, entry, "{}")
+        else:
+            value = self.json_text(var, element_type(arrow_type), decimals)
+            body = _joined(ref, var, f"coalesce({value}, 'null')", "[]")
+        self.depth -= 1
+        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE {body} END"
+
+    def non_finite(self, ref: str, arrow_type: pa.DataType, label: str) -> str | None:
+        """A problem when a float anywhere in the value is NaN or infinite."""
+        kind = kind_of(arrow_type)
+        if kind is Kind.FLOAT:
+            return _not_finite(ref, label)
+        if kind is Kind.STRUCT:
+            return _first(
+                [
+                    self.non_finite(_struct(ref, c.name), c.type, f"{label}.{c.name}")
+                    for c in struct_fields(arrow_type)
+                ]
+            )
+        if kind in (Kind.LIST, Kind.MAP):
+            inner = element_type(arrow_type)
+            values = f"map_values({ref})" if kind is Kind.MAP else ref
+            self.depth += 1
+            var = f"v{self.depth}"
+            problem = self.non_finite(var, inner, f"{label}[]")
+            self.depth -= 1
+            if problem is not None:
+                return f"list_any_value(list_transform({values}, lambda {var}: {problem}))"
+        return None
+
+
+def _convert(
+    ref: str, access: Access, target: FieldType, decimals: DecimalsAs, renderer: _Renderer
+) -> Rendered:
+    """The value read at `ref` sent as `target` (the binder checked the pair is allowed)."""
+    kind = access.kind
+    label = access.label
+    if kind is Kind.NULL:
+        return Rendered("NULL::VARCHAR", "NULL")
+    if target is FieldType.ANY or _native(kind, target):
+        text = renderer.json_text(ref, access.type, decimals)
+        problem = renderer.non_finite(ref, access.type, label)
+        value = text if kind in (Kind.STRUCT, Kind.MAP, Kind.LIST, Kind.JSON) else ref
+        return Rendered(text, value, problem)
+    if kind in (Kind.JSON, Kind.STRING) and target in (FieldType.OBJECT, FieldType.ARRAY):
+        doc = _parsed(ref, kind)
+        problems = [_unparsable(ref, label) if kind is Kind.STRING else None]
+        problems.append(_shape_problem(doc, access, target))
+        text = f"CAST({doc} AS VARCHAR)"
+        return Rendered(text, text, _first(problems))
+    return _convert_scalar(ref, kind, access, target, decimals)
+
+
+def _native(kind: Kind, target: FieldType) -> bool:
+    """Sent as it is: the kind already is what the field takes."""
+    return (kind, target) in {
+        (Kind.STRING, FieldType.STRING),
+        (Kind.INTEGER, FieldType.NUMBER),
+        (Kind.FLOAT, FieldType.NUMBER),
+        (Kind.DECIMAL, FieldType.NUMBER),
+        (Kind.INTEGER, FieldType.INTEGER),
+        (Kind.BOOLEAN, FieldType.BOOLEAN),
+        (Kind.TIMESTAMP, FieldType.DATETIME),
+        (Kind.DATE, FieldType.DATE),
+        (Kind.STRUCT, FieldType.OBJECT),
+        (Kind.MAP, FieldType.OBJECT),
+        (Kind.LIST, FieldType.ARRAY),
+    }
+
+
+def _convert_scalar(
+    ref: str, kind: Kind, access: Access, target: FieldType, decimals: DecimalsAs
+) -> Rendered:
+    """Conversions that may fail row by row: the value is NULL and the problem says why."""
+    text = f"json_extract_string({ref}, '$')" if kind is Kind.JSON else f"trim({ref})"
+    if target is FieldType.STRING:
+        if kind is Kind.JSON:
+            return _json_of_type(ref, access, target)
+        value = _as_text(ref, access.type, kind)
+        return Rendered(
+            f"CAST(to_json({value}) AS VARCHAR)",
+            value,
+            _not_finite(ref, access.label) if kind is Kind.FLOAT else None,
+        )
+    if target is FieldType.NUMBER:
+        if kind is Kind.JSON:
+            return _json_of_type(ref, access, target)
+        value = f"CASE WHEN regexp_full_match({text}, {literal(_JSON_NUMBER)}) THEN {text} END"
+        return _checked(ref, value, value, access, "is not a number")
+    if target is FieldType.INTEGER:
+        if kind is Kind.JSON:
+            return _json_of_type(ref, access, target)
+        if kind is Kind.STRING:
+            whole = f"regexp_full_match({text}, {literal(_JSON_INTEGER)})"
+            value = f"CASE WHEN {whole} THEN TRY_CAST({text} AS HUGEINT) END"
+        else:
+            value = f"CASE WHEN {ref} = trunc({ref}) THEN TRY_CAST({ref} AS HUGEINT) END"
+        return _checked(ref, f"CAST({value} AS VARCHAR)", value, access, "is not a whole number")
+    if target is FieldType.BOOLEAN:
+        if kind is Kind.JSON:
+            return _json_of_type(ref, access, target)
+        value = f"CASE lower({text}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+        return _checked(ref, f"CAST({value} AS VARCHAR)", value, access, "is not true or false")
+    if target is FieldType.DATETIME:
+        value = _timestamp(ref, kind, text)
+        iso = f"strftime({value}, {literal(_ISO_TIMESTAMP_UTC)})"
+        return _checked(ref, iso, value, access, "is not a date and time")
+    assert target is FieldType.DATE
+    value = _date(ref, kind, text)
+    iso = f"strftime({value}, {literal(chr(34) + '%Y-%m-%d' + chr(34))})"
+    return _checked(ref, iso, value, access, "is not a date")
+
+
+def _timestamp(ref: str, kind: Kind, text: str) -> str:
+    if kind is Kind.DATE:
+        return f"CAST({ref} AS TIMESTAMPTZ)"
+    return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+
+
+def _date(ref: str, kind: Kind, text: str) -> str:
+    if kind is Kind.TIMESTAMP:
+        return f"CAST({ref} AS DATE)"
+    return f"TRY_CAST({text} AS DATE)"
+
+
+def _checked(ref: str, json_sql: str, value: str, access: Access, says: str) -> Rendered:
+    message = literal(f"{access.label} {says}")
+    problem = f"CASE WHEN {ref} IS NOT NULL AND ({value}) IS NULL THEN {message} END"
+    return Rendered(json_sql, value, problem)
+
+
+def _json_of_type(ref: str, access: Access, target: FieldType) -> Rendered:
+    """A JSON value sent as it is, once its JSON type is what the field takes."""
+    text = f"CAST({ref} AS VARCHAR)"
+    return Rendered(text, text, _shape_problem(ref, access, target))
+
+
+def _shape_problem(doc: str, access: Access, target: FieldType) -> str | None:
+    if access.kind not in (Kind.JSON, Kind.STRING):
+        return None
+    types = ", ".join(literal(t) for t in (*_JSON_TYPES[target], "NULL"))
+    message = literal(f"{access.label} is not {'an' if target[0] in 'aeiou' else 'a'} {target}")
+    return f"CASE WHEN json_type({doc}) NOT IN ({types}) THEN {message} END"
+
+
+def _parsed(ref: str, kind: Kind) -> str:
+    """JSON text held in a string column, as JSON; NULL where it does not parse."""
+    if kind is Kind.STRING:
+        return f"CASE WHEN json_valid({ref}) THEN CAST({ref} AS JSON) END"
+    return ref
+
+
+def _unparsable(ref: str, label: str) -> str:
+    message = literal(f"{label} is not valid JSON")
+    return f"CASE WHEN {ref} IS NOT NULL AND NOT json_valid({ref}) THEN {message} END"
+
+
+def _not_finite(ref: str, label: str) -> str:
+    message = literal(f"{label} is NaN or infinite, which JSON cannot carry")
+    return f"CASE WHEN NOT isfinite({ref}) THEN {message} END"
+
+
+def _as_text(ref: str, arrow_type: pa.DataType, kind: Kind) -> str:
+    """A scalar as the text a string field gets: ISO dates, base64 bytes."""
+    if kind is Kind.TIMESTAMP:
+        fmt = _ISO_TIMESTAMP_UTC if timezone_of(arrow_type) else _ISO_TIMESTAMP
+        value = f"timezone('UTC', {ref})" if timezone_of(arrow_type) else ref
+        return f"strftime({value}, {literal(fmt.strip(chr(34)))})"
+    if kind is Kind.DATE:
+        return f"strftime({ref}, '%Y-%m-%d')"
+    if kind is Kind.BINARY:
+        return f"base64({ref})"
+    if kind is Kind.FLOAT:
+        return f"CASE WHEN isfinite({ref}) THEN CAST({ref} AS VARCHAR) END"
+    return f"CAST({ref} AS VARCHAR)"
+
+
+def _scalar_json(ref: str, arrow_type: pa.DataType, kind: Kind, decimals: DecimalsAs) -> str:
+    if kind in (Kind.BOOLEAN, Kind.INTEGER, Kind.JSON):
+        return f"CAST({ref} AS VARCHAR)"
+    if kind is Kind.FLOAT:
+        return f"CASE WHEN isfinite({ref}) THEN CAST({ref} AS VARCHAR) END"
+    if kind is Kind.DECIMAL:
+        text = f"CAST({ref} AS VARCHAR)"
+        return f"'\"' || {text} || '\"'" if decimals is DecimalsAs.STRING else text
+    if kind is Kind.TIMESTAMP:
+        if timezone_of(arrow_type):
+            return f"strftime(timezone('UTC', {ref}), {literal(_ISO_TIMESTAMP_UTC)})"
+        return f"strftime({ref}, {literal(_ISO_TIMESTAMP)})"
+    if kind is Kind.DATE:
+        return f"strftime({ref}, {literal(chr(34) + '%Y-%m-%d' + chr(34))})"
+    if kind in (Kind.BINARY, Kind.TIME):
+        return f"CAST(to_json({_as_text(ref, arrow_type, kind)}) AS VARCHAR)"
+    if kind is Kind.NULL:
+        return "NULL::VARCHAR"
+    return f"CAST(to_json({ref}) AS VARCHAR)"  # strings (escaped) and the rest
+
+
+def _needs_care(arrow_type: pa.DataType, decimals: DecimalsAs) -> bool:
+    """Whether DuckDB's own to_json would get a nested value wrong for us.
+
+    It writes timestamps with a space, bytes as escaped text and NaN as a bare word.
+    """
+    kind = kind_of(arrow_type)
+    if kind in (Kind.TIMESTAMP, Kind.BINARY, Kind.FLOAT):
+        return True
+    if kind is Kind.DECIMAL:
+        return decimals is DecimalsAs.STRING
+    if kind is Kind.STRUCT:
+        return any(_needs_care(c.type, decimals) for c in struct_fields(arrow_type))
+    if kind is Kind.MAP:
+        return _needs_care(element_type(arrow_type), decimals)
+    if kind is Kind.LIST:
+        return _needs_care(element_type(arrow_type), decimals)
+    return False
+
+
+def _struct(ref: str, name: str) -> str:
+    return f"struct_extract({ref}, {literal(name)})"
+
+
+def _step(ref: str, step: Step) -> str:
+    if step.via is Kind.STRUCT:
+        return _struct(ref, step.names[0])
+    if step.via is Kind.MAP:
+        return f"{ref}[{literal(step.names[0])}]"
+    pointer = "".join("/" + n.replace("~", "~0").replace("/", "~1") for n in step.names)
+    if step.via is Kind.STRING:
+        ref = f"CASE WHEN json_valid({ref}) THEN {ref} END"
+    return f"json_extract({ref}, {literal(pointer)})"
+
+
+def _joined(items: str, var: str, each: str, brackets: str) -> str:
+    """The JSON texts `each` (over `var`) of every item of a list, joined as an array or
+    object."""
+    joined = f"array_to_string(list_transform({items}, lambda {var}: {each}), ',')"
+    return f"'{brackets[0]}' || {joined} || '{brackets[1]}'"
+
+
+def _static(value: Any) -> Rendered:
+    text = json.dumps(value, default=_iso, ensure_ascii=False)
+    if isinstance(value, bool):
+        typed = "true" if value else "false"
+    elif isinstance(value, int | float):
+        typed = repr(value)
+    elif value is None:
+        typed = "NULL"
+    else:
+        typed = literal(text if isinstance(value, dict | list) else str(_iso(value)))
+    json_sql = "NULL::VARCHAR" if value is None else literal(text)
+    return Rendered(json_sql, typed)
+
+
+def _iso(value: Any) -> Any:
+    if isinstance(value, dt.date | dt.datetime):
+        return value.isoformat()
+    if isinstance(value, str):
+        return value
+    raise TypeError(f"{value!r} cannot be sent as JSON")
+
+
+def _with_problem(rendered: Rendered, problem: str | None) -> Rendered:
+    if problem is None:
+        return rendered
+    return Rendered(rendered.json, rendered.value, _first([problem, rendered.problem]))
+
+
+def _first(problems: list[str | None]) -> str | None:
+    found = [p for p in problems if p]
+    if not found:
+        return None
+    return found[0] if len(found) == 1 else f"coalesce({', '.join(found)})"
+
+
+def as_json_columns(reader: pa.RecordBatchReader, names: list[str]) -> pa.RecordBatchReader:
+    """Mark the columns of object and array fields as JSON (Arrow's `arrow.json`), so a
+    destination that writes columns stores them as JSON, not as text."""
+    schema = reader.schema
+    for name in names:
+        at = schema.get_field_index(name)
+        schema = schema.set(at, pa.field(name, JSON_TYPE))
+
+    def marked() -> Iterator[pa.RecordBatch]:
+        for batch in iter_batches(reader):
+            columns = [
+                pa.ExtensionArray.from_storage(JSON_TYPE, column.cast(pa.string()))
+                if schema.field(i).type == JSON_TYPE
+                else column
+                for i, column in enumerate(batch.columns)
+            ]
+            yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+    return pa.RecordBatchReader.from_batches(schema, marked())
