@@ -102,12 +102,28 @@ def init(
 
 
 @app.command()
-def validate(json_output: JsonFlag = False) -> None:
-    """Check the whole workspace without sending anything."""
+def validate(
+    json_output: JsonFlag = False,
+    offline: Annotated[
+        bool,
+        typer.Option(
+            "--offline",
+            help="Do not connect to sources: skip checking mappings against models' columns.",
+        ),
+    ] = False,
+) -> None:
+    """Check the whole workspace without sending anything.
+
+    Each mapping is checked against its destination action and, unless --offline, against
+    its model's columns and their types (the model is queried for no rows).
+    """
     workspace = _workspace()
     service = SyncService(workspace)
     for name in workspace.spec.mappings:
-        service.compile(name)
+        if offline:
+            service.compile(name)
+        else:
+            service.check(name)
     summary = {
         "ok": True,
         "file": str(workspace.file),

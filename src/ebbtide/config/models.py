@@ -185,7 +185,7 @@ class FieldSource(Spec):
         """The source as a person wrote it, for messages."""
         if self.kind == "value":
             return f"value {self.value!r}"
-        return f"{'' if self.kind == 'column' else self.kind + ' '}{self.reference}"
+        return f"{'model column' if self.kind == 'column' else self.kind} {self.reference!r}"
 
 
 class MappingSpec(Spec):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, get_args
@@ -40,6 +41,14 @@ class Workspace:
     sources: dict[str, SourceConfig] = field(repr=False)
     destinations: dict[str, DestinationConfig] = field(repr=False)
     redact: Redactor = field(repr=False)
+    line_of: Callable[[KeyPath], int | None] = field(repr=False, default=lambda path: None)
+
+    def located(self, error: MappingError, mapping: str) -> ConfigError:
+        """A mapping error found after loading, pointed at its line in the workspace file."""
+        path = ("mappings", mapping, *error.path)
+        return ConfigError(
+            str(error), file=str(self.file), line=self.line_of(path), path=dotted(path)
+        )
 
     @property
     def state_dir(self) -> Path:
@@ -103,7 +112,7 @@ def load_workspace(root: Path) -> Workspace:
     checker.references(destinations)
     if report.errors:
         raise ConfigErrors(report.errors)
-    return Workspace(root, file, spec, sources, destinations, report.redact)
+    return Workspace(root, file, spec, sources, destinations, report.redact, doc.line_of)
 
 
 class _Sections(Spec):

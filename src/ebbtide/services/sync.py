@@ -11,6 +11,7 @@ from typing import Any
 from ebbtide.config.models import DestinationConfig
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
+from ebbtide.engine.binding import BoundMapping, bind
 from ebbtide.engine.guards import Guards
 from ebbtide.engine.load import LoadSettings
 from ebbtide.engine.mapping import CompiledMapping, compile_mapping
@@ -18,7 +19,7 @@ from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
-from ebbtide.errors import EbbtideError, LeaseLostError
+from ebbtide.errors import EbbtideError, LeaseLostError, MappingError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
@@ -169,6 +170,23 @@ class SyncService:
         finally:
             snapshot.close()
             source.close()
+
+    def check(self, name: str) -> BoundMapping:
+        """Compile a mapping and bind it to its model's columns, reading no rows: what
+        `validate` catches before a sync would (paths, types, conversions)."""
+        mapping = self.compile(name)
+        query = self.workspace.model_query(mapping.model).strip().rstrip(";")
+        source = self._source(mapping.model)
+        try:
+            reader = source.read(f"SELECT * FROM (\n{query}\n) AS ebbtide_model LIMIT 0")
+            schema = reader.schema
+            reader.read_all()
+        finally:
+            source.close()
+        try:
+            return bind(mapping, schema)
+        except MappingError as error:
+            raise self.workspace.located(error, name) from None
 
     def plan(self, name: str, samples: int = 3) -> SyncPlan:
         """Stage and diff without sending or committing anything."""

@@ -78,7 +78,9 @@ mappings:
       full_name: name
       plan: plan
       ltv: ltv
-      address: address
+      address: {object: address}            # the whole object, as the model has it
+      city: address.city                     # one property of it, as a plain field
+      source: {value: ebbtide}               # the same static value on every record
       updated_at: updated_at
     schedule: 15m
   orders_to_crm:
@@ -86,7 +88,13 @@ mappings:
     destination: crm_hook
     action: send
     mode: upsert
-    fields: {user_id: user_id, status: status, items: items, placed_at: placed_at}
+    fields:
+      user_id: user_id
+      status: status
+      lines:                                 # chosen properties of each item, renamed
+        array: items
+        properties: {sku: sku, name: product_name, qty: quantity, price: price}
+      placed_at: placed_at
     schedule: "0 * * * *"
 """
 
