@@ -87,8 +87,8 @@ def test_columns_come_out_as_the_arrow_type_of_their_postgres_type(
         "day": pa.date32(),
         "at": pa.timestamp("us"),
         "at_tz": pa.timestamp("us", tz="UTC"),
-        "doc": pa.string(),
-        "docb": pa.string(),
+        "doc": pa.json_(),
+        "docb": pa.json_(),
         "ident": pa.string(),
         "blob": pa.binary(),
         "span": pa.string(),
@@ -275,7 +275,7 @@ def test_a_postgres_model_syncs_through_the_engine(
         "name": "acct 3",
         "balance": 300.75,
         "opened_at": "2024-01-04T00:00:00.000000Z",
-        "meta": '{"tier": 1}',
+        "meta": {"tier": 1},  # jsonb is sent as JSON, not as its text
     }
 
 

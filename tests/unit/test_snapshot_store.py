@@ -11,7 +11,7 @@ import pytest
 
 from ebbtide.config.models import SyncMode
 from ebbtide.engine.mapping import CompiledMapping, column_field
-from ebbtide.errors import ModelError, SnapshotMismatchError
+from ebbtide.errors import MappingError, ModelError, SnapshotMismatchError
 from ebbtide.ports import KEY_PART_PREFIX, OP_COLUMN, ChangeCounts, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 from ebbtide.snapshots.journal import journal_files, read_journals
@@ -179,7 +179,9 @@ def test_duplicate_composite_keys_are_reported_as_objects(tmp_path: Path) -> Non
 def test_a_mapped_column_missing_from_the_model_is_named(tmp_path: Path) -> None:
     mapping = replace(MAPPING, fields=(*MAPPING.fields, column_field("tier", "plan_tier")))
     store = DuckDBSnapshotStore(tmp_path, mapping)
-    with pytest.raises(ModelError, match=r"has no column 'plan_tier' \(it has: id, email, plan\)"):
+    with pytest.raises(
+        MappingError, match=r"has no column 'plan_tier' \(it has: id, email, plan\)"
+    ):
         store.stage(rows(users([1, 2])))
     assert store.stage_schema is None
     assert nothing_staged_for_sending(store)

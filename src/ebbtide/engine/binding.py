@@ -305,9 +305,10 @@ class _Binder:
                 self.read.append(root)
                 start = Access(root, (), self.schema.field(root).type, root)
                 return self.into(start, tuple(parts[cut:]))
-        raise ModelError(
+        raise MappingError(
             f"{self.where}: model {self.mapping.model!r} has no column {parts[0]!r}"
-            f" (it has: {', '.join(self.schema.names)})"
+            f" (it has: {', '.join(self.schema.names)})",
+            path=self.path,
         )
 
     def into(self, start: Access, path: tuple[str, ...]) -> Access:

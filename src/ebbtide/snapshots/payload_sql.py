@@ -41,14 +41,7 @@ _ISO_TIMESTAMP = '"%Y-%m-%dT%H:%M:%S.%f"'
 _ISO_TIMESTAMP_UTC = '"%Y-%m-%dT%H:%M:%S.%fZ"'
 _JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
 _JSON_INTEGER = r"-?(0|[1-9][0-9]*)"
-_JSON_TYPES = {
-    FieldType.STRING: ("VARCHAR",),
-    FieldType.NUMBER: ("BIGINT", "UBIGINT", "DOUBLE"),
-    FieldType.INTEGER: ("BIGINT", "UBIGINT"),
-    FieldType.BOOLEAN: ("BOOLEAN",),
-    FieldType.OBJECT: ("OBJECT",),
-    FieldType.ARRAY: ("ARRAY",),
-}
+_JSON_TYPES = {FieldType.OBJECT: "OBJECT", FieldType.ARRAY: "ARRAY"}
 
 
 @dataclass(frozen=True)
@@ -161,7 +154,7 @@ class _Renderer:
             rendered = self.value(prop)
             members.append(_member(name, rendered.json, value.skip_nulls))
             problems.append(rendered.problem)
-        text = f"CASE WHEN {base} IS NULL THEN NULL ELSE {_object(members)} END"
+        text = f"CASE WHEN {_is_null(base, value.base.kind)} THEN NULL ELSE {_object(members)} END"
         return Rendered(text, text, _first(problems))
 
     def custom_array(self, value: CustomArray) -> Rendered:
@@ -183,7 +176,7 @@ class _Renderer:
             )
         item_json = f"coalesce({item_json}, 'null')"
         items_json = _joined(items, var, item_json, "[]")
-        text = f"CASE WHEN {base} IS NULL THEN NULL ELSE {items_json} END"
+        text = f"CASE WHEN {_is_null(base, value.base.kind)} THEN NULL ELSE {items_json} END"
         problems = [
             _unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
         ]
@@ -273,7 +266,7 @@ def _convert(
         problems.append(_shape_problem(doc, access, target))
         text = f"CAST({doc} AS VARCHAR)"
         return Rendered(text, text, _first(problems))
-    return _convert_scalar(ref, kind, access, target, decimals)
+    return _CONVERSIONS[target](_Source(ref, kind, access))
 
 
 def _native(kind: Kind, target: FieldType) -> bool:
@@ -293,79 +286,128 @@ def _native(kind: Kind, target: FieldType) -> bool:
     }
 
 
-def _convert_scalar(
-    ref: str, kind: Kind, access: Access, target: FieldType, decimals: DecimalsAs
-) -> Rendered:
-    """Conversions that may fail row by row: the value is NULL and the problem says why."""
-    text = f"json_extract_string({ref}, '$')" if kind is Kind.JSON else f"trim({ref})"
-    if target is FieldType.STRING:
-        if kind is Kind.JSON:
-            return _json_of_type(ref, access, target)
-        value = _as_text(ref, access.type, kind)
-        return Rendered(
-            f"CAST(to_json({value}) AS VARCHAR)",
-            value,
-            _not_finite(ref, access.label) if kind is Kind.FLOAT else None,
-        )
-    if target is FieldType.NUMBER:
-        if kind is Kind.JSON:
-            return _json_of_type(ref, access, target)
-        value = f"CASE WHEN regexp_full_match({text}, {literal(_JSON_NUMBER)}) THEN {text} END"
-        return _checked(ref, value, value, access, "is not a number")
-    if target is FieldType.INTEGER:
-        if kind is Kind.JSON:
-            return _json_of_type(ref, access, target)
-        if kind is Kind.STRING:
-            whole = f"regexp_full_match({text}, {literal(_JSON_INTEGER)})"
-            value = f"CASE WHEN {whole} THEN TRY_CAST({text} AS HUGEINT) END"
-        else:
-            value = f"CASE WHEN {ref} = trunc({ref}) THEN TRY_CAST({ref} AS HUGEINT) END"
-        return _checked(ref, f"CAST({value} AS VARCHAR)", value, access, "is not a whole number")
-    if target is FieldType.BOOLEAN:
-        if kind is Kind.JSON:
-            return _json_of_type(ref, access, target)
-        value = f"CASE lower({text}) WHEN 'true' THEN true WHEN 'false' THEN false END"
-        return _checked(ref, f"CAST({value} AS VARCHAR)", value, access, "is not true or false")
-    if target is FieldType.DATETIME:
-        value = _timestamp(ref, kind, text)
-        iso = f"strftime({value}, {literal(_ISO_TIMESTAMP_UTC)})"
-        return _checked(ref, iso, value, access, "is not a date and time")
-    assert target is FieldType.DATE
-    value = _date(ref, kind, text)
+@dataclass(frozen=True)
+class _Source:
+    """A value to convert where the conversion may fail row by row (the value is NULL and the
+    problem says why). A JSON value converts as a column of its JSON type would: a JSON string
+    like a text column, a JSON number like a number column."""
+
+    ref: str
+    kind: Kind
+    access: Access
+
+    @property
+    def is_json(self) -> bool:
+        return self.kind is Kind.JSON
+
+    @property
+    def text(self) -> str:
+        return _json_text_value(self.ref) if self.is_json else f"trim({self.ref})"
+
+    @property
+    def present(self) -> str:
+        """The source has a value (JSON null counts as none)."""
+        json_null = f" AND json_type({self.ref}) <> 'NULL'" if self.is_json else ""
+        return f"{self.ref} IS NOT NULL{json_null}"
+
+    def json_type_in(self, *types: str) -> str:
+        return f"json_type({self.ref}) IN ({', '.join(literal(t) for t in types)})"
+
+    def checked(self, json_sql: str, value: str, says: str) -> Rendered:
+        """Where the source has a value but the conversion gave none, the row has a problem."""
+        message = literal(f"{self.access.label} {says}")
+        problem = f"CASE WHEN {self.present} AND ({value}) IS NULL THEN {message} END"
+        return Rendered(json_sql, value, problem)
+
+
+def _to_string(src: _Source) -> Rendered:
+    if src.is_json:
+        scalar = src.json_type_in("BIGINT", "UBIGINT", "DOUBLE", "BOOLEAN")
+        value = f"CASE WHEN {scalar} THEN CAST({src.ref} AS VARCHAR) ELSE {src.text} END"
+        return src.checked(f"CAST(to_json({value}) AS VARCHAR)", value, "is not text")
+    value = _as_text(src.ref, src.access.type, src.kind)
+    problem = _not_finite(src.ref, src.access.label) if src.kind is Kind.FLOAT else None
+    return Rendered(f"CAST(to_json({value}) AS VARCHAR)", value, problem)
+
+
+def _to_number(src: _Source) -> Rendered:
+    text = src.text
+    value = f"CASE WHEN regexp_full_match({text}, {literal(_JSON_NUMBER)}) THEN {text} END"
+    if src.is_json:
+        numeric = src.json_type_in("BIGINT", "UBIGINT", "DOUBLE")
+        value = f"CASE WHEN {numeric} THEN CAST({src.ref} AS VARCHAR) ELSE {value} END"
+    return src.checked(value, value, "is not a number")
+
+
+def _to_integer(src: _Source) -> Rendered:
+    text, whens = src.text, []
+    if src.kind in (Kind.STRING, Kind.JSON):
+        whole = f"regexp_full_match({text}, {literal(_JSON_INTEGER)})"
+        whens.append(f"WHEN {whole} THEN TRY_CAST({text} AS HUGEINT)")
+    if src.kind is not Kind.STRING:
+        number = f"CAST({src.ref} AS DOUBLE)" if src.is_json else src.ref
+        numeric = src.json_type_in("BIGINT", "UBIGINT", "DOUBLE") + " AND " if src.is_json else ""
+        whens.append(f"WHEN {numeric}{number} = trunc({number}) THEN TRY_CAST({number} AS HUGEINT)")
+    value = f"CASE {' '.join(whens)} END"
+    return src.checked(f"CAST({value} AS VARCHAR)", value, "is not a whole number")
+
+
+def _to_boolean(src: _Source) -> Rendered:
+    value = f"CASE lower({src.text}) WHEN 'true' THEN true WHEN 'false' THEN false END"
+    if src.is_json:
+        boolean = src.json_type_in("BOOLEAN")
+        value = f"CASE WHEN {boolean} THEN CAST({src.ref} AS BOOLEAN) ELSE {value} END"
+    return src.checked(f"CAST({value} AS VARCHAR)", value, "is not true or false")
+
+
+def _to_datetime(src: _Source) -> Rendered:
+    if src.kind is Kind.DATE:
+        value = f"CAST({src.ref} AS TIMESTAMPTZ)"
+    else:
+        value = f"TRY_CAST({src.text} AS TIMESTAMPTZ)"
+    iso = f"strftime({value}, {literal(_ISO_TIMESTAMP_UTC)})"
+    return src.checked(iso, value, "is not a date and time")
+
+
+def _to_date(src: _Source) -> Rendered:
+    if src.kind is Kind.TIMESTAMP:
+        value = f"CAST({src.ref} AS DATE)"
+    else:
+        value = f"TRY_CAST({src.text} AS DATE)"
     iso = f"strftime({value}, {literal(chr(34) + '%Y-%m-%d' + chr(34))})"
-    return _checked(ref, iso, value, access, "is not a date")
+    return src.checked(iso, value, "is not a date")
 
 
-def _timestamp(ref: str, kind: Kind, text: str) -> str:
-    if kind is Kind.DATE:
-        return f"CAST({ref} AS TIMESTAMPTZ)"
-    return f"TRY_CAST({text} AS TIMESTAMPTZ)"
+_CONVERSIONS = {
+    FieldType.STRING: _to_string,
+    FieldType.NUMBER: _to_number,
+    FieldType.INTEGER: _to_integer,
+    FieldType.BOOLEAN: _to_boolean,
+    FieldType.DATETIME: _to_datetime,
+    FieldType.DATE: _to_date,
+}
 
 
-def _date(ref: str, kind: Kind, text: str) -> str:
-    if kind is Kind.TIMESTAMP:
-        return f"CAST({ref} AS DATE)"
-    return f"TRY_CAST({text} AS DATE)"
-
-
-def _checked(ref: str, json_sql: str, value: str, access: Access, says: str) -> Rendered:
-    message = literal(f"{access.label} {says}")
-    problem = f"CASE WHEN {ref} IS NOT NULL AND ({value}) IS NULL THEN {message} END"
-    return Rendered(json_sql, value, problem)
-
-
-def _json_of_type(ref: str, access: Access, target: FieldType) -> Rendered:
-    """A JSON value sent as it is, once its JSON type is what the field takes."""
-    text = f"CAST({ref} AS VARCHAR)"
-    return Rendered(text, text, _shape_problem(ref, access, target))
+def _json_text_value(ref: str) -> str:
+    """The text of a JSON string (NULL for any other JSON value)."""
+    return f"CASE WHEN json_type({ref}) = 'VARCHAR' THEN trim(json_extract_string({ref}, '$')) END"
 
 
 def _shape_problem(doc: str, access: Access, target: FieldType) -> str | None:
     if access.kind not in (Kind.JSON, Kind.STRING):
         return None
-    types = ", ".join(literal(t) for t in (*_JSON_TYPES[target], "NULL"))
+    types = f"{literal(_JSON_TYPES[target])}, 'NULL'"
     message = literal(f"{access.label} is not {'an' if target[0] in 'aeiou' else 'a'} {target}")
     return f"CASE WHEN json_type({doc}) NOT IN ({types}) THEN {message} END"
+
+
+def _is_null(ref: str, kind: Kind) -> str:
+    """SQL NULL, or a JSON null (as ORMs write into jsonb columns)."""
+    if kind is Kind.JSON:
+        return f"({ref} IS NULL OR json_type({ref}) = 'NULL')"
+    if kind is Kind.STRING:
+        return f"({ref} IS NULL OR (json_valid({ref}) AND json_type({ref}) = 'NULL'))"
+    return f"{ref} IS NULL"
 
 
 def _parsed(ref: str, kind: Kind) -> str:
