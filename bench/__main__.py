@@ -48,6 +48,7 @@ def run_all(args: argparse.Namespace, console: Console, work: Path) -> None:
         for rows in args.sizes:
             results += suite.size(rows)
         results.append(suite.bare_client())
+        results.append(suite.payloads())
     note = receiver_note(receiver.records, receiver.requests, sum(suite.sent))
     note += " " + load_note(load_before, os.getloadavg()[0])
     show(console, results, note)

@@ -91,3 +91,19 @@ def measure_bare_client(
         wall_s=float(run["wall_s"]),
         max_rss_mb=float(run["max_rss_mb"]),
     )
+
+
+def measure_payloads(repo: Path, rows: int, scenario: str) -> Measurement:
+    """Payloads of a customized object and array for `rows` orders, built in a fresh process."""
+    try:
+        run = run_child(repo, "bench.payloads", rows)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
+        return Measurement(scenario, rows, 0, rows, 0.0, 0.0, status="crashed", error=str(exc))
+    return Measurement(
+        scenario=scenario,
+        rows=rows,
+        sent=int(run["sent"]),
+        expected=rows,
+        wall_s=float(run["wall_s"]),
+        max_rss_mb=float(run["max_rss_mb"]),
+    )

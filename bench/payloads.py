@@ -2,9 +2,10 @@
 
 A model of ROWS orders with an object column (`product`, a STRUCT with a nested STRUCT) and an
 array column (`products`, a LIST of 1 to 3 STRUCTs, some without a purchase time), both mapped
-in customize mode. The rows are staged and diffed (not timed), then every outbound batch is
-read: the time of that read is the time DuckDB takes to build 1M payloads, records and the
-typed field columns included.
+in customize mode, for a destination that reads JSON records (the webhook). The rows are
+staged and diffed (not timed), then every outbound batch is read: the time of that read is the
+time DuckDB takes to build the payloads. The fastest of three reads is reported (the first
+pays for DuckDB's warm-up).
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import duckdb
 
 from ebbtide.config.models import MappingSpec, ModelSpec
 from ebbtide.engine.mapping import compile_mapping
-from ebbtide.ports import ActionSpec, Operation, iter_batches
+from ebbtide.ports import PROBLEM_COLUMN, RECORD_COLUMN, ActionSpec, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 
 BATCH_SIZE = 500
+READS = 3
 MODEL_SQL = """
     SELECT i AS id,
            {{'id': 'SKU-' || i % 5000, 'color': ['red', 'blue', 'green'][1 + i % 3],
@@ -55,26 +57,33 @@ FIELDS = {
 }
 
 
+def read_all(store: DuckDBSnapshotStore) -> tuple[float, int, int, int]:
+    """Seconds, records, records with a problem, and bytes of JSON records, of one read."""
+    started = time.perf_counter()
+    rendered = problems = size = 0
+    for batch in iter_batches(store.outbound(frozenset(Operation), BATCH_SIZE)):
+        rendered += batch.num_rows
+        problems += batch.num_rows - batch.column(PROBLEM_COLUMN).null_count
+        size += batch.column(RECORD_COLUMN).nbytes
+    return time.perf_counter() - started, rendered, problems, size
+
+
 def main(rows: int) -> None:
     spec = MappingSpec(model="orders", destination="hook", action="upsert", fields=FIELDS)
     model = ModelSpec(source="warehouse", primary_key="id", sql="-")
-    mapping = compile_mapping("orders_to_hook", spec, model, ActionSpec("upsert", "bench"))
+    webhook = ActionSpec("upsert", "bench", field_columns=False)  # as the webhook declares it
+    mapping = compile_mapping("orders_to_hook", spec, model, webhook)
     with duckdb.connect() as warehouse, tempfile.TemporaryDirectory() as state:
         store = DuckDBSnapshotStore(Path(state), mapping)
         store.stage(warehouse.execute(MODEL_SQL.format(rows=rows)).to_arrow_reader(100_000))
         store.diff()
-        started = time.perf_counter()
-        rendered = problems = size = 0
-        for batch in iter_batches(store.outbound(frozenset(Operation), BATCH_SIZE)):
-            rendered += batch.num_rows
-            problems += batch.column("__problem").null_count - batch.num_rows
-            size += batch.column("__record").nbytes
-        render_s = time.perf_counter() - started
+        reads = [read_all(store) for _ in range(READS)]
         store.close()
+    render_s, rendered, problems, size = min(reads)
     result = {
-        "sent": rendered,
+        "sent": rendered - problems,
         "wall_s": round(render_s, 3),
-        "problems": -problems,
+        "problems": problems,
         "record_mb": round(size / 2**20, 1),
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from bench.measure import Measurement, measure_bare_client, measure_sync
-from bench.targets import CHANGED, FULL, NO_CHANGE
+from bench.measure import Measurement, measure_bare_client, measure_payloads, measure_sync
+from bench.targets import CHANGED, FULL, NO_CHANGE, PAYLOAD_ROWS, PAYLOADS
 from bench.warehouse import cached_warehouse, change_warehouse, copy_warehouse
 from bench.workspace import BATCH_SIZE, CONCURRENCY, MAPPING, write_workspace
 
@@ -41,6 +41,13 @@ class Suite:
         ]
         self.sent.extend(m.sent for m in tries)
         return best_of(tries)
+
+    def payloads(self) -> Measurement:
+        """Building payloads alone (no warehouse, no sending): the mapping's own speed."""
+        self.log(f"{PAYLOADS}: {PAYLOAD_ROWS:,} rows")
+        return best_of(
+            [measure_payloads(self.repo, PAYLOAD_ROWS, PAYLOADS) for _ in range(self.repeat)]
+        )
 
     def _round(self, rows: int, root: Path) -> list[Measurement]:
         """Full sync, no-change sync, then a sync after 1% of rows changed and 0.5% deleted."""

@@ -10,8 +10,11 @@ FULL = "full sync"
 NO_CHANGE = "no-change sync"
 CHANGED = "1% updated, 0.5% deleted"
 BARE = "bare aiohttp client"
+PAYLOADS = "payloads: customized object + array"
+PAYLOAD_ROWS = 1_000_000
 
 MIN_FULL_RATE = 100_000  # records/s
+MIN_PAYLOAD_RATE = 500_000  # payloads built per second
 MAX_SLOWDOWN_VS_BARE = 2.0
 MAX_RSS_MB = 1024
 MEMORY_TARGET_FROM_ROWS = 10_000_000
@@ -39,6 +42,8 @@ def verdict(m: Measurement, bare: Measurement | None) -> Verdict:
     limit = MAX_WALL_S.get((m.scenario, m.rows))
     if limit is not None:
         checks.append((f"< {limit:g} s", m.wall_s < limit))
+    if m.scenario == PAYLOADS:
+        checks.append((f"≥ {MIN_PAYLOAD_RATE // 1000}k rec/s", m.rate >= MIN_PAYLOAD_RATE))
     if m.scenario == FULL:
         checks.append((f"≥ {MIN_FULL_RATE // 1000}k rec/s", m.rate >= MIN_FULL_RATE))
         if bare is not None:

@@ -107,6 +107,9 @@ class ActionSpec:
     description: str
     fields: tuple[FieldSpec, ...] | None = None
     modes: frozenset[SyncMode] = frozenset(SyncMode)
+    # Whether the destination reads one typed column per field (a table writer) or only the
+    # JSON record; without them, outbound batches carry half the bytes.
+    field_columns: bool = True
 
 
 @dataclass(frozen=True)

@@ -46,8 +46,12 @@ class FileDestination:
 
 
 ACTIONS = {
-    "append": ActionSpec("append", "Append each record operation as one JSON line."),
-    "upsert": ActionSpec("upsert", "Same as append: the file keeps every operation in order."),
+    "append": ActionSpec(
+        "append", "Append each record operation as one JSON line.", field_columns=False
+    ),
+    "upsert": ActionSpec(
+        "upsert", "Same as append: the file keeps every operation in order.", field_columns=False
+    ),
 }
 
 

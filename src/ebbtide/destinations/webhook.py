@@ -154,8 +154,12 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 ACTIONS = {
-    "upsert": ActionSpec("upsert", "POST added, updated (and in mirror mode deleted) records."),
-    "send": ActionSpec("send", "POST records; the receiver decides what each operation means."),
+    "upsert": ActionSpec(
+        "upsert", "POST added, updated (and in mirror mode deleted) records.", field_columns=False
+    ),
+    "send": ActionSpec(
+        "send", "POST records; the receiver decides what each operation means.", field_columns=False
+    ),
 }
 
 

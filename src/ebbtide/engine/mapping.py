@@ -47,6 +47,7 @@ class CompiledMapping:
     key_columns: tuple[str, ...]
     fields: tuple[CompiledField, ...]
     sensitive: frozenset[str] = frozenset()
+    field_columns: bool = True  # the destination reads typed field columns, not only records
 
     @property
     def signature(self) -> str:
@@ -110,6 +111,7 @@ def compile_mapping(
         key_columns=tuple(model.primary_key),
         fields=fields,
         sensitive=frozenset(spec.sensitive),
+        field_columns=action.field_columns,
     )
 
 

@@ -62,6 +62,9 @@ class SnapshotBusyError(EbbtideError):
     exit_code = 4
 
 
+STREAM_BUFFER = "64MB"
+
+
 class DuckDBSnapshotStore:
     """Stage → check → diff → outbound → journal → commit, for one mapping."""
 
@@ -227,8 +230,12 @@ class DuckDBSnapshotStore:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.bound is not None, "stage() comes first"
         query = sql.outbound_query(self.bound, operations)
-        reader = self.con.cursor().execute(query).to_arrow_reader(batch_size)
-        nested = [f.name for f in self.bound.fields if f.nested]
+        cursor = self.con.cursor()
+        # DuckDB renders a streamed result with all its threads only while the buffer of
+        # rendered rows has room; the default (about 1 MB) holds a few batches of records.
+        cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
+        reader = cursor.execute(query).to_arrow_reader(batch_size)
+        nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
         return as_json_columns(reader, nested) if nested else reader
 
     def sample_changes(

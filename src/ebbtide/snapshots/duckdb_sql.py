@@ -71,15 +71,19 @@ def outbound_query(bound: BoundMapping, operations: frozenset[Operation]) -> str
     for i, field in enumerate(payload.fields):
         inner.append(f"{field.json} AS __j{i}")
         texts.append((field.name, f"__j{i}", field.skip_nulls))
+        if not mapping.field_columns:
+            continue
         if field.nested:
             outer.append(f"__j{i} AS {quote(field.name)}")
         else:
             inner.append(f"{field.value} AS __v{i}")
             outer.append(f"__v{i} AS {quote(field.name)}")
-    data = f"CASE WHEN {OP_COLUMN} = 'deleted' THEN 'null' ELSE {data_object(texts)} END"
+    # A deleted record's data is null: the marker turns the object into NULL without a CASE
+    # around it, which would make DuckDB build the objects row by row.
+    deleted = f"CASE WHEN {OP_COLUMN} = 'deleted' THEN NULL ELSE '' END"
+    data = f"coalesce({data_object(texts)} || {deleted}, 'null')"
     record = (
-        f"""'{{"op":"' || {OP_COLUMN} || '","key":' || {KEY_COLUMN}"""
-        f"""|| ',"data":' || {data} || '}}'"""
+        f"""concat('{{"op":"', {OP_COLUMN}, '","key":', {KEY_COLUMN}, ',"data":', {data}, '}}')"""
     )
     ops = ", ".join(literal(op) for op in sorted(operations))
     return f"""

@@ -91,19 +91,39 @@ def payload_sql(bound: BoundMapping, table: str) -> PayloadSQL:
 
 def data_object(fields: list[tuple[str, str, bool]]) -> str:
     """The data object from (name, JSON text, skip_nulls) of each field."""
-    return _object([_member(name, text, skip) for name, text, skip in fields])
+    return _object([(name, text, skip) for name, text, skip in fields])
 
 
-def _member(name: str, json_sql: str, skip_nulls: bool) -> str:
-    """`"name":value` — SQL NULL (left out of the object) when skipped for being null."""
-    value = json_sql if skip_nulls else f"coalesce({json_sql}, 'null')"
-    return f"{literal(json.dumps(name, ensure_ascii=False) + ':')} || {value}"
+# Built with one concat() per object: a chain of || copies the growing text at every step,
+# and a CASE around a large expression makes DuckDB evaluate it row by row; a value that must
+# be null instead gets `|| _unless(...)` appended, which turns it into NULL cheaply.
 
 
-def _object(members: list[str]) -> str:
+def _object(members: list[tuple[str, str, bool]]) -> str:
+    """A JSON object from (name, JSON text, skip_nulls) members; a skipped null is left out."""
     if not members:
         return "'{}'"
-    return f"'{{' || concat_ws(',', {', '.join(members)}) || '}}'"
+    if not any(skip for _, _, skip in members):
+        pieces = []
+        for i, (name, text, _) in enumerate(members):
+            pieces += [literal(("{" if i == 0 else ",") + _key(name)), f"coalesce({text}, 'null')"]
+        return f"concat({', '.join(pieces)}, '}}')"
+    parts = [
+        f"{literal(_key(name))} || {text}"
+        if skip
+        else f"concat({literal(_key(name))}, coalesce({text}, 'null'))"
+        for name, text, skip in members
+    ]
+    return f"concat('{{', concat_ws(',', {', '.join(parts)}), '}}')"
+
+
+def _key(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False) + ":"
+
+
+def _unless(null_test: str) -> str:
+    """Appended with || to a text: NULL where `null_test` holds, else nothing."""
+    return f"CASE WHEN {null_test} THEN NULL ELSE '' END"
 
 
 class _Renderer:
@@ -152,9 +172,9 @@ class _Renderer:
         members = []
         for name, prop in value.properties:
             rendered = self.value(prop)
-            members.append(_member(name, rendered.json, value.skip_nulls))
+            members.append((name, rendered.json, value.skip_nulls))
             problems.append(rendered.problem)
-        text = f"CASE WHEN {_is_null(base, value.base.kind)} THEN NULL ELSE {_object(members)} END"
+        text = f"{_object(members)} || {_unless(_is_null(base, value.base.kind))}"
         return Rendered(text, text, _first(problems))
 
     def custom_array(self, value: CustomArray) -> Rendered:
@@ -166,17 +186,20 @@ class _Renderer:
         var = f"v{self.depth}"
         props = [(name, self.value(prop, var)) for name, prop in value.properties]
         self.depth -= 1
-        item_json = _object([_member(n, r.json, skip_nulls=True) for n, r in props])
+        item_json = _object([(n, r.json, True) for n, r in props])
         item_problems = [r.problem for _, r in props]
-        if kind_of(value.base.type) is not Kind.LIST:
-            item_json = f"CASE WHEN json_type({var}) = 'OBJECT' THEN {item_json} END"
+        if kind_of(value.base.type) is Kind.LIST:
+            item_json = f"{item_json} || {_unless(f'{var} IS NULL')}"
+        else:
+            not_object = f"json_type({var}) <> 'OBJECT'"
+            item_json = f"{item_json} || {_unless(not_object)}"
             item_problems.append(
                 f"CASE WHEN json_type({var}) NOT IN ('OBJECT', 'NULL') THEN"
                 f" {literal(value.base.label + '[] holds an item that is not an object')} END"
             )
         item_json = f"coalesce({item_json}, 'null')"
         items_json = _joined(items, var, item_json, "[]")
-        text = f"CASE WHEN {_is_null(base, value.base.kind)} THEN NULL ELSE {items_json} END"
+        text = f"{items_json} || {_unless(_is_null(base, value.base.kind))}"
         problems = [
             _unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
         ]
@@ -197,14 +220,14 @@ class _Renderer:
             return f"CAST(to_json({ref}) AS VARCHAR)"
         if kind is Kind.STRUCT:
             members = [
-                _member(
+                (
                     child.name,
                     self.json_text(_struct(ref, child.name), child.type, decimals),
                     False,
                 )
                 for child in struct_fields(arrow_type)
             ]
-            return f"CASE WHEN {ref} IS NULL THEN NULL ELSE {_object(members)} END"
+            return f"{_object(members)} || {_unless(f'{ref} IS NULL')}"
         if kind in (Kind.LIST, Kind.MAP):
             return self._json_list(ref, arrow_type, decimals)
         return _scalar_json(ref, arrow_type, kind, decimals)
@@ -221,7 +244,7 @@ class _Renderer:
             value = self.json_text(var, element_type(arrow_type), decimals)
             body = _joined(ref, var, f"coalesce({value}, 'null')", "[]")
         self.depth -= 1
-        return f"CASE WHEN {ref} IS NULL THEN NULL ELSE {body} END"
+        return body  # NULL for a NULL list: the || of _joined carries it
 
     def non_finite(self, ref: str, arrow_type: pa.DataType, label: str) -> str | None:
         """A problem when a float anywhere in the value is NaN or infinite."""
@@ -499,7 +522,7 @@ def _step(ref: str, step: Step) -> str:
 
 def _joined(items: str, var: str, each: str, brackets: str) -> str:
     """The JSON texts `each` (over `var`) of every item of a list, joined as an array or
-    object."""
+    object; NULL when the list is."""
     joined = f"array_to_string(list_transform({items}, lambda {var}: {each}), ',')"
     return f"'{brackets[0]}' || {joined} || '{brackets[1]}'"
 
