@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
@@ -203,13 +204,27 @@ def check_static(where: str, value: Any, target: FieldType, path: tuple[str, ...
     if value is None or target is FieldType.ANY:
         return
     if target in (FieldType.DATE, FieldType.DATETIME):
-        if not isinstance(value, str) and not hasattr(value, "isoformat"):
+        if not _is_iso_date(value, target):
             raise MappingError(f"{where} takes {_a(target)}, not {value!r}", path=path)
         return
     allowed = _STATIC_TYPES[target]
     is_bool = isinstance(value, bool)
     if not isinstance(value, allowed) or (is_bool and target is not FieldType.BOOLEAN):
         raise MappingError(f"{where} takes {_a(target)}, not {value!r}", path=path)
+
+
+def _is_iso_date(value: Any, target: FieldType) -> bool:
+    """A date (or date and time) as YAML reads it, or as ISO 8601 text."""
+    if isinstance(value, dt.date):
+        return True
+    if not isinstance(value, str):
+        return False
+    parse = dt.date.fromisoformat if target is FieldType.DATE else dt.datetime.fromisoformat
+    try:
+        parse(value)
+    except ValueError:
+        return False
+    return True
 
 
 def _a(kind: FieldType) -> str:

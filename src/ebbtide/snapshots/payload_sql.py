@@ -148,7 +148,7 @@ class _Renderer(ValueSQL):
         var = f"v{self.depth}"
         props = [(name, self.value(prop, var)) for name, prop in value.properties]
         self.depth -= 1
-        item_json = object_sql([(n, r.json, True) for n, r in props])
+        item_json = object_sql([(n, r.json, True) for n, r in props], keep_json_null=True)
         item_problems = [r.problem for _, r in props]
         if kind_of(value.base.type) is Kind.LIST:
             item_json = f"{item_json} || {unless(f'{var} IS NULL')}"

@@ -19,7 +19,8 @@ from ebbtide.snapshots.sql_text import literal
 _ISO_TIMESTAMP = '"%Y-%m-%dT%H:%M:%S.%f"'
 _ISO_TIMESTAMP_UTC = '"%Y-%m-%dT%H:%M:%S.%fZ"'
 _JSON_NUMBER = r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?"
-_JSON_INTEGER = r"-?(0|[1-9][0-9]*)"
+_JSON_INTEGER = r"-?(0|[1-9][0-9]*)(\.0+)?"  # 7 and 7.0 are whole numbers
+NULL = "'null'"
 _JSON_TYPES = {FieldType.OBJECT: "OBJECT", FieldType.ARRAY: "ARRAY"}
 
 
@@ -37,8 +38,12 @@ class Rendered:
 # be null instead gets `|| unless(...)` appended, which turns it into NULL cheaply.
 
 
-def object_sql(members: list[tuple[str, str, bool]]) -> str:
-    """A JSON object from (name, JSON text, skip_nulls) members; a skipped null is left out."""
+def object_sql(members: list[tuple[str, str, bool]], *, keep_json_null: bool = False) -> str:
+    """A JSON object from (name, JSON text, skip_nulls) members; a skipped null is left out.
+
+    A JSON null counts as null, unless `keep_json_null`: array items leave out only what
+    they lack, and keep the nulls they have.
+    """
     if not members:
         return "'{}'"
     if not any(skip for _, _, skip in members):
@@ -50,7 +55,7 @@ def object_sql(members: list[tuple[str, str, bool]]) -> str:
             ]
         return f"concat({', '.join(pieces)}, '}}')"
     parts = [
-        f"{literal(member_key(name))} || {text}"
+        f"{literal(member_key(name))} || {text if keep_json_null else f'nullif({text}, {NULL})'}"
         if skip
         else f"concat({literal(member_key(name))}, coalesce({text}, 'null'))"
         for name, text, skip in members
@@ -226,7 +231,8 @@ def _to_integer(src: _Source) -> Rendered:
     text, whens = src.text, []
     if src.kind in (Kind.STRING, Kind.JSON):
         whole = f"regexp_full_match({text}, {literal(_JSON_INTEGER)})"
-        whens.append(f"WHEN {whole} THEN TRY_CAST({text} AS HUGEINT)")
+        digits = f"split_part({text}, '.', 1)"
+        whens.append(f"WHEN {whole} THEN TRY_CAST({digits} AS HUGEINT)")
     if src.kind is not Kind.STRING:
         number = f"CAST({src.ref} AS DOUBLE)" if src.is_json else src.ref
         numeric = src.json_type_in("BIGINT", "UBIGINT", "DOUBLE") + " AND " if src.is_json else ""
