@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -38,6 +38,8 @@ KEY_PART_PREFIX = "__k"
 # Why a row's values cannot become its payload (NaN, text that is not a number, …); null if
 # they can. Such a row fails alone with error class `mapping` and is never sent.
 PROBLEM_COLUMN = "__problem"
+# In a run's sent journal: null for a record the destination accepted, else its error class.
+OUTCOME_COLUMN = "__outcome"
 
 
 @dataclass(frozen=True)
@@ -201,6 +203,16 @@ class Journal(Protocol):
     def close(self) -> None: ...
 
 
+class SentLog(Protocol):
+    """Every record a run sent, with its outcome, kept so the run can be replayed."""
+
+    def write(self, records: pa.RecordBatch, outcomes: Sequence[str | None]) -> None:
+        """`outcomes`: None for an accepted record, else the error class it failed with."""
+        ...
+
+    def close(self) -> None: ...
+
+
 class SnapshotStore(Protocol):
     """Per mapping: primary key → hash of the row as the destination last accepted it.
 
@@ -221,6 +233,10 @@ class SnapshotStore(Protocol):
 
     def diff(self, *, dry_run: bool = False) -> ChangeCounts:
         """Compare the staged rows with the snapshot; a dry run persists nothing."""
+        ...
+
+    def replay(self, sent: pa.Table, *, latest: bool) -> tuple[ChangeCounts, int]:
+        """A past run's records as this run's changes; returns them and the keys skipped."""
         ...
 
     def snapshot_size(self) -> int:

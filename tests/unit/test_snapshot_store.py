@@ -237,7 +237,7 @@ def test_a_changed_primary_key_refuses_to_diff(tmp_path: Path) -> None:
     store.check_keys()
     with pytest.raises(SnapshotMismatchError, match="primary key id, the model now has email"):
         store.diff()
-    with pytest.raises(SnapshotMismatchError, match="Reset the mapping"):
+    with pytest.raises(SnapshotMismatchError, match="ebbtide reset"):
         store.diff(dry_run=True)
     store.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -17,8 +19,10 @@ from ebbtide.cli.progress import ProgressListener
 from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.engine.retries import FailureStatus
-from ebbtide.errors import ConfigErrors, EbbtideError, ErrorClass
+from ebbtide.errors import ConfigErrors, EbbtideError, ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
+from ebbtide.services.replay import ReplayService
+from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.workspace_init import init_workspace
 from ebbtide.state.records import RunRecord
@@ -45,6 +49,10 @@ app.add_typer(sync_app, name="sync")
 app.add_typer(runs_app, name="runs")
 records_app = typer.Typer(help="Records across runs.", no_args_is_help=True)
 app.add_typer(records_app, name="records")
+journals_app = typer.Typer(
+    help="The records each run sent, kept for replays.", no_args_is_help=True
+)
+app.add_typer(journals_app, name="journals")
 
 out = Console()
 err = Console(stderr=True)
@@ -297,6 +305,102 @@ def _advisor(service: SyncService, mapping: str) -> render.Advise:
         return recommended_action(service.workspace, mapping, error_class, message)
 
     return advise
+
+
+@app.command()
+def reset(
+    mapping: str,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm without asking.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Forget what the destination has: the next sync sends the whole model again."""
+    service = _service()
+    resets = ResetService(service)
+    plan = resets.plan(mapping)
+    _confirm(plan.explain(), yes, f"reset {mapping}")
+    record = resets.reset(mapping, actor=_actor())
+    if json_output:
+        render.print_json(out, {**plan.to_json(), "run": record.to_json()})
+    else:
+        out.print(
+            f"[green]✓[/] {mapping} reset (run {record.id}); the next sync sends all"
+            f" {plan.model_rows:,} record(s): ebbtide sync run {mapping}"
+        )
+
+
+@app.command()
+def replay(
+    run_id: int,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Send those keys with the model's current data.")
+    ] = False,
+    only_failed: Annotated[
+        bool, typer.Option("--only-failed", help="Only the records that failed in that run.")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm without asking.")] = False,
+    json_output: JsonFlag = False,
+) -> None:
+    """Resend the records of a past run, as a run of its own."""
+    service = _service()
+    replays = ReplayService(service)
+    plan = replays.plan(run_id, latest=latest, only_failed=only_failed)
+    _confirm(plan.explain(), yes, f"replay run {run_id}")
+    if json_output or not sys.stderr.isatty():
+        record = replays.replay(plan, actor=_actor())
+    else:
+        with ProgressListener(plan.run.mapping, err) as listener:
+            record = replays.replay(plan, actor=_actor(), listener=listener)
+    if json_output:
+        render.print_json(out, record.to_json())
+    else:
+        out.print(render.runs_table([record], title=f"Replay of run {run_id}"))
+        if record.error:
+            err.print(f"[red]{record.mapping}:[/] {record.error}")
+        if record.failed:
+            groups = service.state.failure_groups(record.id)
+            out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
+    raise typer.Exit(EXIT_FOR_STATUS[record.status])
+
+
+@journals_app.command("prune")
+def journals_prune(
+    keep_days: Annotated[
+        float | None,
+        typer.Option(help="Keep this many days (default: the workspace's journals.keep_days)."),
+    ] = None,
+    json_output: JsonFlag = False,
+) -> None:
+    """Delete the sent-record journals of runs older than the retention."""
+    workspace = _workspace()
+    days = keep_days if keep_days is not None else workspace.spec.journals.keep_days
+    files, size = ReplayService(SyncService(workspace)).prune(days)
+    if json_output:
+        render.print_json(out, {"files": files, "bytes": size, "keep_days": days})
+    else:
+        out.print(f"removed {files} journal(s), {size / 2**20:,.1f} MB, older than {days:g} days")
+
+
+def _confirm(explanation: str, yes: bool, what: str) -> None:
+    """Explain, then ask; without a terminal only --yes confirms."""
+    err.print(explanation, highlight=False)
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(
+            f"not confirmed: there is no terminal to ask, so pass --yes to {what}."
+            " Nothing was changed."
+        )
+    if not typer.confirm(f"{what[0].upper()}{what[1:]}?", default=False, err=True):
+        err.print("nothing was changed")
+        raise typer.Exit(1)
+
+
+def _actor() -> str:
+    """Who runs the command, as the history records it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

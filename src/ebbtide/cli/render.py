@@ -38,9 +38,15 @@ def seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}s"
 
 
+def trigger_text(run: RunRecord) -> str:
+    """`manual`, `replay of 12`, `schedule (after reset)`, …"""
+    text = f"replay of {run.replay_of}" if run.replay_of is not None else run.trigger
+    return f"{text} (after reset)" if run.after_reset else text
+
+
 def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
     table = Table(title=title, title_justify="left")
-    for column in ("run", "mapping", "status", "started (UTC)", "took"):
+    for column in ("run", "mapping", "trigger", "status", "started (UTC)", "took"):
         table.add_column(column, no_wrap=column in ("run", "status"))
     for column in ("extracted", "changes +/~/-", "loaded +/~/-", "failed"):
         table.add_column(column, justify="right")
@@ -48,6 +54,7 @@ def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
         table.add_row(
             str(run.id),
             run.mapping,
+            trigger_text(run),
             status_text(run.status),
             f"{run.started_at:%m-%d %H:%M:%S}",
             seconds(run.duration_s),
@@ -69,7 +76,7 @@ def run_details(
     """Everything about one run: status, phases, counts, and why records failed."""
     console.print(
         f"[bold]Run {run.id}[/] · mapping [bold]{run.mapping}[/] · {status_text(run.status)}"
-        f" · trigger {run.trigger}"
+        f" · trigger {trigger_text(run)}" + (f" by {run.actor}" if run.actor else "")
     )
     console.print(
         f"started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, took {seconds(run.duration_s)}"

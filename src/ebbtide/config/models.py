@@ -209,10 +209,17 @@ class MappingSpec(Spec):
         return check_schedule(value)
 
 
+class JournalsSpec(Spec):
+    """`journals: {keep_days: 30}`: how long the records each run sent are kept for replays."""
+
+    keep_days: float = Field(default=30.0, gt=0)
+
+
 class WorkspaceSpec(Spec):
     """The whole of `ebbtide.yml`; sources and destinations are checked by their adapters."""
 
     state: str = DEFAULT_STATE_URL
+    journals: JournalsSpec = Field(default_factory=JournalsSpec)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)

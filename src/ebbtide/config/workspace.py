@@ -14,6 +14,7 @@ from ebbtide.config.located_yaml import KeyPath, LocatedDocument, dotted, load_l
 from ebbtide.config.models import (
     DEFAULT_STATE_URL,
     DestinationConfig,
+    JournalsSpec,
     MappingSpec,
     ModelSpec,
     SourceConfig,
@@ -102,6 +103,7 @@ def load_workspace(root: Path) -> Workspace:
     # Entry by entry, so one bad model does not hide the errors of the others.
     spec = WorkspaceSpec(
         state=sections.state,
+        journals=sections.journals,
         sources=sections.sources,
         destinations=sections.destinations,
         models=report.validate_each(ModelSpec, sections.models, "models"),
@@ -119,6 +121,7 @@ class _Sections(Spec):
     """The top level of the file; entries are validated one by one afterwards."""
 
     state: str = DEFAULT_STATE_URL
+    journals: JournalsSpec = Field(default_factory=JournalsSpec)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -31,6 +31,7 @@ from ebbtide.ports import (
     Operation,
     OutboundBatch,
     RecordRejection,
+    SentLog,
     iter_batches,
 )
 
@@ -75,6 +76,7 @@ class Loader:
     on_failures: Callable[[list[RecordFailure]], None]
     redact: Callable[[str], str]
     on_progress: Callable[[int], None] = lambda n: None
+    sent: SentLog | None = None  # every record with its outcome, for replays
     fatal: DestinationError | None = None
     fenced: bool = False
     _failing_in_a_row: int = 0
@@ -225,6 +227,8 @@ class Loader:
             records = records.filter(mask)
         if records.num_rows:
             self.journal.append(records)
+            if self.sent is not None:
+                self.sent.write(records, [None] * records.num_rows)
             for op, n in _count_ops(records).items():
                 self.counts.count_loaded(op, n)
         self.on_progress(batch.records.num_rows)
@@ -267,6 +271,12 @@ class Loader:
         ]
         for failure in failures:
             self.counts.count_failed(failure.error_class, 1)
+        if self.sent is not None:
+            positions = list(at)
+            self.sent.write(
+                records.take(pa.array(positions, pa.int64())),
+                [str(at[i].error_class) for i in positions],
+            )
         self.on_failures(failures)
 
 

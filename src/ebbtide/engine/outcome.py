@@ -22,8 +22,12 @@ class RunStatus(StrEnum):
 
 
 class Trigger(StrEnum):
+    """What started a run; a reset is recorded in the history as a run of its own."""
+
     MANUAL = "manual"
     SCHEDULE = "schedule"
+    REPLAY = "replay"
+    RESET = "reset"
 
 
 @dataclass(frozen=True)

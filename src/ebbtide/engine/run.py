@@ -10,13 +10,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+import pyarrow as pa
+
 from ebbtide.engine.guards import Guards, GuardTripped
 from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
 from ebbtide.engine.retries import PendingFailure, RetryOutcome, RetryPolicy, settle
 from ebbtide.errors import DestinationError, ErrorClass
-from ebbtide.ports import ChangeCounts, Destination, Operation, SnapshotStore, Source
+from ebbtide.ports import (
+    OUTCOME_COLUMN,
+    ChangeCounts,
+    Destination,
+    Operation,
+    SentLog,
+    SnapshotStore,
+    Source,
+)
 
 
 class Phase(StrEnum):
@@ -67,6 +77,24 @@ class SyncJob:
     fence: Callable[[], None] = lambda: None  # raises LeaseLostError once the lease is gone
     guards: Guards = field(default_factory=Guards)
     force: bool = False  # send even when a guard trips
+    replay: Replay | None = None  # resend a past run's records instead of a diff
+    sent_log: SentLog | None = None  # where the records this run sends are kept for replays
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A past run's records (its sent journal), resent as sent or with the model's latest data."""
+
+    records: pa.Table
+    latest: bool
+
+    def reader(self, batch_size: int) -> pa.RecordBatchReader:
+        """The records exactly as they were sent."""
+        records = self.records.drop_columns(
+            [c for c in self.records.column_names if c == OUTCOME_COLUMN]
+        )
+        batches = records.to_batches(max_chunksize=batch_size)
+        return pa.RecordBatchReader.from_batches(records.schema, batches)
 
 
 def execute(job: SyncJob, result: RunResult) -> RunResult:
@@ -80,19 +108,10 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
         job.snapshot.check_keys()
     with _timed(timings, "diff_s"):
         job.listener.phase(Phase.DIFF)
-        changes = job.snapshot.diff()
-        _count_changes(result.counts, changes, job.mapping.operations_sent)
-        tripped = job.guards.tripped(
-            changes, job.snapshot.snapshot_size(), job.mapping.operations_sent
-        )
-        if tripped and not job.force:
-            raise GuardTripped(
-                f"guard {tripped}; nothing was sent. Check the model; if the change is meant,"
-                " run the sync again with --force."
-            )
+        changes = _changes(job, result.counts)
     failed_keys: dict[str, ErrorClass] = {}
     with _timed(timings, "load_s"):
-        to_send = sum(changes.of(op) for op in job.mapping.operations_sent)
+        to_send = sum(changes.of(op) for op in _sent_ops(job))
         job.listener.phase(Phase.LOAD, to_send)
         job.snapshot.release()  # a run stalled mid-load must not lock out the next one
         if to_send:
@@ -115,9 +134,32 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     return result
 
 
+def _sent_ops(job: SyncJob) -> frozenset[Operation]:
+    """A replay resends every record it replays; a sync sends what its mode sends."""
+    return frozenset(Operation) if job.replay is not None else job.mapping.operations_sent
+
+
+def _changes(job: SyncJob, counts: RunCounts) -> ChangeCounts:
+    """What this run sends: the diff (stopped by a guard that trips), or a replay's records."""
+    if job.replay is not None:
+        changes, skipped = job.snapshot.replay(job.replay.records, latest=job.replay.latest)
+        _count_changes(counts, changes, frozenset(Operation))
+        counts.skipped = skipped  # keys no longer in the model
+        return changes
+    changes = job.snapshot.diff()
+    _count_changes(counts, changes, job.mapping.operations_sent)
+    tripped = job.guards.tripped(changes, job.snapshot.snapshot_size(), job.mapping.operations_sent)
+    if tripped and not job.force:
+        raise GuardTripped(
+            f"guard {tripped}; nothing was sent. Check the model; if the change is meant,"
+            " run the sync again with --force."
+        )
+    return changes
+
+
 def _commit(job: SyncJob, failed_keys: dict[str, ErrorClass]) -> RetryOutcome:
     """Settle failed records, then advance the snapshot in one transaction."""
-    sent = job.mapping.operations_sent
+    sent = _sent_ops(job)
     files = job.snapshot.collect_accepted(unsent=frozenset(Operation) - sent)
     fates = job.snapshot.pending_fates(list(job.pending), sent)
     outcome = settle(job.pending, fates, failed_keys, job.retry_policy, datetime.now(UTC))
@@ -146,12 +188,18 @@ def _load(
         on_failures=record_failures,
         redact=job.redact,
         on_progress=job.listener.advance,
+        sent=job.sent_log,
     )
     try:
-        reader = job.snapshot.outbound(job.mapping.operations_sent, job.load.batch_size)
+        if job.replay is not None and not job.replay.latest:
+            reader = job.replay.reader(job.load.batch_size)
+        else:
+            reader = job.snapshot.outbound(_sent_ops(job), job.load.batch_size)
         asyncio.run(loader.run(reader))
     finally:
         journal.close()
+        if job.sent_log is not None:
+            job.sent_log.close()
     return loader.fatal
 
 

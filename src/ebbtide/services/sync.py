@@ -18,11 +18,12 @@ from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryOutcome, RetryPolicy
-from ebbtide.engine.run import RunListener, RunResult, SyncJob, execute
+from ebbtide.engine.run import Replay, RunListener, RunResult, SyncJob, execute
 from ebbtide.errors import EbbtideError, LeaseLostError, MappingError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
 from ebbtide.state.records import Lease, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
@@ -76,6 +77,13 @@ class SyncPlan:
         )
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    listener: RunListener
+    force: bool = False  # send even when a guard trips
+    replay: Replay | None = None
+
+
 class SyncService:
     """Runs mappings of one workspace against its state store."""
 
@@ -97,14 +105,27 @@ class SyncService:
         listener: RunListener | None = None,
         *,
         force: bool = False,
+        actor: str | None = None,
+        replay: tuple[int, Replay] | None = None,
     ) -> RunRecord:
-        """Sync one mapping now and return its run as recorded in the history."""
+        """Sync one mapping now and return its run as recorded in the history.
+
+        `replay` (a past run's id and its records) resends those records instead of a diff.
+        """
         mapping = self.compile(name)
-        _, lease = self.state.start_run(name, trigger.value, self.lease_ttl_s)
+        prune(self.workspace.state_dir, self.workspace.spec.journals.keep_days)
+        _, lease = self.state.start_run(
+            name,
+            trigger.value,
+            self.lease_ttl_s,
+            actor=actor,
+            replay_of=replay[0] if replay else None,
+        )
         result = RunResult()
+        job = RunOptions(listener or RunListener(), force, replay[1] if replay else None)
         try:
             with LeaseKeeper(self.state, lease, self.lease_ttl_s) as keeper:
-                self._execute(mapping, keeper, result, listener or RunListener(), force)
+                self._execute(mapping, keeper, result, job)
             status = result.status
         except LeaseLostError as error:
             # Fenced: the run that took the lease over owns the mapping and its history now.
@@ -138,8 +159,7 @@ class SyncService:
         mapping: CompiledMapping,
         keeper: LeaseKeeper,
         result: RunResult,
-        listener: RunListener,
-        force: bool,
+        options: RunOptions,
     ) -> None:
         lease = keeper.lease
         source = self._source(mapping.model)
@@ -159,12 +179,16 @@ class SyncService:
                 ),
                 record_failures=lambda failures: self._record_failures(lease.run_id, failures),
                 redact=self.workspace.redact,
-                listener=listener,
+                listener=options.listener,
                 pending=self.state.pending_failures.pending(mapping.name),
                 retry_policy=RetryPolicy(spec.retry.max_days, spec.retry.max_syncs),
                 fence=lambda: self.state.check_lease(lease),
                 guards=Guards.for_mapping(spec.guards, spec.mode),
-                force=force,
+                force=options.force,
+                replay=options.replay,
+                sent_log=SentJournal(
+                    journal_path(self.workspace.state_dir, mapping.name, lease.run_id)
+                ),
             )
             execute(job, result)
         finally:
@@ -187,6 +211,17 @@ class SyncService:
             return bind(mapping, schema)
         except MappingError as error:
             raise self.workspace.located(error, name) from None
+
+    def count_model(self, model: str) -> int:
+        """How many rows the model has now (the source counts them)."""
+        query = self.workspace.model_query(model).strip().rstrip(";")
+        source = self._source(model)
+        try:
+            table = source.read(f"SELECT count(*) AS n FROM (\n{query}\n) AS ebbtide_model")
+            rows = table.read_all().column("n").to_pylist()
+        finally:
+            source.close()
+        return int(rows[0] or 0) if rows else 0
 
     def plan(self, name: str, samples: int = 3) -> SyncPlan:
         """Stage and diff without sending or committing anything."""

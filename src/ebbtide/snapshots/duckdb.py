@@ -56,6 +56,17 @@ def _literals(values: list[str]) -> str:
 ATTACH_WAIT_S = 10.0
 
 
+SNAPSHOTS_DIR = "snapshots"
+
+
+def drop_snapshot(state_dir: Path, mapping: str) -> None:
+    """Forget what a mapping's destination has: its snapshot and its unmerged journals."""
+    base = state_dir / SNAPSHOTS_DIR
+    for file in (base / f"{mapping}.duckdb", base / f"{mapping}.duckdb.wal"):
+        file.unlink(missing_ok=True)
+    shutil.rmtree(base / f"{mapping}.journal", ignore_errors=True)
+
+
 class SnapshotBusyError(EbbtideError):
     """Another process has the mapping's snapshot open."""
 
@@ -78,7 +89,7 @@ class DuckDBSnapshotStore:
     ) -> None:
         self.mapping = mapping
         self.read_only = read_only
-        base = state_dir / "snapshots"
+        base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = base / f"{mapping.name}.journal"
         self._file = base / f"{mapping.name}.duckdb"
@@ -222,6 +233,42 @@ class DuckDBSnapshotStore:
         )
         return ChangeCounts(**{op: int(n) for op, n in counts.items()})
 
+    def replay(self, sent: pa.Table, *, latest: bool) -> tuple[ChangeCounts, int]:
+        """Make a past run's records this run's changes, instead of a diff.
+
+        As sent, each record keeps the operation and row hash it had, so the snapshot ends up
+        as the destination does, and the next sync sends what changed since. With `latest`,
+        the keys are sent with the model's current rows (added where the snapshot lacks them);
+        keys no longer in the model are skipped. Returns the changes and the keys skipped.
+        """
+        snapshot = self._ensure_snapshot(dry_run=False)
+        keys = self.mapping.key_columns
+        renamed = ", ".join(
+            f"{sql.quote(f'{KEY_PART_PREFIX}{i}')} AS {sql.quote(k)}" for i, k in enumerate(keys)
+        )
+        self.con.register("replayed", sent)
+        try:
+            replayed = self._count(f"(SELECT DISTINCT {renamed} FROM replayed)")
+            if latest:
+                select = f"""SELECT CASE WHEN n.__row_hash IS NULL THEN 'added' ELSE 'updated'
+                                 END AS {OP_COLUMN}, {", ".join(f"s.{sql.quote(k)}" for k in keys)},
+                                 s.{HASH_COLUMN}
+                    FROM (SELECT DISTINCT {renamed} FROM replayed) r
+                    JOIN work.stage s ON {sql.key_join("r", "s", keys)}
+                    LEFT JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}"""
+            else:
+                select = f"SELECT {OP_COLUMN}, {renamed}, {HASH_COLUMN} FROM replayed"
+            self.con.execute(f"CREATE OR REPLACE TABLE work.changes AS {select}")
+        finally:
+            self.con.unregister("replayed")
+        counts = dict(
+            self.con.execute(
+                f"SELECT {OP_COLUMN}, count(*) FROM work.changes GROUP BY ALL"
+            ).fetchall()
+        )
+        changes = ChangeCounts(**{op: int(n) for op, n in counts.items()})
+        return changes, replayed - changes.total if latest else 0
+
     def snapshot_size(self) -> int:
         """How many records the destination has, as far as the snapshot knows."""
         return self._count("snapshot") if self._snapshot_exists() else 0
@@ -231,9 +278,11 @@ class DuckDBSnapshotStore:
         assert self.bound is not None, "stage() comes first"
         query = sql.outbound_query(self.bound, operations)
         cursor = self.con.cursor()
-        # DuckDB renders a streamed result with all its threads only while the buffer of
-        # rendered rows has room; the default (about 1 MB) holds a few batches of records.
-        cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
+        if any(f.nested for f in self.bound.fields):
+            # DuckDB renders a streamed result with all its threads only while its buffer of
+            # rendered rows has room; the default (about 1 MB) holds a few batches, too few
+            # when objects and arrays are built. Flat records render fast enough without.
+            cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
         reader = cursor.execute(query).to_arrow_reader(batch_size)
         nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
         return as_json_columns(reader, nested) if nested else reader
@@ -404,9 +453,14 @@ class DuckDBSnapshotStore:
                     "primary_key": json.dumps(list(self.mapping.key_columns)),
                     "key_types": json.dumps(key_types),
                     "hash_version": sql.HASH_VERSION,
+                    **self._identity(),
                 }
             )
         return table
+
+    def _identity(self) -> dict[str, str]:
+        """What the snapshot stands for: the records of this model in this destination."""
+        return {"model": self.mapping.model, "destination": self.mapping.destination}
 
     def _has(self, schema: str, table: str) -> bool:
         return bool(
@@ -448,13 +502,26 @@ class DuckDBSnapshotStore:
                 f"mapping {self.mapping.name!r}: the snapshot was taken with primary key"
                 f" {', '.join(stored_key)}, the model now has"
                 f" {', '.join(self.mapping.key_columns)};"
-                " syncing would delete and re-add every record. Reset the mapping to sync it anew."
+                " syncing would delete and re-add every record. Run"
+                f" `ebbtide reset {self.mapping.name}` to sync it anew."
             )
+        for what, now in self._identity().items():
+            before = meta.get(what)
+            if before is None:  # a snapshot from before ebbtide recorded it
+                if not self.read_only:
+                    self._set_meta({what: now})
+            elif before != now:
+                raise SnapshotMismatchError(
+                    f"mapping {self.mapping.name!r} now syncs {what} {now!r}, but its snapshot"
+                    f" holds what was sent from {what} {before!r}; diffing against it would"
+                    f" send the wrong changes. Run `ebbtide reset {self.mapping.name}` to sync"
+                    " it anew."
+                )
         stored_types = json.loads(meta.get("key_types", "{}"))
         if stored_types != key_types:
             raise SnapshotMismatchError(
                 f"mapping {self.mapping.name!r}: the primary key's type changed from {stored_types}"
-                f" to {key_types}. Reset the mapping to sync it anew."
+                f" to {key_types}. Run `ebbtide reset {self.mapping.name}` to sync it anew."
             )
 
     def meta(self) -> dict[str, str]:

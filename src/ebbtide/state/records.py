@@ -35,6 +35,9 @@ class RunRecord:
     failed_by_class: dict[str, int] = field(default_factory=dict)
     error: str | None = None
     retried: int = 0
+    actor: str | None = None
+    replay_of: int | None = None
+    after_reset: bool = False
 
     @property
     def duration_s(self) -> float | None:
@@ -70,6 +73,9 @@ class RunRecord:
                 "commit": self.commit_s,
             },
             "error": self.error,
+            "actor": self.actor,
+            "replay_of": self.replay_of,
+            "after_reset": self.after_reset,
         }
 
 

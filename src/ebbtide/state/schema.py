@@ -57,6 +57,9 @@ runs = sa.Table(
     sa.Column("failed_by_class", sa.JSON, nullable=False, default=dict),
     sa.Column("error", sa.Text),
     sa.Column("retried", sa.BigInteger, nullable=False, default=0),
+    sa.Column("actor", sa.String(200)),  # who started it: a person's login, or the scheduler
+    sa.Column("replay_of", sa.Integer),  # the run a replay resends
+    sa.Column("after_reset", sa.Boolean, nullable=False, default=False),
     sa.Column("host", sa.String(200)),
     sa.Column("pid", sa.Integer),
     sa.Index("ix_runs_mapping_id", "mapping", "id"),

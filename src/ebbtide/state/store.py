@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
 
-from ebbtide.engine.outcome import RecordFailure, RunStatus
+from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.run import RunResult
 from ebbtide.errors import (
     EbbtideError,
@@ -91,11 +91,19 @@ class SqlStateStore:
 
     # -- runs and leases -----------------------------------------------------------------
 
-    def start_run(self, mapping: str, trigger: str, lease_ttl_s: float) -> tuple[RunRecord, Lease]:
+    def start_run(
+        self,
+        mapping: str,
+        trigger: str,
+        lease_ttl_s: float,
+        *,
+        actor: str | None = None,
+        replay_of: int | None = None,
+    ) -> tuple[RunRecord, Lease]:
         """Claim the mapping and record a new running run, or raise MappingBusyError.
 
         A lease past its expiry belongs to a dead run: it is taken over and that run is
-        marked interrupted.
+        marked interrupted. A run whose mapping was reset since its last run says so.
         """
         now = utcnow()
         token = uuid.uuid4().hex
@@ -124,10 +132,19 @@ class SqlStateStore:
                     raise MappingBusyError(
                         f"mapping {mapping!r} is busy: another run just started"
                     ) from exc
+            previous = conn.execute(
+                sa.select(runs.c.trigger)
+                .where(runs.c.mapping == mapping)
+                .order_by(runs.c.id.desc())
+                .limit(1)
+            ).scalar()
             inserted = conn.execute(
                 runs.insert().values(
                     mapping=mapping,
                     trigger=trigger,
+                    actor=actor,
+                    replay_of=replay_of,
+                    after_reset=previous == Trigger.RESET and trigger != Trigger.RESET,
                     status=RunStatus.RUNNING.value,
                     started_at=now,
                     heartbeat_at=now,

@@ -1,0 +1,92 @@
+"""Reset: forget what a mapping's destination has, so its next sync sends the whole model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ebbtide.engine.outcome import RunStatus, Trigger
+from ebbtide.engine.retries import FailureStatus
+from ebbtide.engine.run import RunResult
+from ebbtide.errors import MappingBusyError
+from ebbtide.services.sync import SyncService
+from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot
+from ebbtide.state.records import RunRecord
+from ebbtide.state.store import utcnow
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """What a reset changes, for the person who confirms it."""
+
+    mapping: str
+    model: str
+    destination: str
+    model_rows: int  # what the next sync sends
+    snapshot_records: int  # what ebbtide believes the destination has now
+    pending_failures: int
+
+    def explain(self) -> str:
+        return (
+            f"Reset mapping {self.mapping!r}: its next sync sends all {self.model_rows:,}"
+            f" record(s) of model {self.model!r} to {self.destination!r}, as if it had never"
+            f" synced. ebbtide forgets the {self.snapshot_records:,} record(s) it believes"
+            f" {self.destination!r} has: a record removed from the model before the next sync"
+            " can no longer be detected as deleted, so it stays in the destination."
+            f" {self.pending_failures:,} failed record(s) pending retry are closed as `reset`"
+            " (the next sync sends them with the rest)."
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mapping": self.mapping,
+            "model": self.model,
+            "destination": self.destination,
+            "model_rows": self.model_rows,
+            "snapshot_records": self.snapshot_records,
+            "pending_failures": self.pending_failures,
+        }
+
+
+class ResetService:
+    """Plans and performs resets of one workspace's mappings."""
+
+    def __init__(self, sync: SyncService) -> None:
+        self.sync = sync
+
+    def plan(self, name: str) -> ResetPlan:
+        """Counts for the confirmation; reads the model's row count, changes nothing."""
+        mapping = self.sync.compile(name)
+        snapshot = DuckDBSnapshotStore(self.sync.workspace.state_dir, mapping, read_only=True)
+        try:
+            held = snapshot.snapshot_size()
+        finally:
+            snapshot.close()
+        return ResetPlan(
+            mapping=name,
+            model=mapping.model,
+            destination=mapping.destination,
+            model_rows=self.sync.count_model(mapping.model),
+            snapshot_records=held,
+            pending_failures=len(self.sync.state.pending_failures.pending(name)),
+        )
+
+    def reset(self, name: str, actor: str | None = None) -> RunRecord:
+        """Empty the snapshot and close pending failures; recorded as a run of its own.
+
+        Refused while a sync of the mapping runs: the reset takes the mapping's lease like a
+        run, so the two can never overlap.
+        """
+        self.sync.compile(name)
+        state = self.sync.state
+        try:
+            _, lease = state.start_run(
+                name, Trigger.RESET.value, self.sync.lease_ttl_s, actor=actor
+            )
+        except MappingBusyError as busy:
+            raise MappingBusyError(
+                f"cannot reset while the mapping is syncing ({busy}); nothing was changed."
+                " Reset once the sync has finished."
+            ) from None
+        drop_snapshot(self.sync.workspace.state_dir, name)
+        state.pending_failures.close_all(name, FailureStatus.RESET, utcnow())
+        return state.finish_run(lease, RunStatus.SUCCESS, RunResult(status=RunStatus.SUCCESS))

@@ -1,0 +1,118 @@
+"""What each run sent: every record with its outcome, as Parquet (zstd), so a run can be replayed.
+
+One file per run under `.ebbtide/journals/<mapping>/`: the outbound columns (key, operation,
+the JSON record, the row hash, key parts and the typed field columns) and `__outcome`, null for
+a record the destination accepted, else the error class it failed with. The file is written
+under a `.partial` name and renamed when the run closes it, so a run that died mid-way leaves a
+journal that says so.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ebbtide.ports import OUTCOME_COLUMN, PROBLEM_COLUMN
+
+JOURNALS_DIR = "journals"
+ROW_GROUP_ROWS = 65_536  # buffered before writing: Parquet compresses large groups best
+PARTIAL = ".partial"
+
+
+def journal_path(state_dir: Path, mapping: str, run_id: int) -> Path:
+    return state_dir / JOURNALS_DIR / mapping / f"{run_id:012d}.parquet"
+
+
+class SentJournal:
+    """Appends the records of one run with their outcomes."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._partial = path.with_name(path.name + PARTIAL)
+        self._writer: pq.ParquetWriter | None = None
+        self._schema: pa.Schema | None = None
+        self._buffer: list[pa.RecordBatch] = []
+        self._buffered = 0
+
+    def write(self, records: pa.RecordBatch, outcomes: Sequence[str | None]) -> None:
+        """Records of a batch and, for each, None (accepted) or the error class it failed with."""
+        if not records.num_rows:
+            return
+        columns = {
+            name: _storage(records.column(name))
+            for name in records.schema.names
+            if name != PROBLEM_COLUMN
+        }
+        columns[OUTCOME_COLUMN] = pa.array(outcomes, pa.string())
+        batch = pa.RecordBatch.from_pydict(columns)
+        if self._schema is None:
+            self._schema = batch.schema
+        self._buffer.append(batch)
+        self._buffered += batch.num_rows
+        if self._buffered >= ROW_GROUP_ROWS:
+            self._flush()
+
+    def close(self) -> None:
+        """Write what is buffered and give the journal its final name (none if nothing sent)."""
+        self._flush()
+        if self._writer is not None:
+            self._writer.close()
+            self._partial.replace(self.path)
+
+    def _flush(self) -> None:
+        if not self._buffer or self._schema is None:
+            return
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial, self._schema, compression="zstd")
+        table = pa.Table.from_batches(self._buffer, self._schema)
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        self._buffer, self._buffered = [], 0
+
+
+def _storage(column: Any) -> Any:
+    """Extension columns (JSON) are stored as their text."""
+    return column.storage if isinstance(column.type, pa.BaseExtensionType) else column
+
+
+@dataclass(frozen=True)
+class JournalState:
+    """Whether a run's journal can be replayed, and why not."""
+
+    path: Path
+    exists: bool
+    partial: bool
+
+
+def journal_state(state_dir: Path, mapping: str, run_id: int) -> JournalState:
+    path = journal_path(state_dir, mapping, run_id)
+    partial = path.with_name(path.name + PARTIAL)
+    return JournalState(path, path.exists(), partial.exists())
+
+
+def read_sent(path: Path, *, only_failed: bool = False) -> pa.Table:
+    """The records of a journal, or only those that failed."""
+    table = pq.read_table(path)
+    if only_failed:
+        table = table.filter(pc.is_valid(table.column(OUTCOME_COLUMN)))
+    return table
+
+
+def prune(state_dir: Path, keep_days: float, now: float | None = None) -> tuple[int, int]:
+    """Remove journals older than `keep_days`; returns (files, bytes) removed."""
+    cutoff = (time.time() if now is None else now) - keep_days * 86_400
+    files = removed = 0
+    for path in (state_dir / JOURNALS_DIR).glob("*/*.parquet*"):
+        stat = path.stat()
+        if stat.st_mtime < cutoff:
+            path.unlink(missing_ok=True)
+            files += 1
+            removed += stat.st_size
+    return files, removed
