@@ -11,8 +11,15 @@ import sys
 import time
 from pathlib import Path
 
-from ebbtide.config.workspace import load_workspace
+from ebbtide.config.workspace import STATE_DIR, load_workspace
 from ebbtide.services.sync import SyncService
+from ebbtide.snapshots.sent_journal import journal_path
+
+
+def journal_bytes(root: Path, mapping: str, run_id: int) -> int:
+    """The size of the run's sent-record journal (kept for replays)."""
+    path = journal_path(root / STATE_DIR, mapping, run_id)
+    return path.stat().st_size if path.exists() else 0
 
 
 def main(root: str, mapping: str) -> None:
@@ -37,6 +44,7 @@ def main(root: str, mapping: str) -> None:
             "commit": run.commit_s,
         },
         "max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "journal_mb": round(journal_bytes(Path(root), mapping, run.id) / 2**20, 1),
     }
     print(json.dumps(result))
 

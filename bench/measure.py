@@ -25,6 +25,7 @@ class Measurement:
     phases: dict[str, float] = field(default_factory=dict)
     status: str = "success"
     error: str | None = None
+    journal_mb: float = 0.0  # the run's sent-record journal, kept for replays
 
     @property
     def rate(self) -> float:
@@ -75,6 +76,7 @@ def measure_sync(
         phases={k: float(v or 0.0) for k, v in run["phases"].items()},
         status=str(run["status"]),
         error=run["error"],
+        journal_mb=float(run.get("journal_mb", 0.0)),
     )
 
 

@@ -85,8 +85,17 @@ def write_json(path: Path, results: list[Measurement], note: str) -> None:
     path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
 
 
+def journal_note(results: list[Measurement]) -> str:
+    """How large the sent-record journals (kept for replays) of the full syncs are."""
+    sizes = [f"{m.rows:,} records: {m.journal_mb:,.1f} MB" for m in results if m.journal_mb]
+    return f"Sent-record journals (Parquet, zstd): {'; '.join(sizes)}." if sizes else ""
+
+
 def show(console: Console, results: list[Measurement], note: str) -> None:
     console.print(table(results, note))
+    journals = journal_note(results)
+    if journals:
+        console.print(journals)
     for m in results:
         if m.error:
             console.print(f"[red]{m.scenario} of {m.rows:,} rows: {m.status}[/]")
