@@ -6,17 +6,17 @@ import getpass
 import os
 import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
-from ebbtide.cli import render
+from ebbtide.cli import context, render
+from ebbtide.cli.alerts import alerts_app, notifications
+from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
-from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
+from ebbtide.config.workspace import Workspace
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.engine.retries import FailureStatus
 from ebbtide.errors import ConfigErrors, EbbtideError, ErrorClass, UsageError
@@ -53,20 +53,8 @@ journals_app = typer.Typer(
     help="The records each run sent, kept for replays.", no_args_is_help=True
 )
 app.add_typer(journals_app, name="journals")
-
-out = Console()
-err = Console(stderr=True)
-
-
-@dataclass
-class Options:
-    workspace: Path | None = None
-    debug: bool = False
-
-
-options = Options()
-
-JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys).")]
+app.add_typer(alerts_app, name="alerts")
+app.command("notifications")(notifications)
 
 
 @app.callback()
@@ -86,13 +74,8 @@ def _global(
     options.debug = debug
 
 
-def _workspace() -> Workspace:
-    root = options.workspace if options.workspace else find_workspace(Path.cwd())
-    return load_workspace(root.resolve())
-
-
-def _service() -> SyncService:
-    return SyncService(_workspace())
+_workspace = context.workspace
+_service = context.service
 
 
 @app.command()

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from ebbtide.config.alerts import AlertsSpec
 from ebbtide.config.schedule import check_schedule, parse_interval
 
 DEFAULT_STATE_URL = "sqlite:///.ebbtide/state.db"
@@ -202,6 +203,8 @@ class MappingSpec(Spec):
     guards: GuardSpec | None = None
     # Destination fields whose values never appear in stored payloads or messages.
     sensitive: list[str] = Field(default_factory=list)
+    # Alert on a partial success only when at least this share of the records sent failed.
+    alert_min_failed_pct: float = Field(default=0.0, ge=0, le=100)
 
     @field_validator("schedule")
     @classmethod
@@ -220,6 +223,7 @@ class WorkspaceSpec(Spec):
 
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, ModelSpec] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)

@@ -9,6 +9,7 @@ from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, Field, ValidationError
 
+from ebbtide.config.alerts import AlertsSpec
 from ebbtide.config.env import EnvSubstitution
 from ebbtide.config.located_yaml import KeyPath, LocatedDocument, dotted, load_located
 from ebbtide.config.models import (
@@ -104,6 +105,7 @@ def load_workspace(root: Path) -> Workspace:
     spec = WorkspaceSpec(
         state=sections.state,
         journals=sections.journals,
+        alerts=sections.alerts,
         sources=sections.sources,
         destinations=sections.destinations,
         models=report.validate_each(ModelSpec, sections.models, "models"),
@@ -122,6 +124,7 @@ class _Sections(Spec):
 
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
+    alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
     models: dict[str, dict[str, Any]] = Field(default_factory=dict)
     destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
@@ -258,6 +261,14 @@ class _Checker:
             )
             if model.file and not (self.root / model.file).is_file():
                 self.error(f"the file {model.file} does not exist", ("models", name, "file"))
+        for i, subscription in enumerate(self.spec.alerts.subscriptions):
+            for j, mapping_name in enumerate(subscription.mappings or []):
+                self._reference(
+                    "mapping",
+                    mapping_name,
+                    self.sections.mappings,
+                    ("alerts", "subscriptions", i, "mappings", j),
+                )
         for name, mapping in self.spec.mappings.items():
             path: KeyPath = ("mappings", name)
             has_model = self._reference(

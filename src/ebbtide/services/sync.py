@@ -21,6 +21,7 @@ from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import Replay, RunListener, RunResult, SyncJob, execute
 from ebbtide.errors import EbbtideError, LeaseLostError, MappingError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
+from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
@@ -91,6 +92,7 @@ class SyncService:
         self.workspace = workspace
         self.state = state or SqlStateStore(workspace.spec.state, workspace.root)
         self.lease_ttl_s = LEASE_TTL_S
+        self.alerts = AlertService(workspace, self.state)
 
     def compile(self, name: str) -> CompiledMapping:
         spec = self.workspace.mapping(name)
@@ -111,7 +113,22 @@ class SyncService:
         """Sync one mapping now and return its run as recorded in the history.
 
         `replay` (a past run's id and its records) resends those records instead of a diff.
+        People subscribed to alerts hear about it once the run is committed.
         """
+        record = self._run(name, trigger, listener, force=force, actor=actor, replay=replay)
+        self.alerts.after_run(record)
+        return record
+
+    def _run(
+        self,
+        name: str,
+        trigger: Trigger,
+        listener: RunListener | None,
+        *,
+        force: bool,
+        actor: str | None,
+        replay: tuple[int, Replay] | None,
+    ) -> RunRecord:
         mapping = self.compile(name)
         prune(self.workspace.state_dir, self.workspace.spec.journals.keep_days)
         _, lease = self.state.start_run(

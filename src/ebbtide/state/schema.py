@@ -109,3 +109,58 @@ pending_failures = sa.Table(
     sa.Column("closed_at", UTCDateTime),
     sa.Index("ix_pending_failures_status", "mapping", "status"),
 )
+
+# -- alerts ---------------------------------------------------------------------------------
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False),  # the person, until users exist
+    sa.Column("statuses", sa.JSON, nullable=False),
+    sa.Column("mappings", sa.JSON),  # null: every mapping
+    sa.Column("channels", sa.JSON, nullable=False),  # email, in_app
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_subscriptions_email", "email"),
+)
+
+notifications = sa.Table(
+    "notifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("read_at", UTCDateTime),
+    sa.Index("ix_notifications_email", "email", "read_at"),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("run_id", sa.Integer),  # null for `alerts test`
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("event", sa.String(20), nullable=False),
+    sa.Column("channel", sa.String(20), nullable=False),
+    sa.Column("target", sa.Text, nullable=False),  # secrets masked
+    sa.Column("delivered", sa.Boolean, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False),
+    sa.Column("error", sa.Text),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_alert_deliveries_created", "created_at"),
+)
+
+# Per mapping: whether it is failing, since when, and when people were last told.
+alert_states = sa.Table(
+    "alert_states",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("failing", sa.Boolean, nullable=False),
+    sa.Column("since", UTCDateTime, nullable=False),
+    sa.Column("last_alert_at", UTCDateTime),
+)

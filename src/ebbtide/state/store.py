@@ -30,6 +30,7 @@ from ebbtide.errors import (
     UsageError,
 )
 from ebbtide.ports import Operation
+from ebbtide.state.alerts import AlertBook
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
@@ -58,6 +59,7 @@ class SqlStateStore:
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         self._migrate()
         self.pending_failures = PendingFailures(self.engine)
+        self.alerts = AlertBook(self.engine)
 
     def _migrate(self) -> None:
         config = AlembicConfig()

@@ -1,0 +1,82 @@
+"""Alerts posted as JSON: Slack's incoming webhooks (blocks) and generic webhooks."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+
+from ebbtide.alerts.message import AlertMessage
+from ebbtide.config.alerts import SlackTarget, WebhookTarget
+
+TIMEOUT_S = 10.0
+_EMOJI = {"failed": ":red_circle:", "partial_success": ":large_orange_circle:"}
+
+
+class AlertPostError(Exception):
+    """The endpoint did not take the alert."""
+
+
+def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    """POST `body`; anything but a 2xx answer raises AlertPostError."""
+
+    async def post() -> None:
+        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, json=body, headers=headers or {}) as response,
+        ):
+            if response.status >= 300:
+                text = (await response.text())[:200]
+                raise AlertPostError(f"HTTP {response.status}: {text}")
+
+    asyncio.run(post())
+
+
+class SlackNotifier:
+    def __init__(self, target: SlackTarget) -> None:
+        self.slack = target
+        self.target = target.channel
+
+    def send(self, message: AlertMessage) -> None:
+        post_json(self.slack.webhook_url, slack_body(message, self.slack.channel))
+
+
+def slack_body(message: AlertMessage, channel: str) -> dict[str, Any]:
+    """The message in Slack's blocks: title, mapping and status, counts, top error, link."""
+    emoji = _EMOJI.get(message.event, ":large_green_circle:")
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": message.title}},
+        {
+            "type": "section",
+            "fields": [
+                {"type": "mrkdwn", "text": f"*Mapping*\n{message.mapping}"},
+                {"type": "mrkdwn", "text": f"*Status*\n{emoji} {message.status}"},
+            ],
+        },
+        {"type": "section", "text": {"type": "mrkdwn", "text": message.counts_line()}},
+    ]
+    if message.error:
+        blocks.append(_text(f"*Error*\n{message.error}"))
+    if message.top_error:
+        action = f"\n*Recommended action*\n{message.action}" if message.action else ""
+        blocks.append(_text(f"*Most failed records*\n{message.top_error}{action}"))
+    if message.url:
+        blocks.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{message.url}|Run>"}]}
+        )
+    return {"channel": channel, "text": message.title, "blocks": blocks}
+
+
+def _text(markdown: str) -> dict[str, Any]:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": markdown[:2900]}}
+
+
+class WebhookNotifier:
+    def __init__(self, target: WebhookTarget) -> None:
+        self.webhook = target
+        self.target = "webhook"  # the URL may carry a token: never shown
+
+    def send(self, message: AlertMessage) -> None:
+        post_json(self.webhook.url, message.to_json(), self.webhook.headers)
