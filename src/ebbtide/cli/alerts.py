@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ebbtide.cli import render
@@ -127,7 +128,7 @@ def test(channel: Channel, json_output: JsonFlag = False) -> None:
     else:
         for d in deliveries:
             result = "[green]sent[/]" if d.delivered else f"[red]failed[/] ({d.error})"
-            out.print(f"{d.channel} → {d.target}: {result}")
+            out.print(f"{d.channel} → {escape(d.target)}: {result}")
     if not all(d.delivered for d in deliveries):
         raise typer.Exit(1)
 
@@ -153,7 +154,9 @@ def log(
             d.event,
             d.channel,
             d.target,
-            "delivered" if d.delivered else f"[red]failed after {d.attempts}[/]: {d.error}",
+            "delivered"
+            if d.delivered
+            else f"[red]failed after {d.attempts}[/]: {escape(d.error or '')}",
         )
     out.print(table)
 
@@ -174,7 +177,7 @@ def notifications(
     else:
         for n in found:
             mark = "" if n.read_at else "[bold]● [/]"
-            out.print(f"{mark}{n.created_at:%Y-%m-%d %H:%M} {n.title}", highlight=False)
+            out.print(f"{mark}{n.created_at:%Y-%m-%d %H:%M} {escape(n.title)}", highlight=False)
         if not found:
             out.print("no notifications" if not unread else "no unread notifications")
     if mark_read:
