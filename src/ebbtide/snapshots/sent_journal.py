@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,11 @@ def journal_path(state_dir: Path, mapping: str, run_id: int) -> Path:
 
 
 class SentJournal:
-    """Appends the records of one run with their outcomes."""
+    """Appends the records of one run with their outcomes.
+
+    Encoding and compressing Parquet happens on a thread of its own (Arrow releases the GIL
+    while it works), so keeping the journal does not hold up the requests in flight.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -41,28 +46,30 @@ class SentJournal:
         self._schema: pa.Schema | None = None
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
+        self._encoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sent-journal")
+        self._pending: list[Future[None]] = []
 
     def write(self, records: pa.RecordBatch, outcomes: Sequence[str | None]) -> None:
         """Records of a batch and, for each, None (accepted) or the error class it failed with."""
         if not records.num_rows:
             return
-        columns = {
-            name: _storage(records.column(name))
-            for name in records.schema.names
-            if name != PROBLEM_COLUMN
-        }
-        columns[OUTCOME_COLUMN] = pa.array(outcomes, pa.string())
-        batch = pa.RecordBatch.from_pydict(columns)
+        names = [n for n in records.schema.names if n != PROBLEM_COLUMN]
+        arrays = [_storage(records.column(n)) for n in names]
+        arrays.append(pa.array(outcomes, pa.string()))
         if self._schema is None:
-            self._schema = batch.schema
-        self._buffer.append(batch)
-        self._buffered += batch.num_rows
+            fields = [pa.field(n, a.type) for n, a in zip(names, arrays, strict=False)]
+            self._schema = pa.schema([*fields, pa.field(OUTCOME_COLUMN, pa.string())])
+        self._buffer.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
+        self._buffered += records.num_rows
         if self._buffered >= ROW_GROUP_ROWS:
             self._flush()
 
     def close(self) -> None:
         """Write what is buffered and give the journal its final name (none if nothing sent)."""
         self._flush()
+        self._encoder.shutdown(wait=True)
+        for done in self._pending:
+            done.result()  # an error writing the journal surfaces here
         if self._writer is not None:
             self._writer.close()
             self._partial.replace(self.path)
@@ -70,11 +77,14 @@ class SentJournal:
     def _flush(self) -> None:
         if not self._buffer or self._schema is None:
             return
-        if self._writer is None:
-            self._writer = pq.ParquetWriter(self._partial, self._schema, compression="zstd")
         table = pa.Table.from_batches(self._buffer, self._schema)
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
         self._buffer, self._buffered = [], 0
+        self._pending.append(self._encoder.submit(self._write_group, table))
+
+    def _write_group(self, table: pa.Table) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self._partial, table.schema, compression="zstd")
+        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
 
 def _storage(column: Any) -> Any:

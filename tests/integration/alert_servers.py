@@ -1,0 +1,181 @@
+"""Real servers on 127.0.0.1 that alerts are sent to: an SMTP server and HTTP endpoints.
+
+`SmtpServer` is aiosmtpd's `Controller` with a handler that keeps every envelope (optionally
+requiring a login, or refusing every message); `HttpEndpoints` is an aiohttp server in a thread
+that keeps every POST, by path, and answers each path with a chosen status (it plays Slack's
+incoming webhooks and a generic webhook). `closed_port()` is a port nothing listens on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+from typing import Any, cast
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+
+
+def closed_port() -> int:
+    """A loopback port that was free a moment ago: connecting to it is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- SMTP ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Mail:
+    """One message as the SMTP server received it."""
+
+    mail_from: str
+    rcpt_tos: list[str]
+    message: EmailMessage
+
+    @property
+    def subject(self) -> str:
+        return str(self.message["Subject"])
+
+    @property
+    def body(self) -> str:
+        return str(self.message.get_content())
+
+    @property
+    def raw(self) -> str:
+        return self.message.as_string()
+
+
+class _Handler:
+    def __init__(self, server: SmtpServer) -> None:
+        self.server = server
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        self.server.data_commands += 1
+        if self.server.refuse:
+            return "554 5.6.0 refused by the ebbtide test SMTP server"
+        content = cast(bytes, envelope.content)
+        parsed = cast(EmailMessage, message_from_bytes(content, policy=default_policy))
+        self.server.mails.append(
+            Mail(str(envelope.mail_from), [str(r) for r in envelope.rcpt_tos], parsed)
+        )
+        return "250 OK"
+
+
+class SmtpServer:
+    """aiosmtpd on 127.0.0.1; `login=(user, password)` makes it require that AUTH (no TLS)."""
+
+    def __init__(self, login: tuple[str, str] | None = None) -> None:
+        self.login = login
+        self.mails: list[Mail] = []
+        self.logins: list[tuple[str, str]] = []
+        self.data_commands = 0  # every DATA, refused or not
+        self.refuse = False  # answer 554 to every message
+        self.port = 0
+        self._controller: Controller | None = None
+
+    def __enter__(self) -> SmtpServer:
+        self.port = closed_port()
+        self._controller = Controller(
+            _Handler(self),
+            hostname="127.0.0.1",
+            port=self.port,
+            authenticator=self._authenticate if self.login else None,
+            auth_required=self.login is not None,
+            auth_require_tls=False,
+        )
+        self._controller.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+
+    def _authenticate(
+        self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, data: Any
+    ) -> AuthResult:
+        if not isinstance(data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        given = (data.login.decode(), data.password.decode())
+        self.logins.append(given)
+        return AuthResult(success=given == self.login)
+
+    def to(self, address: str) -> list[Mail]:
+        return [m for m in self.mails if address in m.rcpt_tos]
+
+
+# -- HTTP ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Post:
+    """One POST as an endpoint received it."""
+
+    path: str
+    headers: dict[str, str]
+    text: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+class HttpEndpoints:
+    """Keeps every POST to any path; answers `status[path]` (default 200).
+
+    An error answer repeats the path it was sent to, as some servers do, so a token in the
+    URL reaches the sender's error message.
+    """
+
+    def __init__(self) -> None:
+        self.posts: list[Post] = []
+        self.status: dict[str, int] = {}
+        self.base = ""
+        self._lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._runner: web.AppRunner | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    def __enter__(self) -> HttpEndpoints:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._open(), self._loop).result(timeout=10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._runner is not None:
+            asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    async def _open(self) -> None:
+        app = web.Application()
+        app.router.add_route("POST", "/{tail:.*}", self._take)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.base = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+
+    async def _take(self, request: web.Request) -> web.Response:
+        text = await request.text()
+        with self._lock:
+            self.posts.append(Post(request.path, dict(request.headers), text))
+            status = self.status.get(request.path, 200)
+        if status >= 300:
+            return web.Response(status=status, text=f"no service at {request.path}")
+        return web.Response(status=status, text="ok")
+
+    def url(self, path: str) -> str:
+        return f"{self.base}{path}"
+
+    def to(self, path: str) -> list[Post]:
+        with self._lock:
+            return [p for p in self.posts if p.path == path]
