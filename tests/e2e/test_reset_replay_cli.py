@@ -162,11 +162,10 @@ def test_reset_yes_json_records_who_and_the_next_sync_sends_every_row(
     )
     assert not snapshot_file(workspace).exists()
 
-    closed = ebbtide(workspace, receiver, "records", "failed", MAPPING, "--status", "reset")
     listed = ebbtide(
         workspace, receiver, "records", "failed", MAPPING, "--status", "reset", "--json"
     )
-    assert closed.returncode == 0, closed.stderr
+    assert listed.returncode == 0, listed.stderr
     assert [(r["key"], r["status"]) for r in json.loads(listed.stdout)] == [(7, "reset")]
     pending = ebbtide(workspace, receiver, "records", "failed", MAPPING, "--json")
     assert json.loads(pending.stdout) == []

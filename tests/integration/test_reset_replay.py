@@ -8,6 +8,7 @@ called as the CLI and the server call them. No mocks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -24,7 +25,7 @@ import yaml
 from ebbtide.demo.receiver import Receiver
 from ebbtide.engine.outcome import RunStatus, Trigger
 from ebbtide.engine.retries import FailureStatus
-from ebbtide.errors import MappingBusyError, UsageError
+from ebbtide.errors import EbbtideError, MappingBusyError, UsageError
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
@@ -583,12 +584,6 @@ def test_replay_is_refused_while_a_sync_of_the_mapping_runs(receiver: Receiver, 
     assert triggers(other) == ["manual", "manual"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="replay sends a record the run never sent because its values could not be converted"
-    " (error class `mapping`): the journal keeps its payload with the bad value as null, the"
-    " replay drops the __problem column, so the record goes out with null and is marked resolved",
-)
 def test_replay_does_not_send_a_record_whose_values_could_not_be_converted(
     receiver: Receiver, kit: Kit
 ) -> None:
@@ -617,6 +612,26 @@ def test_replay_does_not_send_a_record_whose_values_could_not_be_converted(
     assert 4 not in receiver.keys(accepted_only=False)  # actual: sent with "ltv": null
     assert run.failed_by_class == {"mapping": 1}
     assert failed_records(service, MIRROR)["4"].status is FailureStatus.PENDING
+
+
+def test_replay_of_a_run_sent_under_an_old_primary_key_does_not_corrupt_the_snapshot(
+    receiver: Receiver, kit: Kit
+) -> None:
+    service = kit.build(receiver.url, rows=5, mappings={MIRROR: mapping("mirror")})
+    first = service.run(MIRROR)  # keyed by id
+    changed = edit_config(kit, _primary_key)
+    ResetService(changed).reset(MIRROR)
+    assert changed.run(MIRROR).loaded_new == 5  # now keyed by email
+    receiver.reset()
+
+    with contextlib.suppress(EbbtideError):  # refusing the replay is a fine answer
+        replay(changed, first)
+    sent_keys = receiver.keys(accepted_only=False)
+    receiver.reset()
+    after = changed.run(MIRROR)
+
+    assert all(isinstance(k, str) and "@" in k for k in sent_keys)  # actual: 1..5 sent
+    assert (after.deleted, receiver.requests) == (0, 0)  # actual: deletes for "1".."5"
 
 
 # -- journals ---------------------------------------------------------------------------------
@@ -653,6 +668,36 @@ def test_each_run_journal_is_zstd_parquet_with_key_op_outcome_and_the_record_sen
             key,
             by_key[key]["data"],
         )
+
+
+def test_a_journal_larger_than_one_row_group_keeps_every_record_and_replays_whole(
+    receiver: Receiver, kit: Kit
+) -> None:
+    rows = 70_000  # more than one Parquet row group (65,536 records) is written
+    service = kit.build(
+        receiver.url,
+        rows=rows,
+        destinations={"hook": hook(batch_size=5_000, concurrency=4, timeout_s=60)},
+        mappings={MIRROR: mapping("mirror")},
+    )
+    receiver.count_only = True
+    first = service.run(MIRROR)
+    assert first.loaded_new == rows, first.error
+
+    meta = pq.ParquetFile(journal_of(kit, first)).metadata
+    assert meta.num_row_groups >= 2
+    assert meta.num_rows == rows
+    assert {
+        meta.row_group(g).column(c).compression
+        for g in range(meta.num_row_groups)
+        for c in range(meta.num_columns)
+    } == {"ZSTD"}
+    keys = pq.read_table(journal_of(kit, first), columns=["__k0"]).column("__k0").to_pylist()
+    assert sorted(keys) == list(range(1, rows + 1))
+
+    receiver.reset()
+    run = replay(service, first)
+    assert (run.status, run.loaded_new, receiver.record_count) == (RunStatus.SUCCESS, rows, rows)
 
 
 def test_a_run_that_sends_nothing_leaves_no_journal(receiver: Receiver, kit: Kit) -> None:

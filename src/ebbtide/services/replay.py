@@ -10,8 +10,8 @@ from ebbtide.engine.outcome import Trigger
 from ebbtide.engine.run import Replay, RunListener
 from ebbtide.errors import UsageError
 from ebbtide.ports import OUTCOME_COLUMN
-from ebbtide.services.sync import SyncService
-from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent
+from ebbtide.services.sync import SyncService, sent_as
+from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent, sent_identity
 from ebbtide.state.records import RunRecord
 
 
@@ -54,6 +54,7 @@ class ReplayService:
         state = journal_state(self.sync.workspace.state_dir, run.mapping, run.id)
         if not state.exists:
             raise UsageError(self._why_no_journal(run, partial=state.partial))
+        self._check_sent_as(run, sent_identity(state.path))
         records = read_sent(state.path, only_failed=only_failed)
         if only_failed and not records.num_rows:
             raise UsageError(f"run {run.id} has no failed records to replay")
@@ -71,6 +72,17 @@ class ReplayService:
             actor=actor,
             replay=(plan.run.id, Replay(records, plan.latest)),
         )
+
+    def _check_sent_as(self, run: RunRecord, sent: dict[str, str]) -> None:
+        """Records sent under another key, model or destination cannot be replayed."""
+        now = sent_as(self.sync.compile(run.mapping))
+        changed = [k for k in now if sent.get(k, now[k]) != now[k]]
+        if changed:
+            what = ", ".join(f"{k.replace('_', ' ')} {sent[k]!r} (now {now[k]!r})" for k in changed)
+            raise UsageError(
+                f"run {run.id} sent its records with {what}: they cannot be replayed to the"
+                f" mapping as it is now. `ebbtide reset {run.mapping}` resends the whole model."
+            )
 
     def prune(self, keep_days: float) -> tuple[int, int]:
         """Delete journals older than `keep_days`; returns (files, bytes) removed."""

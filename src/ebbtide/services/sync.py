@@ -78,6 +78,15 @@ class SyncPlan:
         )
 
 
+def sent_as(mapping: CompiledMapping) -> dict[str, str]:
+    """What a run's records are sent as; a replay of them needs the same."""
+    return {
+        "primary_key": ",".join(mapping.key_columns),
+        "model": mapping.model,
+        "destination": mapping.destination,
+    }
+
+
 @dataclass(frozen=True)
 class RunOptions:
     listener: RunListener
@@ -204,7 +213,8 @@ class SyncService:
                 force=options.force,
                 replay=options.replay,
                 sent_log=SentJournal(
-                    journal_path(self.workspace.state_dir, mapping.name, lease.run_id)
+                    journal_path(self.workspace.state_dir, mapping.name, lease.run_id),
+                    sent_as(mapping),
                 ),
             )
             execute(job, result)

@@ -1,10 +1,11 @@
 """What each run sent: every record with its outcome, as Parquet (zstd), so a run can be replayed.
 
 One file per run under `.ebbtide/journals/<mapping>/`: the outbound columns (key, operation,
-the JSON record, the row hash, key parts and the typed field columns) and `__outcome`, null for
-a record the destination accepted, else the error class it failed with. The file is written
-under a `.partial` name and renamed when the run closes it, so a run that died mid-way leaves a
-journal that says so.
+the JSON record, the row hash, key parts, the typed field columns and why a record could not be
+converted) and `__outcome`, null for a record the destination accepted, else the error class it
+failed with. The schema's metadata says what the records were sent as (key, model,
+destination). The file is written under a `.partial` name and renamed when the run closes it,
+so a run that died mid-way leaves a journal that says so.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ebbtide.ports import OUTCOME_COLUMN, PROBLEM_COLUMN
+from ebbtide.ports import OUTCOME_COLUMN
 
 JOURNALS_DIR = "journals"
 ROW_GROUP_ROWS = 65_536  # buffered before writing: Parquet compresses large groups best
@@ -38,9 +39,11 @@ class SentJournal:
     while it works), so keeping the journal does not hold up the requests in flight.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, identity: dict[str, str] | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
+        # What the records were sent as (key, model, destination): a replay checks it.
+        self._identity: dict[bytes | str, bytes | str] = {k: v for k, v in (identity or {}).items()}
         self._partial = path.with_name(path.name + PARTIAL)
         self._writer: pq.ParquetWriter | None = None
         self._schema: pa.Schema | None = None
@@ -53,12 +56,15 @@ class SentJournal:
         """Records of a batch and, for each, None (accepted) or the error class it failed with."""
         if not records.num_rows:
             return
-        names = [n for n in records.schema.names if n != PROBLEM_COLUMN]
+        # `__problem` stays: a replay fails those records again instead of sending them.
+        names = records.schema.names
         arrays = [_storage(records.column(n)) for n in names]
         arrays.append(pa.array(outcomes, pa.string()))
         if self._schema is None:
             fields = [pa.field(n, a.type) for n, a in zip(names, arrays, strict=False)]
-            self._schema = pa.schema([*fields, pa.field(OUTCOME_COLUMN, pa.string())])
+            self._schema = pa.schema(
+                [*fields, pa.field(OUTCOME_COLUMN, pa.string())], metadata=self._identity
+            )
         self._buffer.append(pa.RecordBatch.from_arrays(arrays, schema=self._schema))
         self._buffered += records.num_rows
         if self._buffered >= ROW_GROUP_ROWS:
@@ -105,6 +111,12 @@ def journal_state(state_dir: Path, mapping: str, run_id: int) -> JournalState:
     path = journal_path(state_dir, mapping, run_id)
     partial = path.with_name(path.name + PARTIAL)
     return JournalState(path, path.exists(), partial.exists())
+
+
+def sent_identity(path: Path) -> dict[str, str]:
+    """What a journal's records were sent as: primary key, model, destination."""
+    metadata = pq.read_schema(path).metadata or {}
+    return {k.decode(): v.decode() for k, v in metadata.items() if not k.startswith(b"ARROW")}
 
 
 def read_sent(path: Path, *, only_failed: bool = False) -> pa.Table:
