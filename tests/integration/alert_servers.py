@@ -106,7 +106,7 @@ class SmtpServer:
             return AuthResult(success=False, handled=False)
         given = (data.login.decode(), data.password.decode())
         self.logins.append(given)
-        return AuthResult(success=given == self.login)
+        return AuthResult(success=given == self.login, handled=False)  # aiosmtpd answers
 
     def to(self, address: str) -> list[Mail]:
         return [m for m in self.mails if address in m.rcpt_tos]
@@ -131,13 +131,15 @@ class Post:
 class HttpEndpoints:
     """Keeps every POST to any path; answers `status[path]` (default 200).
 
-    An error answer repeats the path it was sent to, as some servers do, so a token in the
-    URL reaches the sender's error message.
+    An error answer repeats the URL it was sent to (`echo = "url"`), or only its path
+    (`echo = "path"`, as Express's "Cannot POST /…" does), so a token in the URL reaches the
+    sender's error message.
     """
 
     def __init__(self) -> None:
         self.posts: list[Post] = []
         self.status: dict[str, int] = {}
+        self.echo = "url"
         self.base = ""
         self._lock = threading.Lock()
         self._loop = asyncio.new_event_loop()
@@ -170,7 +172,8 @@ class HttpEndpoints:
             self.posts.append(Post(request.path, dict(request.headers), text))
             status = self.status.get(request.path, 200)
         if status >= 300:
-            return web.Response(status=status, text=f"no service at {request.path}")
+            where = request.url if self.echo == "url" else request.path
+            return web.Response(status=status, text=f"no service at {where}")
         return web.Response(status=status, text="ok")
 
     def url(self, path: str) -> str:

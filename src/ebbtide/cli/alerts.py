@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 
@@ -51,8 +52,9 @@ def subscribe(
             mappings=mapping,
             channels=channel or [Channel.EMAIL],
         )
-    except ValueError as exc:
-        raise UsageError(str(exc).splitlines()[-1]) from None
+    except ValidationError as exc:
+        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UsageError(reason) from None
     if Channel.EMAIL in spec.delivered_by and alerts.workspace.spec.alerts.email is None:
         raise UsageError("email alerts need the SMTP server: add alerts.email to ebbtide.yml")
     number = alerts.book.subscribe(spec, utcnow())

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from ebbtide.alerts.email import EmailNotifier
 from ebbtide.alerts.http import SlackNotifier, WebhookNotifier
@@ -80,12 +81,16 @@ class AlertService:
             return None  # cancelled, interrupted: not news
         event = AlertStatus(run.status.value)
         if state is None or not state.failing:
-            self.book.set_state(run.mapping, AlertState(True, now, now))
+            self.book.set_state(run.mapping, AlertState(True, now, now, event))
+            return event, False
+        if state.status != event:
+            # From partly failing to failing (or back): news for whoever follows the new status.
+            self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
             return event, False
         remind = parse_interval(self.workspace.spec.alerts.remind_every)
         assert remind is not None
         if state.last_alert_at is None or now - state.last_alert_at >= remind:
-            self.book.set_state(run.mapping, AlertState(True, state.since, now))
+            self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
             return event, True
         return None
 
@@ -174,18 +179,29 @@ class AlertService:
         return deliveries
 
     def _deliver(self, message: AlertMessage, route: _Route) -> Delivery:
-        notifier = self._notifier(route)
+        target = _target(route)
         error: str | None = None
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                notifier.send(message)
-                return self._log(message, route.channel, notifier.target, None, attempt)
+                self._notifier(route).send(message)
+                return self._log(message, route.channel, target, None, attempt)
             except Exception as exc:  # noqa: BLE001 - SMTP, HTTP, DNS: all recorded alike
-                error = self.workspace.redact(f"{type(exc).__name__}: {exc}")
+                error = self._masked(f"{type(exc).__name__}: {exc}", route)
+                if isinstance(exc, UsageError):
+                    break  # a set-up problem: trying again changes nothing
                 if attempt < ATTEMPTS:
                     self.sleep(self.retry_delay_s * 2 ** (attempt - 1))
-        log.warning("alert to %s by %s failed: %s", notifier.target, route.channel, error)
-        return self._log(message, route.channel, notifier.target, error, ATTEMPTS)
+        log.warning("alert to %s by %s failed: %s", target, route.channel, error)
+        return self._log(message, route.channel, target, error, attempt)
+
+    def _masked(self, text: str, route: _Route) -> str:
+        """Secrets out of an error: `${VAR}` values, and the path of a Slack or webhook URL
+        (it holds the token, and servers repeat it in their errors)."""
+        sub = route.subscription
+        url = sub.slack.webhook_url if sub.slack else sub.webhook.url if sub.webhook else None
+        text = self.workspace.redact(text)
+        path = urlsplit(url).path if url else ""
+        return text.replace(path, "/***") if len(path) > 1 else text
 
     def _notifier(self, route: _Route) -> Notifier:
         sub = route.subscription
@@ -245,3 +261,13 @@ class AlertService:
                 for a in s.email or []
             }
         )
+
+
+def _target(route: _Route) -> str:
+    """Who a route reaches, as the log shows it: never a URL, which may hold a token."""
+    sub = route.subscription
+    if sub.slack:
+        return sub.slack.channel
+    if sub.webhook:
+        return "webhook"
+    return ", ".join(sub.email or [])

@@ -84,6 +84,7 @@ class AlertState:
     failing: bool
     since: datetime
     last_alert_at: datetime | None
+    status: str | None = None  # failed or partial_success, while failing
 
 
 class AlertBook:
@@ -197,13 +198,16 @@ class AlertBook:
             row = conn.execute(
                 sa.select(alert_states).where(alert_states.c.mapping == mapping)
             ).first()
-        return None if row is None else AlertState(row.failing, row.since, row.last_alert_at)
+        if row is None:
+            return None
+        return AlertState(row.failing, row.since, row.last_alert_at, row.status)
 
     def set_state(self, mapping: str, state: AlertState) -> None:
         values = {
             "failing": state.failing,
             "since": state.since,
             "last_alert_at": state.last_alert_at,
+            "status": state.status,
         }
         with self.engine.begin() as conn:
             updated = conn.execute(

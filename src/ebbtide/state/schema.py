@@ -161,6 +161,7 @@ alert_states = sa.Table(
     metadata,
     sa.Column("mapping", sa.String(200), primary_key=True),
     sa.Column("failing", sa.Boolean, nullable=False),
+    sa.Column("status", sa.String(20)),  # failed or partial_success, while failing
     sa.Column("since", UTCDateTime, nullable=False),
     sa.Column("last_alert_at", UTCDateTime),
 )

@@ -59,6 +59,7 @@ def upgrade() -> None:
         "alert_states",
         sa.Column("mapping", sa.String(200), primary_key=True),
         sa.Column("failing", sa.Boolean, nullable=False),
+        sa.Column("status", sa.String(20)),
         sa.Column("since", TS, nullable=False),
         sa.Column("last_alert_at", TS),
     )
