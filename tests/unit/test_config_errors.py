@@ -144,7 +144,7 @@ def test_an_unknown_key_without_a_close_match_lists_the_allowed_keys(tmp_path: P
     write(tmp_path, VALID, replace={"    schedule: 15m": "    xyzzy: 15m"})
     error = only_error(tmp_path)
     assert (error.line, error.path) == (24, "mappings.users_to_crm.xyzzy")
-    assert error.message.startswith("unknown key 'xyzzy' (allowed: action, destination, ")
+    assert error.message.startswith("unknown key 'xyzzy' (allowed: action, alert_min_failed_pct, ")
     assert "schedule" in error.message
 
 
