@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+
 from ebbtide.config.models import DestinationConfig
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
@@ -226,14 +228,7 @@ class SyncService:
         """Compile a mapping and bind it to its model's columns, reading no rows: what
         `validate` catches before a sync would (paths, types, conversions)."""
         mapping = self.compile(name)
-        query = self.workspace.model_query(mapping.model).strip().rstrip(";")
-        source = self._source(mapping.model)
-        try:
-            reader = source.read(f"SELECT * FROM (\n{query}\n) AS ebbtide_model LIMIT 0")
-            schema = reader.schema
-            reader.read_all()
-        finally:
-            source.close()
+        schema = self._read_over(mapping.model, "SELECT * FROM {model} LIMIT 0").schema
         try:
             return bind(mapping, schema)
         except MappingError as error:
@@ -241,14 +236,17 @@ class SyncService:
 
     def count_model(self, model: str) -> int:
         """How many rows the model has now (the source counts them)."""
+        rows = self._read_over(model, "SELECT count(*) AS n FROM {model}").column("n").to_pylist()
+        return int(rows[0] or 0) if rows else 0
+
+    def _read_over(self, model: str, template: str) -> pa.Table:
+        """`template` run on the source with `{model}` standing for the model's query."""
         query = self.workspace.model_query(model).strip().rstrip(";")
         source = self._source(model)
         try:
-            table = source.read(f"SELECT count(*) AS n FROM (\n{query}\n) AS ebbtide_model")
-            rows = table.read_all().column("n").to_pylist()
+            return source.read(template.format(model=f"(\n{query}\n) AS ebbtide_model")).read_all()
         finally:
             source.close()
-        return int(rows[0] or 0) if rows else 0
 
     def plan(self, name: str, samples: int = 3) -> SyncPlan:
         """Stage and diff without sending or committing anything."""

@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from ebbtide.ports import OUTCOME_COLUMN
+from ebbtide.ports import OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN
 
 JOURNALS_DIR = "journals"
+_REPEATING = (OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN)
 ROW_GROUP_ROWS = 65_536  # buffered before writing: Parquet compresses large groups best
 PARTIAL = ".partial"
 
@@ -89,8 +90,21 @@ class SentJournal:
 
     def _write_group(self, table: pa.Table) -> None:
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._partial, table.schema, compression="zstd")
+            self._writer = pq.ParquetWriter(
+                self._partial,
+                table.schema,
+                compression="zstd",
+                # Dictionaries only where values repeat: for records and keys they cost time
+                # and bytes (half of each, measured on 1M records), as do statistics.
+                use_dictionary=_repeating(table.schema),
+                write_statistics=False,
+            )
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+
+
+def _repeating(schema: pa.Schema) -> Any:
+    """The columns worth a dictionary (pyarrow takes a list, though its stubs say bool)."""
+    return [c for c in _REPEATING if c in schema.names]
 
 
 def _storage(column: Any) -> Any:
