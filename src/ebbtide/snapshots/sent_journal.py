@@ -25,7 +25,8 @@ from ebbtide.ports import OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN
 
 JOURNALS_DIR = "journals"
 _REPEATING = (OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN)
-ROW_GROUP_ROWS = 65_536  # buffered before writing: Parquet compresses large groups best
+ROW_GROUP_ROWS = 65_536
+MAX_QUEUED_GROUPS = 2  # buffered before writing: Parquet compresses large groups best
 PARTIAL = ".partial"
 
 
@@ -86,6 +87,9 @@ class SentJournal:
             return
         table = pa.Table.from_batches(self._buffer, self._schema)
         self._buffer, self._buffered = [], 0
+        while len(self._pending) >= MAX_QUEUED_GROUPS:
+            # The encoder is behind: wait for it rather than hold ever more groups in memory.
+            self._pending.pop(0).result()
         self._pending.append(self._encoder.submit(self._write_group, table))
 
     def _write_group(self, table: pa.Table) -> None:
