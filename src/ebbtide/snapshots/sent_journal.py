@@ -26,7 +26,7 @@ from ebbtide.ports import OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN
 JOURNALS_DIR = "journals"
 _REPEATING = (OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN)
 ROW_GROUP_ROWS = 16_384  # buffered before writing: large enough to compress well, small to hold
-MAX_QUEUED_GROUPS = 2  # buffered before writing: Parquet compresses large groups best
+MAX_QUEUED_GROUPS = 2  # row groups waiting for the encoder before a run waits for it
 PARTIAL = ".partial"
 
 
