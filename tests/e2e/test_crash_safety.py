@@ -37,7 +37,7 @@ from tests.e2e.harness import (
 )
 
 ROWS = 4_000
-DELAY_S = 0.06
+DELAY_S = 0.12  # long enough that a signal sent at 40% of the load lands mid-load on a busy machine
 
 KillPoint = Callable[[Workspace, ReceiverProcess, int], AbstractContextManager[None]]
 
