@@ -90,7 +90,16 @@ class Processes:
             out.with_suffix(".out").open("w") as stdout,
             out.with_suffix(".err").open("w") as stderr,
         ):
-            process = subprocess.Popen(args, env=env, stdout=stdout, stderr=stderr, text=True)
+            process = subprocess.Popen(
+                args,
+                env=env,
+                stdout=stdout,
+                stderr=stderr,
+                text=True,
+                # A CLI under test hears Ctrl-C as a person's would, whatever this process
+                # inherited or some library set: an ignored SIGINT is inherited by children.
+                preexec_fn=_default_sigint,
+            )
         self.started.append(process)
         return process
 
@@ -339,3 +348,7 @@ def holding_snapshot(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection
 def running_run(workspace: Workspace) -> int | None:
     latest = workspace.latest_run()
     return latest[0] if latest and latest[1] == "running" else None
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
