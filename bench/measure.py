@@ -85,14 +85,7 @@ def measure_bare_client(
 ) -> Measurement:
     """The same records POSTed by plain aiohttp, in a fresh process."""
     run = run_child(repo, "bench.bare_client", url, records, batch_size, concurrency)
-    return Measurement(
-        scenario="bare aiohttp client",
-        rows=records,
-        sent=int(run["sent"]),
-        expected=records,
-        wall_s=float(run["wall_s"]),
-        max_rss_mb=float(run["max_rss_mb"]),
-    )
+    return _of_child("bare aiohttp client", records, records, run)
 
 
 def measure_payloads(repo: Path, rows: int, scenario: str) -> Measurement:
@@ -101,11 +94,16 @@ def measure_payloads(repo: Path, rows: int, scenario: str) -> Measurement:
         run = run_child(repo, "bench.payloads", rows)
     except (RuntimeError, subprocess.TimeoutExpired, ValueError) as exc:
         return Measurement(scenario, rows, 0, rows, 0.0, 0.0, status="crashed", error=str(exc))
+    return _of_child(scenario, rows, rows, run)
+
+
+def _of_child(scenario: str, rows: int, expected: int, run: dict[str, Any]) -> Measurement:
+    """What every child reports: records, wall time and peak memory."""
     return Measurement(
         scenario=scenario,
         rows=rows,
         sent=int(run["sent"]),
-        expected=rows,
+        expected=expected,
         wall_s=float(run["wall_s"]),
         max_rss_mb=float(run["max_rss_mb"]),
     )

@@ -90,9 +90,9 @@ class Replay:
 
     def reader(self, batch_size: int) -> pa.RecordBatchReader:
         """The records exactly as they were sent."""
-        records = self.records.drop_columns(
-            [c for c in self.records.column_names if c == OUTCOME_COLUMN]
-        )
+        records = self.records
+        if OUTCOME_COLUMN in records.column_names:  # what happened to them is not resent
+            records = records.drop_columns([OUTCOME_COLUMN])
         batches = records.to_batches(max_chunksize=batch_size)
         return pa.RecordBatchReader.from_batches(records.schema, batches)
 
