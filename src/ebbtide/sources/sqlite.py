@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
@@ -37,7 +39,12 @@ class SQLiteSource:
     def __init__(self, path: Path) -> None:
         if not path.is_file():
             raise SourceError(f"SQLite file {path} does not exist")
-        self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        # DuckDB pulls the model's batches on threads of its own, one pull at a time: the
+        # connection is handed between threads but never used by two at once.
+        try:
+            self._con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise SourceError(f"cannot open SQLite file {path}: {exc}") from exc
 
     def read(self, query: str) -> pa.RecordBatchReader:
         try:
@@ -45,9 +52,14 @@ class SQLiteSource:
         except sqlite3.Error as exc:
             raise SourceError(f"the model's SQL failed on SQLite: {exc}") from exc
         names = [d[0] for d in cursor.description]
-        return batches_from_rows(
-            names, cursor.fetchmany, BATCH_ROWS, self._declared_types(query, names)
-        )
+
+        def fetch(size: int) -> Sequence[Sequence[Any]]:
+            try:
+                return cursor.fetchmany(size)
+            except sqlite3.Error as exc:
+                raise SourceError(f"reading the model's rows from SQLite failed: {exc}") from exc
+
+        return batches_from_rows(names, fetch, BATCH_ROWS, self._declared_types(query, names))
 
     def _declared_types(self, query: str, names: list[str]) -> list[pa.DataType | None]:
         """Declared types of the result's columns, where SQLite can tell them."""
