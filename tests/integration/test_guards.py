@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import subprocess
@@ -15,7 +16,9 @@ import pytest
 
 from ebbtide.demo.receiver import Receiver
 from ebbtide.engine.outcome import RunStatus
+from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
+from ebbtide.state.schema import runs
 from tests.integration.workspace_kit import Kit, mapping, sent
 
 ROWS = 200
@@ -174,3 +177,124 @@ def test_plan_reports_the_guard_and_force_sends_once(receiver: Receiver, kit: Ki
     receiver.reset()
     assert ebbtide(kit, "sync", "run", "users_mirror").returncode == 1
     assert receiver.requests == 0
+
+
+# -- losing most of a destination, at any size and across runs ------------------------------
+
+
+def small(kit: Kit, receiver: Receiver, rows: int, **spec: Any) -> SyncService:
+    service = kit.build(receiver.url, rows=rows, mappings={"m": mapping("mirror", **spec)})
+    assert service.run("m").loaded_new == rows
+    receiver.reset()
+    return service
+
+
+@pytest.mark.parametrize(
+    ("rows", "deleted", "trips"),
+    [(3, 3, True), (3, 2, True), (3, 1, False), (1, 1, True), (2, 1, False), (2, 2, True)],
+)
+def test_losing_more_than_half_trips_however_small_the_destination(
+    receiver: Receiver, kit: Kit, rows: int, deleted: int, trips: bool
+) -> None:
+    # "Most" is more than half: 1 of 2 is allowed, the last record of a destination is not.
+    service = small(kit, receiver, rows)
+    kit.sql(f"DELETE FROM users WHERE id <= {deleted}")
+    run = service.run("m")
+    if trips:
+        assert run.status is RunStatus.FAILED
+        assert run.error is not None and f"delete {deleted} of {rows} records" in run.error
+        assert "--force" in run.error
+        assert receiver.requests == 0
+    else:
+        assert run.status is RunStatus.SUCCESS, run.error
+        assert run.loaded_deleted == deleted
+
+
+def test_max_delete_pct_100_lets_a_small_mirror_empty_its_destination(
+    receiver: Receiver, kit: Kit
+) -> None:
+    service = small(kit, receiver, 3, guards={"max_delete_pct": 100})
+    kit.sql("DELETE FROM users")
+    run = service.run("m")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert sent(receiver) == {("deleted", k) for k in (1, 2, 3)}
+
+
+def test_a_shrink_in_two_steps_trips_on_the_second(receiver: Receiver, kit: Kit) -> None:
+    service = synced(kit, receiver, "users_mirror")
+    kit.sql("DELETE FROM users WHERE id <= 98")  # 49%
+    first = service.run("users_mirror")
+    assert (first.status, first.loaded_deleted) == (RunStatus.SUCCESS, 98), first.error
+    receiver.reset()
+
+    kit.sql("DELETE FROM users WHERE id <= 148")  # 50 of 102: 49% again
+    second = service.run("users_mirror")
+    assert second.status is RunStatus.FAILED
+    assert receiver.requests == 0
+    assert second.error is not None
+    reference_run = first  # it started with all 200 records in the destination
+    for told in (
+        "max_delete_pct",
+        "delete 50 of 102 records",
+        "leaving 52 of the 200",
+        f"run {reference_run.id}",
+        "74.0% lost across runs",
+        "limit 50%",
+        "--force",
+    ):
+        assert told in second.error, (told, second.error)
+    plan = service.plan("users_mirror")
+    assert plan.guard is not None and "leaving 52 of the 200" in plan.guard
+
+
+def test_adds_and_updates_after_a_shrink_are_never_blocked(receiver: Receiver, kit: Kit) -> None:
+    service = synced(kit, receiver, "users_mirror")
+    kit.sql("DELETE FROM users WHERE id <= 98")
+    assert service.run("users_mirror").status is RunStatus.SUCCESS
+    kit.sql(
+        "UPDATE users SET plan = 'gold' WHERE id > 190",
+        "INSERT INTO users VALUES (1000, 'new@example.com', 'free', 1.0)",
+    )
+    receiver.reset()
+    run = service.run("users_mirror")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert (run.loaded_new, run.loaded_updated) == (1, 10)
+
+
+def test_a_forced_run_rebases_the_reference(receiver: Receiver, kit: Kit) -> None:
+    service = synced(kit, receiver, "users_mirror")
+    kit.sql("DELETE FROM users WHERE id <= 98")
+    assert service.run("users_mirror").status is RunStatus.SUCCESS
+    kit.sql("DELETE FROM users WHERE id <= 148")
+    assert service.run("users_mirror").status is RunStatus.FAILED
+    forced = service.run("users_mirror", force=True)
+    assert (forced.status, forced.loaded_deleted, forced.forced) == (RunStatus.SUCCESS, 50, True)
+
+    kit.sql("DELETE FROM users WHERE id <= 160")  # 12 of 52: measured from 52 now, not 200
+    receiver.reset()
+    after = service.run("users_mirror")
+    assert (after.status, after.loaded_deleted) == (RunStatus.SUCCESS, 12), after.error
+
+
+def test_a_reset_rebases_the_reference(receiver: Receiver, kit: Kit) -> None:
+    service = synced(kit, receiver, "users_mirror")
+    kit.sql("DELETE FROM users WHERE id <= 98")
+    assert service.run("users_mirror").status is RunStatus.SUCCESS
+    ResetService(service).reset("users_mirror")
+    assert service.run("users_mirror").loaded_new == 102  # the reset sends the model again
+    kit.sql("DELETE FROM users WHERE id <= 148")
+    after = service.run("users_mirror")
+    assert (after.status, after.loaded_deleted) == (RunStatus.SUCCESS, 50), after.error
+
+
+def test_sizes_older_than_the_window_are_forgotten(receiver: Receiver, kit: Kit) -> None:
+    service = synced(kit, receiver, "users_mirror", guards={"delete_window": "1d"})
+    kit.sql("DELETE FROM users WHERE id <= 98")
+    assert service.run("users_mirror").status is RunStatus.SUCCESS
+    two_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
+    with service.state.engine.begin() as conn:  # as if every run so far were that old
+        conn.execute(runs.update().values(started_at=two_days_ago))
+    kit.sql("DELETE FROM users WHERE id <= 148")
+    receiver.reset()
+    run = service.run("users_mirror")
+    assert (run.status, run.loaded_deleted) == (RunStatus.SUCCESS, 50), run.error

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -64,6 +65,21 @@ class GuardSpec(Spec):
     max_deletes: int | None = Field(default=None, ge=0)
     max_delete_pct: float | None = Field(default=None, ge=0, le=100)
     max_change_pct: float | None = Field(default=None, ge=0)
+    # How long the delete guard remembers the largest size the destination had.
+    delete_window: str = "7d"
+
+    @field_validator("delete_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        if parse_interval(value) is None:
+            raise ValueError(f"{value!r} is not a duration: use e.g. 12h, 7d")
+        return value
+
+    @property
+    def delete_window_td(self) -> timedelta:
+        window = parse_interval(self.delete_window)
+        assert window is not None
+        return window
 
 
 class FieldType(StrEnum):

@@ -12,7 +12,7 @@ from enum import StrEnum
 
 import pyarrow as pa
 
-from ebbtide.engine.guards import Guards, GuardTripped
+from ebbtide.engine.guards import Guards, GuardTripped, PastSize
 from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
@@ -77,6 +77,8 @@ class SyncJob:
     fence: Callable[[], None] = lambda: None  # raises LeaseLostError once the lease is gone
     guards: Guards = field(default_factory=Guards)
     force: bool = False  # send even when a guard trips
+    past_size: PastSize | None = None  # the largest size the destination had in recent runs
+    record_size: Callable[[int], None] = lambda size: None  # its size as this run starts
     replay: Replay | None = None  # resend a past run's records instead of a diff
     sent_log: SentLog | None = None  # where the records this run sends are kept for replays
 
@@ -103,12 +105,14 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     with _timed(timings, "extract_s"):
         job.listener.phase(Phase.EXTRACT)
         job.snapshot.merge_journals()  # what a crashed run had delivered
+        size = job.snapshot.snapshot_size()
+        job.record_size(size)
         result.counts.extracted = job.snapshot.stage(job.source.read(job.query))
         job.source.close()  # its buffers are not needed past this point
         job.snapshot.check_keys()
     with _timed(timings, "diff_s"):
         job.listener.phase(Phase.DIFF)
-        changes = _changes(job, result.counts)
+        changes = _changes(job, result.counts, size)
     failed_keys: dict[str, ErrorClass] = {}
     with _timed(timings, "load_s"):
         to_send = sum(changes.of(op) for op in _sent_ops(job))
@@ -139,7 +143,7 @@ def _sent_ops(job: SyncJob) -> frozenset[Operation]:
     return frozenset(Operation) if job.replay is not None else job.mapping.operations_sent
 
 
-def _changes(job: SyncJob, counts: RunCounts) -> ChangeCounts:
+def _changes(job: SyncJob, counts: RunCounts, size: int) -> ChangeCounts:
     """What this run sends: the diff (stopped by a guard that trips), or a replay's records."""
     if job.replay is not None:
         changes, skipped = job.snapshot.replay(job.replay.records, latest=job.replay.latest)
@@ -148,11 +152,12 @@ def _changes(job: SyncJob, counts: RunCounts) -> ChangeCounts:
         return changes
     changes = job.snapshot.diff()
     _count_changes(counts, changes, job.mapping.operations_sent)
-    tripped = job.guards.tripped(changes, job.snapshot.snapshot_size(), job.mapping.operations_sent)
+    tripped = job.guards.tripped(changes, size, job.mapping.operations_sent, job.past_size)
     if tripped and not job.force:
         raise GuardTripped(
             f"guard {tripped}; nothing was sent. Check the model; if the change is meant,"
-            " run the sync again with --force."
+            " run the sync again with --force (once), or raise the limit under `guards:` in"
+            " ebbtide.yml (max_delete_pct: 100 turns the delete share off)."
         )
     return changes
 

@@ -26,6 +26,7 @@ from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.snapshots.journal import acknowledged
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
 from ebbtide.state.records import Lease, RunRecord
@@ -148,6 +149,7 @@ class SyncService:
             self.lease_ttl_s,
             actor=actor,
             replay_of=replay[0] if replay else None,
+            forced=force,
         )
         result = RunResult()
         job = RunOptions(listener or RunListener(), force, replay[1] if replay else None)
@@ -193,7 +195,12 @@ class SyncService:
         source = self._source(mapping.model)
         snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
         spec = self.workspace.mapping(mapping.name)
+        guards = Guards.for_mapping(spec.guards, spec.mode)
+        sizes = self.state.sizes
         try:
+            # Credited before the journals are merged (which deletes them): what each dead
+            # run delivered becomes its loaded counts in the history.
+            sizes.record_acknowledged(acknowledged(snapshot.journal_dir))
             config = self.workspace.destinations[mapping.destination]
             job = SyncJob(
                 run_id=lease.run_id,
@@ -211,8 +218,10 @@ class SyncService:
                 pending=self.state.pending_failures.pending(mapping.name),
                 retry_policy=RetryPolicy(spec.retry.max_days, spec.retry.max_syncs),
                 fence=lambda: self.state.check_lease(lease),
-                guards=Guards.for_mapping(spec.guards, spec.mode),
+                guards=guards,
                 force=options.force,
+                past_size=sizes.largest_recent(mapping.name, guards.delete_window, lease.run_id),
+                record_size=lambda size: sizes.record(lease.run_id, size),
                 replay=options.replay,
                 sent_log=SentJournal(
                     journal_path(self.workspace.state_dir, mapping.name, lease.run_id),
@@ -258,8 +267,10 @@ class SyncService:
             snapshot.check_keys()
             changes = snapshot.diff(dry_run=True)
             spec = self.workspace.mapping(name)
-            tripped = Guards.for_mapping(spec.guards, spec.mode).tripped(
-                changes, snapshot.snapshot_size(), mapping.operations_sent
+            guards = Guards.for_mapping(spec.guards, spec.mode)
+            past = self.state.sizes.largest_recent(name, guards.delete_window)
+            tripped = guards.tripped(
+                changes, snapshot.snapshot_size(), mapping.operations_sent, past
             )
             sample = snapshot.sample_changes(frozenset(Operation), samples)
         finally:

@@ -8,10 +8,15 @@ of the next run if this one died.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import pyarrow as pa
+import pyarrow.compute as pc
+
+from ebbtide.ports import OP_COLUMN, ChangeCounts, Operation
 
 
 class AckJournal:
@@ -42,6 +47,26 @@ def journal_files(directory: Path) -> list[Path]:
     return sorted(directory.glob("*.arrow")) if directory.is_dir() else []
 
 
+def acknowledged(directory: Path) -> dict[int, ChangeCounts]:
+    """Per run with a journal waiting: the records the destination accepted, by operation.
+
+    Read before the journals are merged, so a run that died is credited with what it
+    delivered; a batch torn by a crash is not counted (it is resent, like one in flight).
+    """
+    counted: dict[int, ChangeCounts] = {}
+    for file in journal_files(directory):
+        if not file.stem.isdigit():
+            continue
+        ops: Counter[str] = Counter()
+        for batch in _complete_batches(file, None):
+            tally = pc.value_counts(batch.column(OP_COLUMN))
+            names = cast(list[str], tally.field("values").to_pylist())
+            counts = cast(list[int], tally.field("counts").to_pylist())
+            ops.update(dict(zip(names, counts, strict=True)))
+        counted[int(file.stem)] = ChangeCounts(**{op.value: ops[op.value] for op in Operation})
+    return counted
+
+
 JOURNAL_COLUMN = "__journal"
 
 
@@ -68,7 +93,7 @@ def read_journals(files: list[Path], schema: pa.Schema) -> pa.RecordBatchReader:
 REGROUP_ROWS = 65_536
 
 
-def _complete_batches(file: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+def _complete_batches(file: Path, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
     try:
         reader = pa.ipc.open_stream(pa.memory_map(str(file)))
     except (pa.ArrowInvalid, OSError):
@@ -80,7 +105,7 @@ def _complete_batches(file: Path, schema: pa.Schema) -> Iterator[pa.RecordBatch]
             return
         except (pa.ArrowInvalid, OSError):
             return  # torn by a crash: resent by the next run, like a batch in flight
-        yield batch if batch.schema.equals(schema) else batch.cast(schema)
+        yield batch if schema is None or batch.schema.equals(schema) else batch.cast(schema)
 
 
 def _tagged(group: list[pa.RecordBatch], position: int) -> pa.RecordBatch:

@@ -38,6 +38,8 @@ class RunRecord:
     actor: str | None = None
     replay_of: int | None = None
     after_reset: bool = False
+    snapshot_size: int | None = None  # records the destination had when the run started
+    forced: bool = False
 
     @property
     def duration_s(self) -> float | None:
@@ -76,6 +78,8 @@ class RunRecord:
             "actor": self.actor,
             "replay_of": self.replay_of,
             "after_reset": self.after_reset,
+            "snapshot_size": self.snapshot_size,
+            "forced": self.forced,
         }
 
 

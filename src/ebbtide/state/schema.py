@@ -60,6 +60,10 @@ runs = sa.Table(
     sa.Column("actor", sa.String(200)),  # who started it: a person's login, or the scheduler
     sa.Column("replay_of", sa.Integer),  # the run a replay resends
     sa.Column("after_reset", sa.Boolean, nullable=False, default=False),
+    # Records the destination had when the run started (after absorbing a crashed run's
+    # acknowledgements): the delete guard's memory of how large the destination was.
+    sa.Column("snapshot_size", sa.BigInteger),
+    sa.Column("forced", sa.Boolean, nullable=False, default=False),  # `--force`: re-bases it
     sa.Column("host", sa.String(200)),
     sa.Column("pid", sa.Integer),
     sa.Index("ix_runs_mapping_id", "mapping", "id"),

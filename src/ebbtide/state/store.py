@@ -34,6 +34,7 @@ from ebbtide.state.alerts import AlertBook
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
+from ebbtide.state.sizes import RunSizes, failed_counts
 
 _MIGRATING = threading.Lock()
 
@@ -60,6 +61,7 @@ class SqlStateStore:
         self._migrate()
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
+        self.sizes = RunSizes(self.engine)
 
     def _migrate(self) -> None:
         config = AlembicConfig()
@@ -101,6 +103,7 @@ class SqlStateStore:
         *,
         actor: str | None = None,
         replay_of: int | None = None,
+        forced: bool = False,
     ) -> tuple[RunRecord, Lease]:
         """Claim the mapping and record a new running run, or raise MappingBusyError.
 
@@ -146,6 +149,7 @@ class SqlStateStore:
                     trigger=trigger,
                     actor=actor,
                     replay_of=replay_of,
+                    forced=forced,
                     after_reset=previous == Trigger.RESET and trigger != Trigger.RESET,
                     status=RunStatus.RUNNING.value,
                     started_at=now,
@@ -178,6 +182,7 @@ class SqlStateStore:
                     finished_at=now,
                     error="the run stopped without finishing (its lease expired); the next run"
                     " re-sent what it had not delivered",
+                    **failed_counts(conn, held.run_id),
                 )
             )
 
