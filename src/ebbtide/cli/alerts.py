@@ -8,6 +8,7 @@ import typer
 from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, out, service
@@ -58,7 +59,11 @@ def subscribe(
     if Channel.EMAIL in spec.delivered_by and alerts.workspace.spec.alerts.email is None:
         raise UsageError("email alerts need the SMTP server: add alerts.email to ebbtide.yml")
     number = alerts.book.subscribe(spec, utcnow())
-    out.print(f"subscription {number}: {email} hears about {_describe(spec)}")
+    out.print(
+        f"subscription {number}: {email} hears about {_describe(spec)}",
+        markup=False,
+        highlight=False,
+    )
 
 
 @alerts_app.command("unsubscribe")
@@ -100,7 +105,8 @@ def list_subscriptions(json_output: JsonFlag = False) -> None:
     for column in ("id", "to", "statuses", "mappings", "channels"):
         table.add_column(column)
     for where, spec in rows:
-        table.add_row(
+        render.add_row(
+            table,
             where,
             _target(spec),
             ", ".join(spec.statuses),
@@ -118,7 +124,7 @@ def emails(json_output: JsonFlag = False) -> None:
         render.print_json(out, addresses)
     else:
         for address in addresses:
-            out.print(address, highlight=False)
+            out.print(address, markup=False, highlight=False)
 
 
 @alerts_app.command("test")
@@ -129,7 +135,9 @@ def test(channel: Channel, json_output: JsonFlag = False) -> None:
         render.print_json(out, [d.to_json() for d in deliveries])
     else:
         for d in deliveries:
-            result = "[green]sent[/]" if d.delivered else f"[red]failed[/] ({d.error})"
+            result = (
+                "[green]sent[/]" if d.delivered else f"[red]failed[/] ({escape(d.error or '')})"
+            )
             out.print(f"{d.channel} → {escape(d.target)}: {result}")
     if not all(d.delivered for d in deliveries):
         raise typer.Exit(1)
@@ -149,7 +157,8 @@ def log(
     for column in ("when (UTC)", "run", "mapping", "event", "channel", "to", "result"):
         table.add_column(column)
     for d in deliveries:
-        table.add_row(
+        render.add_row(
+            table,
             f"{d.created_at:%m-%d %H:%M:%S}",
             str(d.run_id or "—"),
             d.mapping,
@@ -158,7 +167,7 @@ def log(
             d.target,
             "delivered"
             if d.delivered
-            else f"[red]failed after {d.attempts}[/]: {escape(d.error or '')}",
+            else Text.assemble((f"failed after {d.attempts}", "red"), f": {d.error or ''}"),
         )
     out.print(table)
 

@@ -6,6 +6,7 @@ import getpass
 import os
 import signal
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -88,8 +89,8 @@ def init(
     """Create a workspace: ebbtide.yml, a models/ folder and a .gitignore."""
     created = init_workspace(directory, demo=demo)
     for path in created:
-        out.print(f"created {path}")
-    out.print(f"Next: cd {directory} && ebbtide validate")
+        out.print(f"created {escape(str(path))}")
+    out.print(f"Next: cd {escape(str(directory))} && ebbtide validate")
 
 
 @app.command()
@@ -127,7 +128,7 @@ def validate(
         render.print_json(out, summary)
     else:
         out.print(
-            f"[green]✓[/] {workspace.file} is valid: {summary['sources']} source(s),"
+            f"[green]✓[/] {escape(str(workspace.file))} is valid: {summary['sources']} source(s),"
             f" {summary['models']} model(s), {summary['destinations']} destination(s),"
             f" {summary['mappings']} mapping(s)"
         )
@@ -158,40 +159,71 @@ def sync_run(
     ] = False,
     json_output: JsonFlag = False,
 ) -> None:
-    """Sync mappings now, one after the other, and show what happened."""
+    """Sync mappings now, one after the other, and show what happened.
+
+    A mapping that cannot run (busy, …) is reported and the others still run; the exit code is
+    the worst of them all (see `_RANK`).
+    """
     service = _service()
     names = _chosen(service.workspace, mappings or [], all_mappings)
-    records: list[RunRecord] = []
+    outcome = _SyncOutcome()
     try:
         for name in names:
-            if json_output or not sys.stderr.isatty():
-                records.append(service.run(name, force=force))
-            else:
-                with ProgressListener(name, err) as listener:
-                    records.append(service.run(name, listener=listener, force=force))
+            outcome.current = name
+            try:
+                outcome.records.append(_run_one(service, name, force, json_output))
+            except EbbtideError as error:
+                outcome.refused.append((name, error))
     except KeyboardInterrupt:
+        _show_syncs(service, outcome, json_output)
         # Typer would exit silently: say what happened to the run and what happens next.
         err.print(
-            f"[yellow]cancelled[/]: the sync of {name!r} was stopped and recorded as cancelled;"
-            " what it delivered is kept, and the next sync sends the rest"
+            f"[yellow]cancelled[/]: the sync of {escape(repr(outcome.current))} was stopped and"
+            " recorded as cancelled; what it delivered is kept, and the next sync sends the rest"
         )
         raise typer.Exit(EXIT_CANCELLED) from None
-    if json_output:
-        render.print_json(out, [r.to_json() for r in records])
+    _show_syncs(service, outcome, json_output)
+    codes = [EXIT_FOR_STATUS[r.status] for r in outcome.records]
+    codes += [error.exit_code for _, error in outcome.refused]
+    raise typer.Exit(max(codes, key=lambda code: _RANK.get(code, len(_RANK)), default=0))
+
+
+# Several syncs exit with the worst code, from least to most severe: success, partial success,
+# busy (that mapping did not sync at all), failed, bad usage or configuration.
+_RANK = {0: 0, 3: 1, 4: 2, 1: 3, 2: 4}
+
+
+@dataclass
+class _SyncOutcome:
+    records: list[RunRecord] = field(default_factory=list)
+    refused: list[tuple[str, EbbtideError]] = field(default_factory=list)  # mappings not run
+    current: str = ""
+
+
+def _run_one(service: SyncService, name: str, force: bool, json_output: bool) -> RunRecord:
+    if json_output or not sys.stderr.isatty():
+        return service.run(name, force=force)
+    with ProgressListener(name, err) as listener:
+        return service.run(name, listener=listener, force=force)
+
+
+def _show_syncs(service: SyncService, outcome: _SyncOutcome, json_output: bool) -> None:
+    """Every run's result, then each mapping that could not run and why."""
+    if not outcome.records:
+        pass  # no run started: the reasons below are all there is to say
+    elif json_output:
+        render.print_json(out, [r.to_json() for r in outcome.records])
     else:
-        out.print(render.runs_table(records, title="This sync"))
-        for record in records:
+        out.print(render.runs_table(outcome.records, title="This sync"))
+        for record in outcome.records:
             if record.error:
-                err.print(f"[red]{record.mapping}:[/] {record.error}")
+                err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
             if record.failed:
                 groups = service.state.failure_groups(record.id)
                 out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
                 out.print(f"Details: ebbtide runs show {record.id}")
-    raise typer.Exit(max((EXIT_FOR_STATUS[r.status] for r in records), key=_severity, default=0))
-
-
-def _severity(code: int) -> int:
-    return {0: 0, 3: 1, 1: 2}.get(code, 3)
+    for name, error in outcome.refused:
+        err.print(f"[red]{escape(name)}: not synced:[/] {escape(str(error))}", highlight=False)
 
 
 def _chosen(workspace: Workspace, mappings: list[str], all_mappings: bool) -> list[str]:
@@ -306,8 +338,8 @@ def reset(
         render.print_json(out, {**plan.to_json(), "run": record.to_json()})
     else:
         out.print(
-            f"[green]✓[/] {mapping} reset (run {record.id}); the next sync sends all"
-            f" {plan.model_rows:,} record(s): ebbtide sync run {mapping}"
+            f"[green]✓[/] {escape(mapping)} reset (run {record.id}); the next sync sends all"
+            f" {plan.model_rows:,} record(s): ebbtide sync run {escape(mapping)}"
         )
 
 
@@ -338,7 +370,7 @@ def replay(
     else:
         out.print(render.runs_table([record], title=f"Replay of run {run_id}"))
         if record.error:
-            err.print(f"[red]{record.mapping}:[/] {record.error}")
+            err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
         if record.failed:
             groups = service.state.failure_groups(record.id)
             out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
@@ -365,7 +397,7 @@ def journals_prune(
 
 def _confirm(explanation: str, yes: bool, what: str) -> None:
     """Explain, then ask; without a terminal only --yes confirms."""
-    err.print(explanation, highlight=False)
+    err.print(explanation, markup=False, highlight=False)
     if yes:
         return
     if not sys.stdin.isatty():
@@ -411,3 +443,14 @@ def main() -> None:
     except KeyboardInterrupt:
         err.print("[yellow]cancelled[/]: the next sync sends what this one did not")
         sys.exit(EXIT_CANCELLED)
+    except Exception as error:  # noqa: BLE001 - a bug gets one clear line, never a traceback
+        if options.debug:
+            raise
+        what = options.redact(f"{type(error).__name__}: {error}")
+        err.print(
+            f"[red]internal error:[/] {escape(what)}\n"
+            "This is a bug in ebbtide: run the command again with --debug for the traceback"
+            " and report it.",
+            highlight=False,
+        )
+        sys.exit(1)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,8 @@ err = Console(stderr=True)
 class Options:
     workspace: Path | None = None
     debug: bool = False
+    # The loaded workspace's secret masking, for messages printed outside any command.
+    redact: Callable[[str], str] = field(default=lambda text: text)
 
 
 options = Options()
@@ -29,7 +32,9 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output 
 
 def workspace() -> Workspace:
     root = options.workspace if options.workspace else find_workspace(Path.cwd())
-    return load_workspace(root.resolve())
+    loaded = load_workspace(root.resolve())
+    options.redact = loaded.redact
+    return loaded
 
 
 def service() -> SyncService:

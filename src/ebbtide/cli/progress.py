@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -34,7 +35,8 @@ class ProgressListener(RunListener):
 
     def __enter__(self) -> ProgressListener:
         self.progress.start()
-        self.task = self.progress.add_task("starting", total=None, mapping=self.mapping)
+        # The bar's template is markup: the mapping's name goes in escaped.
+        self.task = self.progress.add_task("starting", total=None, mapping=escape(self.mapping))
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -1,4 +1,9 @@
-"""How runs, plans and errors look in a terminal."""
+"""How runs, plans and errors look in a terminal.
+
+Keys, messages, codes, payloads and names come from warehouses, destinations and config files:
+they are shown as text, never read as Rich markup (a key `[/bold]` once crashed every view
+that showed it). Table cells are `Text` objects; strings printed with markup are escaped.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.errors import ErrorClass
@@ -30,8 +36,13 @@ def print_json(console: Console, value: Any) -> None:
     console.print_json(json.dumps(value, default=str))
 
 
-def status_text(status: RunStatus) -> str:
-    return f"[{STATUS_STYLE[status]}]{status.value}[/]"
+def status_text(status: RunStatus) -> Text:
+    return Text(status.value, style=STATUS_STYLE[status])
+
+
+def add_row(table: Table, *cells: str | Text) -> None:
+    """A row whose strings are shown exactly as they are."""
+    table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
 
 def seconds(value: float | None) -> str:
@@ -51,7 +62,8 @@ def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
     for column in ("extracted", "changes +/~/-", "loaded +/~/-", "failed"):
         table.add_column(column, justify="right")
     for run in runs:
-        table.add_row(
+        add_row(
+            table,
             str(run.id),
             run.mapping,
             trigger_text(run),
@@ -61,7 +73,7 @@ def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
             f"{run.extracted:,}",
             f"{run.added:,}/{run.updated:,}/{run.deleted:,}",
             f"{run.loaded_new:,}/{run.loaded_updated:,}/{run.loaded_deleted:,}",
-            f"[red]{run.failed:,}[/]" if run.failed else "0",
+            Text(f"{run.failed:,}", style="red") if run.failed else "0",
         )
     table.caption = "+ added, ~ updated, - deleted; loaded = accepted by the destination"
     return table
@@ -75,8 +87,14 @@ def run_details(
 ) -> None:
     """Everything about one run: status, phases, counts, and why records failed."""
     console.print(
-        f"[bold]Run {run.id}[/] · mapping [bold]{run.mapping}[/] · {status_text(run.status)}"
-        f" · trigger {trigger_text(run)}" + (f" by {run.actor}" if run.actor else "")
+        Text.assemble(
+            (f"Run {run.id}", "bold"),
+            " · mapping ",
+            (run.mapping, "bold"),
+            " · ",
+            status_text(run.status),
+            f" · trigger {trigger_text(run)}" + (f" by {run.actor}" if run.actor else ""),
+        )
     )
     console.print(
         f"started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, took {seconds(run.duration_s)}"
@@ -110,7 +128,7 @@ def run_details(
     )
     for label in labels:
         counts.add_column(label, justify="right")
-    counts.add_row(*[f"{n:,}" for n in values])
+    add_row(counts, *[f"{n:,}" for n in values])
     console.print(counts)
     if run.error:
         console.print(f"[red]Error:[/] {escape(run.error)}")
@@ -118,7 +136,9 @@ def run_details(
         console.print(failure_groups_table(groups, advise))
         for group in groups:
             for payload in group.sample_payloads[:1]:
-                console.print(f"[dim]sample payload ({group.error_class}):[/] {escape(payload)}")
+                console.print(
+                    f"[dim]sample payload ({escape(group.error_class)}):[/] {escape(payload)}"
+                )
 
 
 def failure_groups_table(groups: Sequence[FailureGroup], advise: Advise) -> Table:
@@ -126,10 +146,11 @@ def failure_groups_table(groups: Sequence[FailureGroup], advise: Advise) -> Tabl
     for column in ("error class", "count", "message", "sample keys", "recommended action"):
         table.add_column(column, overflow="fold")
     for group in groups:
-        table.add_row(
-            f"[red]{group.error_class}[/]",
+        add_row(
+            table,
+            Text(group.error_class, style="red"),
             f"{group.count:,}",
-            escape(group.message),
+            group.message,
             ", ".join(group.sample_keys),
             advise(ErrorClass(group.error_class), group.message),
         )
@@ -157,19 +178,20 @@ def failures_table(failures: Sequence[RecordFailure], title: str) -> Table:
     for column in ("key", "op", "error class", "code", "message", "payload"):
         table.add_column(column, overflow="fold")
     for f in failures:
-        table.add_row(
+        add_row(
+            table,
             f.key,
             f.operation.value,
             f.error_class.value,
             f.code or "",
-            escape(f.message),
-            escape((f.payload or "")[:200]),
+            f.message,
+            (f.payload or "")[:200],
         )
     return table
 
 
 def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table:
-    table = Table(title=f"Failed records of {mapping}", title_justify="left")
+    table = Table(title=Text(f"Failed records of {mapping}"), title_justify="left")
     for column in (
         "key",
         "status",
@@ -181,14 +203,15 @@ def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table
     ):
         table.add_column(column, overflow="fold")
     for r in records:
-        table.add_row(
+        add_row(
+            table,
             r.key,
             r.status.value,
             f"{r.first_failed_at:%Y-%m-%d %H:%M}",
             str(r.failed_syncs),
             str(r.last_run_id),
             r.error_class,
-            escape(r.message),
+            r.message,
         )
     return table
 
@@ -216,20 +239,24 @@ def failed_records_json(records: Sequence[FailedRecord], advise: Advise) -> list
 
 def plan_view(console: Console, plan: SyncPlan) -> None:
     console.print(
-        f"[bold]Plan for {plan.mapping}[/] (mode {plan.mode}): nothing sent, nothing committed"
+        f"[bold]Plan for {escape(plan.mapping)}[/] (mode {plan.mode}): nothing sent,"
+        " nothing committed"
     )
     table = Table()
     for column in ("extracted", "added", "updated", "deleted", "would send"):
         table.add_column(column, justify="right")
-    table.add_row(
+    add_row(
+        table,
         *[
             f"{n:,}"
             for n in (plan.extracted, plan.added, plan.updated, plan.deleted, plan.would_send)
-        ]
+        ],
     )
     console.print(table)
     if plan.guard:
-        console.print(f"[red]A guard would stop this sync:[/] {plan.guard} (override with --force)")
+        console.print(
+            f"[red]A guard would stop this sync:[/] {escape(plan.guard)} (override with --force)"
+        )
     not_sent = sorted({"added", "updated", "deleted"} - set(plan.operations_sent))
     if not_sent:
         console.print(f"Mode {plan.mode} does not send: {', '.join(not_sent)}")
