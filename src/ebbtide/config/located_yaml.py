@@ -33,19 +33,79 @@ class LocatedDocument:
 
 def load_located(file: Path, substitute: Callable[[str, KeyPath], str]) -> LocatedDocument:
     """Parse `file`, passing every string scalar through `substitute` (for `${VAR}`)."""
-    try:
-        text = file.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(file)) from exc
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else None
-        raise ConfigError(f"not valid YAML: {exc.problem}", file=str(file), line=line) from exc
+    root = _compose(file, _read_text(file))
     doc = LocatedDocument(file=file, data=None)
     if root is not None:
         doc.data = _build(root, (), doc, substitute)
     return doc
+
+
+def _read_text(file: Path) -> str:
+    """The file as UTF-8 text (a byte order mark is dropped), or where it stops being UTF-8."""
+    try:
+        data = file.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the file: {exc.strerror}", file=str(file)) from exc
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigError(
+            f"the file is not UTF-8 text: byte 0x{data[exc.start]:02X} at line {line}, column"
+            f" {column} (byte offset {exc.start}) cannot be decoded; save the file as UTF-8",
+            file=str(file),
+            line=line,
+        ) from None
+
+
+def _compose(file: Path, text: str) -> yaml.Node | None:
+    """The document's node graph; aliases of collections are refused before any expansion."""
+    try:
+        return yaml.compose(text, Loader=_Loader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else None
+        raise ConfigError(f"not valid YAML: {exc.problem}", file=str(file), line=line) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(
+            f"not valid YAML: the control character {_code_point(exc.character)} is not allowed"
+            " in YAML",
+            file=str(file),
+            line=line,
+        ) from None
+    except RecursionError:
+        raise ConfigError(
+            "not valid YAML for ebbtide: values are nested too deeply", file=str(file)
+        ) from None
+
+
+def _code_point(character: int | str) -> str:
+    return f"U+{character if isinstance(character, int) else ord(character):04X}"
+
+
+class _Loader(yaml.SafeLoader):
+    """Refuses an alias (`*name`) of a mapping or a list.
+
+    Each such alias copies a whole collection, and aliases of aliases multiply: a file of a few
+    lines can stand for billions of values (the "billion laughs"). The workspace does not need
+    them, and an alias of a single value (text, number) stays allowed.
+    """
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            if isinstance(self.anchors.get(event.anchor), yaml.CollectionNode):
+                raise yaml.composer.ComposerError(
+                    None,
+                    None,
+                    f"the alias *{event.anchor} repeats a whole mapping or list, which ebbtide"
+                    " does not expand (anchors of collections can blow a small file up to"
+                    " billions of values): write the values out where they are needed",
+                    event.start_mark,
+                )
+        return super().compose_node(parent, index)
 
 
 def _build(
