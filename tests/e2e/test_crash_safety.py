@@ -161,6 +161,13 @@ def test_sigkill_loses_nothing_and_resends_only_the_batches_in_flight(
     runs = workspace.runs()  # while the third sync runs: it saves two seconds
     assert runs[dead]["status"] == "interrupted"
     assert "lease expired" in runs[dead]["error"]
+    # Credited with exactly what its journal held (or, killed after its snapshot commit, what
+    # that commit absorbed): a run that delivered records never shows "loaded 0".
+    loaded = tuple(runs[dead][f"loaded_{op}"] for op in ("new", "updated", "deleted"))
+    assert loaded == (len(kept), 0, 0)
+    assert len(kept) <= len(sent_by_dead)
+    if point.startswith("commit"):
+        assert len(kept) == ROWS
     assert runs[second.run["id"]] == second.run
     third_process.wait(timeout=60)
     third = workspace.finished(third_process, "third")

@@ -2,16 +2,44 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 from ebbtide.config.alerts import AlertsSpec
 from ebbtide.config.schedule import check_schedule, parse_interval
 
 DEFAULT_STATE_URL = "sqlite:///.ebbtide/state.db"
+
+
+# Names of sources, models, destinations and mappings become file names (snapshots, journals,
+# scratch folders) and identifiers: ASCII letters, digits, `_` and `-`, never a leading `-`
+# (it would read as a command-line option), short enough for any file system.
+NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,99}")
+NAME_RULE = (
+    "letters a-z and A-Z, digits, '_' and '-', not starting with '-', at most 100 characters"
+)
+
+
+def check_name(name: str) -> str:
+    """The name unchanged, or ValueError saying which characters a name may hold."""
+    if not NAME_CHARACTERS.fullmatch(name):
+        raise ValueError(f"{name!r} is not a valid name: use {NAME_RULE}")
+    return name
+
+
+Name = Annotated[str, AfterValidator(check_name)]
 
 
 class SyncMode(StrEnum):

@@ -18,6 +18,7 @@ from ebbtide.config.models import (
     JournalsSpec,
     MappingSpec,
     ModelSpec,
+    Name,
     SourceConfig,
     Spec,
     WorkspaceSpec,
@@ -51,6 +52,11 @@ class Workspace:
         return ConfigError(
             str(error), file=str(self.file), line=self.line_of(path), path=dotted(path)
         )
+
+    def located_model(self, message: str, model: str, key: str) -> ConfigError:
+        """An error found by querying a model, pointed at `key` of the model's definition."""
+        path = ("models", model, key)
+        return ConfigError(message, file=str(self.file), line=self.line_of(path), path=dotted(path))
 
     @property
     def state_dir(self) -> Path:
@@ -125,10 +131,10 @@ class _Sections(Spec):
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
-    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    models: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    mappings: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    sources: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    destinations: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    mappings: dict[Name, dict[str, Any]] = Field(default_factory=dict)
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)
@@ -165,8 +171,9 @@ class _Report:
             return model.model_validate(data)
         except ValidationError as exc:
             for error in exc.errors():
-                path = prefix + tuple(error["loc"])
-                self.error(_message(model, error, tuple(error["loc"])), path)
+                # A bad name is reported at the name itself, not at pydantic's `[key]` marker.
+                loc = tuple(part for part in error["loc"] if part != "[key]")
+                self.error(_message(model, error, loc), prefix + loc)
             return None
 
     def validate_each(

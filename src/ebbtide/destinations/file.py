@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
+from pathlib import Path, PurePath
 from typing import IO, cast
+
+from pydantic import field_validator
 
 from ebbtide.config.models import DestinationConfig
 from ebbtide.ports import (
@@ -19,6 +22,19 @@ from ebbtide.ports import (
 class FileDestinationConfig(DestinationConfig):
     path: str
     concurrency: int = 1
+
+    @field_validator("path")
+    @classmethod
+    def _stays_inside_unless_absolute(cls, value: str) -> str:
+        """A relative path is the workspace's; leaving it takes an absolute path, on purpose."""
+        if PurePath(value).is_absolute():
+            return value
+        if PurePath(os.path.normpath(value)).parts[:1] == ("..",):
+            raise ValueError(
+                f"{value!r} leads outside the workspace (through '..'): write a path inside"
+                " the workspace, or an absolute path if the file is meant to be elsewhere"
+            )
+        return value
 
 
 class FileDestination:

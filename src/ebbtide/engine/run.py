@@ -12,6 +12,7 @@ from enum import StrEnum
 
 import pyarrow as pa
 
+from ebbtide.config.redact import Redactor
 from ebbtide.engine.guards import Guards, GuardTripped, PastSize
 from ebbtide.engine.load import Loader, LoadSettings
 from ebbtide.engine.mapping import CompiledMapping
@@ -70,7 +71,7 @@ class SyncJob:
     destination: Destination
     load: LoadSettings
     record_failures: Callable[[list[RecordFailure]], None]
-    redact: Callable[[str], str]
+    redact: Redactor
     listener: RunListener = field(default_factory=RunListener)
     pending: dict[str, PendingFailure] = field(default_factory=dict)
     retry_policy: RetryPolicy = field(default_factory=RetryPolicy)
@@ -79,6 +80,7 @@ class SyncJob:
     force: bool = False  # send even when a guard trips
     past_size: PastSize | None = None  # the largest size the destination had in recent runs
     record_size: Callable[[int], None] = lambda size: None  # its size as this run starts
+    record_loaded: Callable[[RunCounts], None] = lambda counts: None  # before the commit
     replay: Replay | None = None  # resend a past run's records instead of a diff
     sent_log: SentLog | None = None  # where the records this run sends are kept for replays
 
@@ -122,6 +124,7 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
             result.fatal = _load(job, result.counts, failed_keys)
     with _timed(timings, "commit_s"):
         job.listener.phase(Phase.COMMIT)
+        job.record_loaded(result.counts)
         result.retry = _commit(job, failed_keys)
         result.counts.retried = result.retry.retried
     stopped = result.fatal

@@ -9,7 +9,8 @@ from ebbtide.engine.retries import FailureStatus
 from ebbtide.engine.run import RunResult
 from ebbtide.errors import MappingBusyError
 from ebbtide.services.sync import SyncService
-from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot
+from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot, journal_dir
+from ebbtide.snapshots.journal import acknowledged
 from ebbtide.state.records import RunRecord
 from ebbtide.state.store import utcnow
 
@@ -87,6 +88,9 @@ class ResetService:
                 f"cannot reset while the mapping is syncing ({busy}); nothing was changed."
                 " Reset once the sync has finished."
             ) from None
-        drop_snapshot(self.sync.workspace.state_dir, name)
+        state_dir = self.sync.workspace.state_dir
+        # A dead run's journal is dropped with the snapshot: credit it with what it delivered.
+        state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
+        drop_snapshot(state_dir, name)
         state.pending_failures.close_all(name, FailureStatus.RESET, utcnow())
         return state.finish_run(lease, RunStatus.SUCCESS, RunResult(status=RunStatus.SUCCESS))

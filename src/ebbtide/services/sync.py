@@ -196,11 +196,11 @@ class SyncService:
         snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
         spec = self.workspace.mapping(mapping.name)
         guards = Guards.for_mapping(spec.guards, spec.mode)
-        sizes = self.state.sizes
+        ledger = self.state.ledger
         try:
             # Credited before the journals are merged (which deletes them): what each dead
             # run delivered becomes its loaded counts in the history.
-            sizes.record_acknowledged(acknowledged(snapshot.journal_dir))
+            ledger.record_acknowledged(acknowledged(snapshot.journal_dir))
             config = self.workspace.destinations[mapping.destination]
             job = SyncJob(
                 run_id=lease.run_id,
@@ -220,8 +220,9 @@ class SyncService:
                 fence=lambda: self.state.check_lease(lease),
                 guards=guards,
                 force=options.force,
-                past_size=sizes.largest_recent(mapping.name, guards.delete_window, lease.run_id),
-                record_size=lambda size: sizes.record(lease.run_id, size),
+                past_size=ledger.largest_recent(mapping.name, guards.delete_window, lease.run_id),
+                record_size=lambda size: ledger.record_size(lease.run_id, size),
+                record_loaded=lambda counts: ledger.record_loaded(lease.run_id, counts),
                 replay=options.replay,
                 sent_log=SentJournal(
                     journal_path(self.workspace.state_dir, mapping.name, lease.run_id),
@@ -268,7 +269,7 @@ class SyncService:
             changes = snapshot.diff(dry_run=True)
             spec = self.workspace.mapping(name)
             guards = Guards.for_mapping(spec.guards, spec.mode)
-            past = self.state.sizes.largest_recent(name, guards.delete_window)
+            past = self.state.ledger.largest_recent(name, guards.delete_window)
             tripped = guards.tripped(
                 changes, snapshot.snapshot_size(), mapping.operations_sent, past
             )

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import time
-import uuid
 from pathlib import Path
 
 import duckdb
@@ -38,7 +36,7 @@ from ebbtide.snapshots.journal import (
     read_journals,
 )
 from ebbtide.snapshots.payload_sql import as_json_columns
-from ebbtide.snapshots.scratch import remove_orphans
+from ebbtide.snapshots.scratch import new_scratch
 from ebbtide.snapshots.staging import chunked, remember_errors
 
 SAMPLE_KEYS = 10
@@ -59,12 +57,17 @@ ATTACH_WAIT_S = 10.0
 SNAPSHOTS_DIR = "snapshots"
 
 
+def journal_dir(state_dir: Path, mapping: str) -> Path:
+    """Where a mapping's acknowledgement journals wait to be merged into its snapshot."""
+    return state_dir / SNAPSHOTS_DIR / f"{mapping}.journal"
+
+
 def drop_snapshot(state_dir: Path, mapping: str) -> None:
     """Forget what a mapping's destination has: its snapshot and its unmerged journals."""
     base = state_dir / SNAPSHOTS_DIR
     for file in (base / f"{mapping}.duckdb", base / f"{mapping}.duckdb.wal"):
         file.unlink(missing_ok=True)
-    shutil.rmtree(base / f"{mapping}.journal", ignore_errors=True)
+    shutil.rmtree(journal_dir(state_dir, mapping), ignore_errors=True)
 
 
 class SnapshotBusyError(EbbtideError):
@@ -91,12 +94,9 @@ class DuckDBSnapshotStore:
         self.read_only = read_only
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
-        self.journal_dir = base / f"{mapping.name}.journal"
+        self.journal_dir = journal_dir(state_dir, mapping.name)
         self._file = base / f"{mapping.name}.duckdb"
-        work = state_dir / "work"
-        remove_orphans(work, mapping.name)
-        self._scratch = work / f"{mapping.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._scratch.mkdir(parents=True)
+        self._scratch = new_scratch(state_dir / "work", mapping.name)
         self.con = duckdb.connect(
             ":memory:",
             config={

@@ -1,18 +1,43 @@
-"""Scratch folders of runs: one per run, and those of dead processes removed."""
+"""Scratch folders of runs: one per run, and those of dead processes removed.
+
+A folder is named `<mapping>-<pid>-<token>`. Mapping names may hold `-` and `_`, so a folder
+is told apart by its last two parts, and belongs to a mapping only when what is left is the
+mapping's name exactly: clean-up for `a` never touches `a_b-…` or `a-b-…`.
+"""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import uuid
 from pathlib import Path
+
+_TAIL = re.compile(r"^(?P<mapping>.+)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})$")
+
+
+def new_scratch(work: Path, mapping: str) -> Path:
+    """A fresh scratch folder for one run of `mapping`, after clearing out dead runs'."""
+    remove_orphans(work, mapping)
+    folder = work / f"{mapping}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    folder.mkdir(parents=True)
+    return folder
 
 
 def remove_orphans(work: Path, mapping: str) -> None:
-    """Scratch folders of processes that died (SIGKILL) without cleaning up after themselves."""
-    for folder in work.glob(f"{mapping}-*-*"):
-        pid = folder.name.removeprefix(f"{mapping}-").split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+    """Scratch folders of this mapping's processes that died (SIGKILL) without cleaning up."""
+    if not work.is_dir():
+        return
+    for folder in work.iterdir():
+        owner = owner_of(folder.name)
+        if owner is not None and owner[0] == mapping and not _alive(owner[1]):
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def owner_of(name: str) -> tuple[str, int] | None:
+    """The mapping and process a scratch folder's name says it belongs to."""
+    match = _TAIL.match(name)
+    return (match["mapping"], int(match["pid"])) if match else None
 
 
 def _alive(pid: int) -> bool:

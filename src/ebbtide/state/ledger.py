@@ -1,6 +1,7 @@
-"""What each run found the destination holding, and what dead runs had delivered.
+"""The state store's ledger of runs: what each found the destination holding, and what each
+delivered even if it died before finishing.
 
-The delete guard reads the first; the history of an `interrupted` run reads the second.
+The delete guard reads the first; the history of an `interrupted` run shows the second.
 """
 
 from __future__ import annotations
@@ -10,18 +11,18 @@ from datetime import UTC, datetime, timedelta
 import sqlalchemy as sa
 
 from ebbtide.engine.guards import PastSize
-from ebbtide.engine.outcome import RunStatus, Trigger
+from ebbtide.engine.outcome import RunCounts, RunStatus, Trigger
 from ebbtide.ports import ChangeCounts
 from ebbtide.state.schema import run_failures, runs
 
 
-class RunSizes:
-    """Reads and writes `runs.snapshot_size` and the counts of interrupted runs."""
+class RunLedger:
+    """Reads and writes `runs.snapshot_size`, and the loaded counts of runs that die."""
 
     def __init__(self, engine: sa.Engine) -> None:
         self.engine = engine
 
-    def record(self, run_id: int, size: int) -> None:
+    def record_size(self, run_id: int, size: int) -> None:
         """The records the destination had when this run started; written at once, so a run
         that is killed later still counts towards the delete guard's reference."""
         with self.engine.begin() as conn:
@@ -53,6 +54,20 @@ class RunSizes:
                 .limit(1)
             ).first()
         return PastSize(int(row[0]), int(row[1]), row[2]) if row is not None else None
+
+    def record_loaded(self, run_id: int, counts: RunCounts) -> None:
+        """A run's loaded counts before its commit: a run killed once its snapshot commit
+        has absorbed its journal still shows what it delivered."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                runs.update()
+                .where(runs.c.id == run_id)
+                .values(
+                    loaded_new=counts.loaded_new,
+                    loaded_updated=counts.loaded_updated,
+                    loaded_deleted=counts.loaded_deleted,
+                )
+            )
 
     def record_acknowledged(self, acknowledged: dict[int, ChangeCounts]) -> None:
         """What dead runs' journals show the destination accepted, as their loaded counts.

@@ -31,10 +31,10 @@ from ebbtide.errors import (
 )
 from ebbtide.ports import Operation
 from ebbtide.state.alerts import AlertBook
+from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs
-from ebbtide.state.sizes import RunSizes, failed_counts
 
 _MIGRATING = threading.Lock()
 
@@ -61,7 +61,7 @@ class SqlStateStore:
         self._migrate()
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
-        self.sizes = RunSizes(self.engine)
+        self.ledger = RunLedger(self.engine)
 
     def _migrate(self) -> None:
         config = AlembicConfig()
