@@ -1,26 +1,139 @@
-"""Keeps secrets out of everything a person or a log sees."""
+"""Keeps secrets out of everything a person or a log sees.
+
+A Redactor masks every occurrence of its secrets, in every form a receiver may echo them in
+(see `secret_forms`), and the passwords of URLs. It runs in time linear in the text: all the
+forms of all the secrets are found in one pass of an Aho-Corasick automaton (the Rust
+`aho-corasick` crate, through the pinned `ahocorasick-rs` wheel: a regular expression of
+thousands of alternatives takes seconds to compile and is tried branch by branch at every
+position, and the engine builds one Redactor per failing batch).
+
+Short secrets are masked too, however short: a user-configured secret must never appear, so a
+one-character secret masks that character everywhere, and every base64 word in which it could
+hide. That garbles messages, which is the price of a one-character secret.
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from itertools import chain
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from ahocorasick_rs import AhoCorasick
+
+from ebbtide.config.secret_forms import forms_of
+
 MASK = "***"
-_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@/\s]+)@")
+# The mask must share no character with any form of a secret: otherwise masking could leave
+# (or build, next to a neighbour) a secret. "*" unless a secret contains it.
+_MASK_CHARACTERS = "*¤•^!" + "".join(map(chr, range(0x2580, 0x25A0)))
+# Anchored on "://" (a literal the engine finds fast) rather than on the scheme: a pattern that
+# starts with `[a-z][a-z0-9+.-]*` rescans a long word from each of its letters. The user and
+# password stop at "/", "?", "#" and spaces, as a URL's authority does, so each "://" looks at
+# most up to the next one.
+_URL_PASSWORD = re.compile(r"://(?P<user>[^:/?#\s]*):(?P<pw>[^/?#\s]+)@")
+# Base64 text as it travels: both alphabets, padding, percent-escapes, JSON-escaped slashes.
+_BASE64_WORD = re.compile(r"[A-Za-z0-9+/=_%\\-]*")
 
 
 class Redactor:
-    """Masks known secret values and passwords inside URLs."""
+    """Masks known secret values, in every form they may come back in, and URL passwords."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        # Longest first, so a secret containing another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        self.secrets = frozenset(s for s in secrets if s)
+        forms = [forms_of(s) for s in self.secrets]
+        base64 = set().union(*(f.base64 for f in forms))
+        plain = set().union(*(f.plain for f in forms)) - base64
+        # One-character secrets can match at every position: a character class masks their
+        # runs at the speed of `re`, after the automaton has matched the longer forms.
+        single = {p for p in plain if len(p) == 1}
+        self._patterns = [*(plain - single), *base64]
+        self._base64_from = len(plain - single)  # patterns from here on are base64 forms
+        self.mask = _mask_for([*self._patterns, *single])
+        self._matcher = AhoCorasick(self._patterns) if self._patterns else None
+        self._single = (
+            re.compile(f"[{''.join(map(re.escape, sorted(single)))}]+") if single else None
+        )
+
+    def with_values(self, values: Iterable[str]) -> Redactor:
+        """This Redactor's secrets and `values` (a record's sensitive values, say)."""
+        more = self.secrets | {v for v in values if v}
+        return self if more == self.secrets else Redactor(more)
 
     def __call__(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, MASK)
-        return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:{MASK}@", text)
+        if self._matcher is not None:
+            text = self._masked(text)
+        if self._single is not None:
+            text = self._single.sub(self.mask, text)
+        return _URL_PASSWORD.sub(lambda m: f"://{m['user']}:{self.mask}@", text)
+
+    def _masked(self, text: str) -> str:
+        assert self._matcher is not None
+        matches = self._matcher.find_matches_as_indexes(text, overlapping=True)
+        if not matches:
+            return text
+        parts: list[str] = []
+        done = 0
+        for start, end in self._regions(text, matches):
+            parts += [text[done:start], self.mask]
+            done = end
+        parts.append(text[done:])
+        return "".join(parts)
+
+    def _regions(self, text: str, matches: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
+        """The union of the matches (base64 ones widened to their word), sorted and disjoint.
+
+        Matches come ordered by end, so every region so far starts before the next match
+        ends: the regions it touches are the last ones. Each region is pushed and popped once.
+        """
+        words = _Words(text)
+        regions: list[tuple[int, int]] = []
+        for pattern, first, last in _by_end(matches):
+            start, end = (
+                words.around(first, last) if pattern >= self._base64_from else (first, last)
+            )
+            while regions and regions[-1][1] >= start:
+                popped = regions.pop()
+                start, end = min(start, popped[0]), max(end, popped[1])
+            regions.append((start, end))
+        return regions
+
+
+class _Words:
+    """The base64 word around a match: masked whole, since all of it encodes the secret's
+    surroundings and the edges of the secret itself."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._reversed: str | None = None
+        self._last = (0, 0)  # matches inside the last word found need no new scan
+
+    def around(self, start: int, end: int) -> tuple[int, int]:
+        if self._last[0] <= start and end <= self._last[1]:
+            return self._last
+        if self._reversed is None:
+            self._reversed = self.text[::-1]
+        size = len(self.text)
+        before = _BASE64_WORD.match(self._reversed, size - start)
+        after = _BASE64_WORD.match(self.text, end)
+        assert before is not None and after is not None  # `*` always matches
+        self._last = (size - before.end(), after.end())
+        return self._last
+
+
+def _by_end(matches: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Overlapping matches come ordered by where they end; sort only if that ever changes."""
+    ends = [m[2] for m in matches]
+    if all(a <= b for a, b in zip(ends, ends[1:], strict=False)):
+        return matches
+    return sorted(matches, key=lambda m: m[2])
+
+
+def _mask_for(patterns: list[str]) -> str:
+    used = set().union(*patterns) if patterns else set()
+    # Past the usual ones, any character no secret uses will do: there is always one.
+    candidates = chain(_MASK_CHARACTERS, map(chr, range(0xE000, 0x110000)))
+    return next(c for c in candidates if c not in used) * 3
 
 
 def url_redactor(url: str) -> Redactor:

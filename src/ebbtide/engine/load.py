@@ -14,9 +14,10 @@ from typing import Any, Protocol
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ebbtide.config.redact import MASK
+from ebbtide.config.redact import Redactor
 from ebbtide.engine.backoff import Backoff
 from ebbtide.engine.mapping import CompiledMapping
+from ebbtide.engine.masking import batch_redactor, payload_sample
 from ebbtide.engine.outcome import RecordFailure, RunCounts
 from ebbtide.engine.rate_limit import Unlimited
 from ebbtide.errors import DestinationError, ErrorClass
@@ -37,7 +38,6 @@ from ebbtide.ports import (
 
 log = logging.getLogger(__name__)
 
-MAX_PAYLOAD_SAMPLE = 4096
 # Whole-batch answers that mean "something in here is wrong", worth splitting to find it.
 _SPLITTABLE = frozenset({ErrorClass.VALIDATION, ErrorClass.PAYLOAD_TOO_LARGE})
 
@@ -74,7 +74,7 @@ class Loader:
     settings: LoadSettings
     counts: RunCounts
     on_failures: Callable[[list[RecordFailure]], None]
-    redact: Callable[[str], str]
+    redact: Redactor  # the workspace's secrets; each batch adds its sensitive values
     on_progress: Callable[[int], None] = lambda n: None
     sent: SentLog | None = None  # every record with its outcome, for replays
     fatal: DestinationError | None = None
@@ -234,10 +234,19 @@ class Loader:
         self.on_progress(batch.records.num_rows)
 
     def _fail_all(self, batch: OutboundBatch, error: DestinationError) -> None:
+        # The error may echo any record of the batch, and becomes the run's error if it stops
+        # the run: masked with the whole batch's sensitive values.
+        redact = self._redactor(batch.records)
+        error = dataclasses.replace(
+            error,
+            message=redact(error.message),
+            code=redact(error.code) if error.code is not None else None,
+        )
         rejection = RecordRejection(
             "", error.error_class, error.message, error.code, error.http_status
         )
-        self._record_failures(batch.records, dict.fromkeys(range(len(batch)), rejection))
+        at = dict.fromkeys(range(len(batch)), rejection)
+        self._record_failures(batch.records, at, redact)
         if error.error_class not in _SPLITTABLE:
             self._failing_in_a_row += 1
         if error.error_class.fatal or self._failing_in_a_row >= self.settings.give_up_after:
@@ -247,25 +256,42 @@ class Loader:
             self.fatal = error
         self.on_progress(len(batch))
 
-    def _sample(self, record_json: str) -> str:
-        """The payload as stored with a failure: secrets and sensitive fields masked."""
-        if self.mapping.sensitive:
-            record_json = masked(record_json, self.mapping.sensitive)
-        return self.redact(record_json)[:MAX_PAYLOAD_SAMPLE]
+    def _redactor(self, records: pa.RecordBatch) -> Redactor:
+        """Masks secrets and the sensitive values of every record of the batch: an answer
+        about one record may quote another."""
+        if not self.mapping.sensitive:
+            return self.redact
+        payloads = map(str, records.column(RECORD_COLUMN).to_pylist())
+        return batch_redactor(payloads, self.mapping.sensitive, self.redact)
 
-    def _record_failures(self, records: pa.RecordBatch, at: dict[int, RecordRejection]) -> None:
+    def _record_failures(
+        self,
+        records: pa.RecordBatch,
+        at: dict[int, RecordRejection],
+        redact: Redactor | None = None,
+    ) -> None:
+        redact = redact or self._redactor(records)
         keys = records.column(KEY_COLUMN)
         ops = records.column(OP_COLUMN)
         payloads = records.column(RECORD_COLUMN)
+        texts: dict[str, str] = {}  # a batch's failures often share one message
+
+        def masked(text: str | None) -> str | None:
+            if text is None:
+                return None
+            if text not in texts:
+                texts[text] = redact(text)
+            return texts[text]
+
         failures = [
             RecordFailure(
                 key=str(keys[i]),
                 operation=Operation(str(ops[i])),
                 error_class=r.error_class,
-                message=self.redact(r.message),
-                code=r.code,
+                message=masked(r.message) or "",
+                code=masked(r.code),
                 http_status=r.http_status,
-                payload=self._sample(str(payloads[i])),
+                payload=payload_sample(str(payloads[i]), self.mapping.sensitive, redact),
             )
             for i, r in at.items()
         ]
@@ -278,16 +304,6 @@ class Loader:
                 [str(at[i].error_class) for i in positions],
             )
         self.on_failures(failures)
-
-
-def masked(record_json: str, sensitive: frozenset[str]) -> str:
-    """The record with the values of sensitive fields replaced by the mask."""
-    record = json.loads(record_json)
-    data = record.get("data")
-    if isinstance(data, dict):
-        for field in sensitive & data.keys():
-            data[field] = MASK
-    return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
 
 
 def canonical_key(key_json: str) -> str:

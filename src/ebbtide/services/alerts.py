@@ -130,7 +130,7 @@ class AlertService:
             },
             error=redact(run.error) if run.error else None,
             top_error=redact(top_error) if top_error else None,
-            action=action,
+            action=redact(action) if action else None,  # advice may quote a destination's text
             url=f"{base.rstrip('/')}/runs/{run.id}" if base else None,
             reminder=reminder,
         )
@@ -199,9 +199,8 @@ class AlertService:
         (it holds the token, and servers repeat it in their errors)."""
         sub = route.subscription
         url = sub.slack.webhook_url if sub.slack else sub.webhook.url if sub.webhook else None
-        text = self.workspace.redact(text)
         path = urlsplit(url).path if url else ""
-        return text.replace(path, "/***") if len(path) > 1 else text
+        return self.workspace.redact.with_values([path] if len(path) > 1 else [])(text)
 
     def _notifier(self, route: _Route) -> Notifier:
         sub = route.subscription
