@@ -17,6 +17,7 @@ from ebbtide.engine.binding import BoundMapping, bind
 from ebbtide.engine.guards import Guards
 from ebbtide.engine.load import LoadSettings
 from ebbtide.engine.mapping import CompiledMapping, compile_mapping
+from ebbtide.engine.masking import masked_record
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryOutcome, RetryPolicy
@@ -285,7 +286,8 @@ class SyncService:
             updated=changes.updated,
             deleted=changes.deleted,
             operations_sent=sorted(op.value for op in mapping.operations_sent),
-            samples=sample,
+            # Shown and printed: sensitive fields and secrets masked, like a failure's payload.
+            samples=[masked_record(r, mapping.sensitive, self.workspace.redact) for r in sample],
             guard=tripped,
         )
 
