@@ -162,9 +162,15 @@ class RecordRejection:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """What the destination said of a batch: every record not rejected was accepted."""
+    """What the destination said of a batch: every record not rejected was accepted.
+
+    Keys are JSON text. Every key named here, refused or explicitly `accepted`, must be the key
+    of exactly one record of the batch: an answer naming any other key (in another form, twice,
+    unknown) is not an acknowledgement, and no record of the batch counts as loaded.
+    """
 
     rejected: tuple[RecordRejection, ...] = ()
+    accepted: tuple[str, ...] = ()
 
 
 class Destination(Protocol):

@@ -1,4 +1,4 @@
-"""The webhook protocol's parsing: per-record rejections, Retry-After, HTTP status → error class."""
+"""The webhook protocol's parsing: 2xx answers, Retry-After, HTTP status → error class."""
 
 from __future__ import annotations
 
@@ -8,35 +8,62 @@ from email.utils import format_datetime
 
 import pytest
 
-from ebbtide.destinations.webhook import _http_error, _rejections, parse_retry_after
-from ebbtide.errors import ErrorClass
-from ebbtide.ports import RecordRejection
+from ebbtide.destinations.webhook import _http_error, answer_of, parse_retry_after
+from ebbtide.errors import DestinationError, ErrorClass
+from ebbtide.ports import BatchResult, RecordRejection
 
 
-def test_an_empty_or_non_json_2xx_body_accepts_the_whole_batch() -> None:
-    for body in ("", "  \n", "OK", "[1, 2]", '{"results": null}', '{"status": "queued"}'):
-        assert _rejections(body).rejected == ()
+def test_an_empty_2xx_body_or_an_object_without_results_accepts_the_whole_batch() -> None:
+    for body in ("", "  \n", "{}", '{"status": "queued"}', '{"results": []}'):
+        assert answer_of(body) == BatchResult(), body
 
 
-def test_only_results_marked_ok_false_with_a_key_are_rejections() -> None:
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ("OK", "it is not JSON"),
+        ("<html><body>OK</body></html>", "it is not JSON"),
+        ('{"results": [{"key": 1, "ok": fa', "it is not JSON"),
+        ("[1, 2]", "it is not a JSON object"),
+        ('{"results": "ok"}', '"results" is not a list'),
+        ('{"results": null}', '"results" is not a list'),
+        ('{"results": [{"ok": false}]}', 'result 1 is not an object with a "key"'),
+        ('{"results": [{"key": 1, "ok": true}, "junk"]}', "result 2 is not an object"),
+        ('{"results": [{"key": 4}]}', 'result 1 has no "ok": true or false'),
+        ('{"results": [{"key": 4, "ok": "no"}]}', 'result 1 has no "ok": true or false'),
+        ('{"results": [{"key": NaN, "ok": false}]}', "it is not JSON"),
+    ],
+)
+def test_a_2xx_body_that_is_not_the_protocols_acknowledges_nothing(body: str, says: str) -> None:
+    with pytest.raises(DestinationError) as raised:
+        answer_of(body)
+    error = raised.value
+    assert error.error_class is ErrorClass.SERVER_ERROR  # retried, then failed: never loaded
+    assert says in error.message
+    assert "no record of the batch counts as loaded" in error.message
+
+
+def test_results_name_refused_and_accepted_keys_exactly_as_the_destination_wrote_them() -> None:
     body = """{"results": [
         {"key": 1, "ok": true},
         {"key": 2, "ok": false, "code": "INVALID_EMAIL", "message": "email: bad",
          "error_class": "validation"},
-        {"key": {"b": 2, "a": 1}, "ok": false, "error_class": "conflict"},
-        {"key": 4},
-        {"ok": false, "message": "no key: cannot be matched"},
-        "junk"
+        {"key": {"b": 2, "a": 1.50}, "ok": false, "error_class": "conflict"},
+        {"key": "17", "ok": true},
+        {"key": 12345678901234567890.1234567890, "ok": true}
     ]}"""
-    assert _rejections(body).rejected == (
-        RecordRejection("2", ErrorClass.VALIDATION, "email: bad", "INVALID_EMAIL"),
-        RecordRejection('{"b": 2, "a": 1}', ErrorClass.CONFLICT, "rejected by the destination"),
+    assert answer_of(body) == BatchResult(
+        rejected=(
+            RecordRejection("2", ErrorClass.VALIDATION, "email: bad", "INVALID_EMAIL"),
+            RecordRejection('{"b":2,"a":1.50}', ErrorClass.CONFLICT, "rejected by the destination"),
+        ),
+        accepted=("1", '"17"', "12345678901234567890.1234567890"),
     )
 
 
 def test_an_unknown_or_missing_error_class_means_validation() -> None:
     body = '{"results": [{"key": "a", "ok": false, "error_class": "teapot", "code": 7}]}'
-    (rejection,) = _rejections(body).rejected
+    (rejection,) = answer_of(body).rejected
     assert (rejection.key, rejection.error_class, rejection.code) == (
         '"a"',
         ErrorClass.VALIDATION,

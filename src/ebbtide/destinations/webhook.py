@@ -6,13 +6,16 @@ import json
 import math
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
 import aiohttp
 from pydantic import Field, HttpUrl
+from yarl import URL
 
 from ebbtide.config.models import DeclaredField, DestinationConfig
+from ebbtide.engine.acknowledgement import json_text
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
     RECORD_COLUMN,
@@ -39,6 +42,9 @@ _STATUS_CLASSES = {
     429: ErrorClass.RATE_LIMITED,
 }
 _BODY_EXCERPT = 300
+_ANSWER_EXCERPT = 120
+_MAX_REDIRECTS = 5
+_KEEPS_METHOD = frozenset({307, 308})  # 301, 302 and 303 let clients switch to GET
 
 
 class WebhookConfig(DestinationConfig):
@@ -46,6 +52,9 @@ class WebhookConfig(DestinationConfig):
     url: HttpUrl = Field(repr=False)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
     timeout_s: float = Field(default=30.0, gt=0)
+    # Off: a redirect fails the batch and names the new URL. On: a 307 or 308 to the same
+    # origin is followed with the same POST (body and headers); nothing else ever is.
+    follow_same_origin_redirects: bool = False
     # What the receiver accepts, when it has a fixed list; mappings are checked against it.
     fields: list[DeclaredField] | None = None
 
@@ -70,13 +79,7 @@ class WebhookDestination:
         head = json.dumps({"mapping": batch.mapping, "action": batch.action})[:-1]
         body = f'{head},"records":[{records}]}}'.encode()
         try:
-            async with self._session.post(
-                str(self.config.url), data=body, headers={"Idempotency-Key": batch.idempotency_key}
-            ) as response:
-                text = await response.text()
-                if 200 <= response.status < 300:
-                    return _rejections(text)
-                raise _http_error(response.status, text, response.headers.get("Retry-After"))
+            return await self._post(URL(str(self.config.url)), body, batch.idempotency_key)
         except TimeoutError as exc:
             raise DestinationError(
                 ErrorClass.TIMEOUT, f"no answer within {self.config.timeout_s:g}s"
@@ -84,40 +87,120 @@ class WebhookDestination:
         except aiohttp.ClientError as exc:
             raise DestinationError(ErrorClass.NETWORK, f"{type(exc).__name__}: {exc}") from exc
 
+    async def _post(self, url: URL, body: bytes, idempotency_key: str) -> BatchResult:
+        """POST the batch; never follows a redirect that would change the request or its host."""
+        assert self._session is not None
+        for _ in range(_MAX_REDIRECTS + 1):
+            async with self._session.post(
+                url,
+                data=body,
+                headers={"Idempotency-Key": idempotency_key},
+                allow_redirects=False,  # aiohttp would turn a 301/302 POST into a bodiless GET
+            ) as response:
+                text = await response.text()
+                if 200 <= response.status < 300:
+                    return answer_of(text)
+                if not 300 <= response.status < 400:
+                    raise _http_error(response.status, text, response.headers.get("Retry-After"))
+                target = _redirect_target(url, response.status, response.headers.get("Location"))
+                if not self._may_follow(url, response.status, target):
+                    raise redirect_error(response.status, target)
+                url = cast(URL, target)
+        raise DestinationError(
+            ErrorClass.NOT_FOUND, f"more than {_MAX_REDIRECTS} redirects in a row; last to {url}"
+        )
+
+    def _may_follow(self, url: URL, status: int, target: URL | None) -> bool:
+        """Only a redirect that keeps the method, the body and the host may be followed."""
+        return (
+            self.config.follow_same_origin_redirects
+            and status in _KEEPS_METHOD
+            and target is not None
+            and target.origin() == url.origin()
+        )
+
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
             self._session = None
 
 
-def _rejections(text: str) -> BatchResult:
-    """A 2xx body may list records it refused; every key it does not list was accepted."""
+def answer_of(text: str) -> BatchResult:
+    """A 2xx body: empty (or an object without `results`) means every record was accepted;
+    anything not of the protocol's shape is no acknowledgement at all."""
     if not text.strip():
         return BatchResult()
     try:
-        answer = json.loads(text)
-    except json.JSONDecodeError:
-        return BatchResult()
-    results = answer.get("results") if isinstance(answer, dict) else None
+        # Decimals keep every digit: a key is matched exactly, never through a float.
+        answer = json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+    except ValueError:  # JSONDecodeError included
+        raise _malformed("it is not JSON", text) from None
+    if not isinstance(answer, dict):
+        raise _malformed("it is not a JSON object", text)
+    results = answer.get("results", [])
     if not isinstance(results, list):
-        return BatchResult()
-    return BatchResult(tuple(_rejection(item) for item in results if _refused(item)))
+        raise _malformed('"results" is not a list', text)
+    rejected, accepted = [], []
+    for number, item in enumerate(results, 1):
+        if not isinstance(item, dict) or "key" not in item:
+            raise _malformed(f'result {number} is not an object with a "key"', text)
+        if not isinstance(item.get("ok"), bool):
+            raise _malformed(f'result {number} has no "ok": true or false', text)
+        key = json_text(item["key"])
+        if item["ok"]:
+            accepted.append(key)
+        else:
+            rejected.append(_rejection(key, item))
+    return BatchResult(tuple(rejected), tuple(accepted))
 
 
-def _refused(item: Any) -> bool:
-    return isinstance(item, dict) and "key" in item and item.get("ok") is False
+def _malformed(what: str, text: str) -> DestinationError:
+    excerpt = " ".join(text.split())[:_ANSWER_EXCERPT]
+    return DestinationError(
+        ErrorClass.SERVER_ERROR,
+        f"the destination answered 2xx with a body that is not the webhook protocol's ({what}:"
+        f" {excerpt!r}); no record of the batch counts as loaded. The receiver must answer an"
+        ' empty body or {"results": [{"key": …, "ok": false, …}]}, see docs/webhook-protocol.md',
+    )
 
 
-def _rejection(item: dict[str, Any]) -> RecordRejection:
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _rejection(key: str, item: dict[str, Any]) -> RecordRejection:
     try:
         error_class = ErrorClass(item.get("error_class", "validation"))
     except ValueError:
         error_class = ErrorClass.VALIDATION
     return RecordRejection(
-        key=json.dumps(item["key"]),
+        key=key,
         error_class=error_class,
         message=str(item.get("message") or "rejected by the destination"),
         code=str(item["code"]) if item.get("code") is not None else None,
+    )
+
+
+def _redirect_target(url: URL, status: int, location: str | None) -> URL | None:
+    if not location:
+        return None
+    try:
+        return url.join(URL(location))
+    except ValueError:
+        return None
+
+
+def redirect_error(status: int, target: URL | None) -> DestinationError:
+    """A redirect is a failure that names where the destination says it went."""
+    where = f"redirects to {target}" if target is not None else "redirects without a Location"
+    return DestinationError(
+        ErrorClass.NOT_FOUND,
+        f"HTTP {status}: the destination's URL {where}; redirects are not followed (a POST"
+        " would lose its body, and the configured headers must not go to another address),"
+        " so nothing was delivered. If the new address is right, set the destination's url"
+        " to it",
+        code=str(status),
+        http_status=status,
     )
 
 

@@ -15,6 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ebbtide.config.redact import Redactor
+from ebbtide.engine.acknowledgement import Acknowledged, acknowledge
 from ebbtide.engine.backoff import Backoff
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.masking import batch_redactor, payload_sample
@@ -26,7 +27,6 @@ from ebbtide.ports import (
     OP_COLUMN,
     PROBLEM_COLUMN,
     RECORD_COLUMN,
-    BatchResult,
     Destination,
     Journal,
     Operation,
@@ -123,7 +123,7 @@ class Loader:
         outcome = await self._attempt(batch)
         if outcome is None:
             return  # abandoned after a fatal error: unsent, unacknowledged, sent next time
-        if isinstance(outcome, BatchResult):
+        if isinstance(outcome, Acknowledged):
             self._failing_in_a_row = 0
             self._settle(batch, outcome)
         elif outcome.error_class in _SPLITTABLE and len(batch) > 1:
@@ -131,7 +131,7 @@ class Loader:
         else:
             self._fail_all(batch, outcome)
 
-    async def _attempt(self, batch: OutboundBatch) -> BatchResult | DestinationError | None:
+    async def _attempt(self, batch: OutboundBatch) -> Acknowledged | DestinationError | None:
         """Send with retries; the result, the last error, or None when the run stopped."""
         attempts = self.settings.backoff.attempts
         for attempt in range(1, attempts + 1):
@@ -142,7 +142,9 @@ class Loader:
                 return None
             await self.settings.limiter.acquire()
             try:
-                return await self.destination.send(batch)
+                # An answer that cannot be matched to the batch raises here: retried like a
+                # failure on the destination's side, and nothing is settled from it.
+                return acknowledge(batch.records, await self.destination.send(batch))
             except DestinationError as error:
                 if error.error_class is ErrorClass.RATE_LIMITED and error.retry_after:
                     self.settings.limiter.pause(error.retry_after)
@@ -165,7 +167,7 @@ class Loader:
             outcome = await self._attempt(first)
             if outcome is None:
                 return
-            if isinstance(outcome, BatchResult):
+            if isinstance(outcome, Acknowledged):
                 self._settle(first, outcome)
                 suspect = second  # the first half loads, so the fault is in the second
             elif outcome.error_class in _SPLITTABLE:
@@ -218,10 +220,9 @@ class Loader:
         keep = pa.array([i not in at for i in range(len(batch))])
         return batch.with_records(batch.records.filter(keep))
 
-    def _settle(self, batch: OutboundBatch, result: BatchResult) -> None:
+    def _settle(self, batch: OutboundBatch, answer: Acknowledged) -> None:
         records = batch.records
-        if result.rejected:
-            rejected_at = _positions(records, result.rejected)
+        if rejected_at := answer.rejected_at:
             mask = pa.array([i not in rejected_at for i in range(records.num_rows)])
             self._record_failures(records, rejected_at)
             records = records.filter(mask)
@@ -304,40 +305,6 @@ class Loader:
                 [str(at[i].error_class) for i in positions],
             )
         self.on_failures(failures)
-
-
-def canonical_key(key_json: str) -> str:
-    """Keys compare by value, whatever spacing or property order the destination used."""
-    return json.dumps(json.loads(key_json), sort_keys=True, separators=(",", ":"))
-
-
-def _positions(
-    records: pa.RecordBatch, rejected: tuple[RecordRejection, ...]
-) -> dict[int, RecordRejection]:
-    """Where each rejected key sits in the batch.
-
-    A receiver that echoes key 17 as "17" still means record 17; a rejection that matches no
-    record is logged, never silently counted as a success of some other record.
-    """
-    by_key = {canonical_key(r.key): r for r in rejected}
-    by_text = {_as_text(r.key): r for r in rejected}
-    positions: dict[int, RecordRejection] = {}
-    matched: set[int] = set()
-    for i, key in enumerate(records.column(KEY_COLUMN).to_pylist()):
-        rejection = by_key.get(canonical_key(str(key))) or by_text.get(str(key))
-        if rejection is not None:
-            positions[i] = rejection
-            matched.add(id(rejection))
-    unmatched = [r.key for r in rejected if id(r) not in matched]
-    if unmatched:
-        log.warning("the destination rejected keys that are not in the batch: %s", unmatched[:10])
-    return positions
-
-
-def _as_text(key_json: str) -> str:
-    """A scalar key sent back as a JSON string ("17") compared by its text."""
-    value = json.loads(key_json)
-    return value if isinstance(value, str) else key_json
 
 
 def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:

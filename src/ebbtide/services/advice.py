@@ -61,12 +61,23 @@ def recommended_action(
             f" `destinations.{name}.batch_size`, or map fewer or smaller fields in"
             f" `mappings.{mapping}.fields`."
         )
+    moved = _REDIRECT.search(message) if error_class is ErrorClass.NOT_FOUND else None
+    if moved is not None:
+        return (
+            f"The URL of destination {name!r} redirects to {moved.group(1)}: if that address is"
+            f" right, set `destinations.{name}.url` to it in {workspace.file.name}, then sync"
+            " again. Nothing was delivered; the records are sent on the next sync."
+        )
     if error_class is ErrorClass.NOT_FOUND and spec.mode == "update":
         return (
             f"The destination has no record for this key and mapping {mapping!r} only updates:"
             " create the record there first, or use mode upsert."
         )
     return error_class.recommended_action
+
+
+# As destinations/webhook.py words a redirect it did not follow.
+_REDIRECT = re.compile(r"URL redirects to (\S+?);")
 
 
 def _field_named(message: str, fields: list[str]) -> str | None:

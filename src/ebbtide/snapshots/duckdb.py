@@ -176,7 +176,32 @@ class DuckDBSnapshotStore:
         return self._count("work.stage")
 
     def check_keys(self) -> None:
-        """Null or duplicate primary keys fail the run before anything is sent."""
+        """Null, non-finite or duplicate primary keys fail the run before anything is sent."""
+        self._check_null_keys()
+        self._check_non_finite_keys()
+        self._check_duplicate_keys()
+
+    def _check_non_finite_keys(self) -> None:
+        """NaN and infinities have no JSON form: such a key could never be acknowledged."""
+        test = sql.non_finite_keys(self.mapping, "s", self._key_types())
+        found = self._count(f"work.stage s WHERE {test}")
+        if not found:
+            return
+        parts = ", ".join(
+            f"{sql.quote(k)} := CAST(s.{sql.quote(k)} AS VARCHAR)" for k in self.mapping.key_columns
+        )
+        samples = self._scalars(
+            f"SELECT to_json(struct_pack({parts}))::VARCHAR FROM work.stage s WHERE {test}"
+            f" LIMIT {SAMPLE_KEYS}"
+        )
+        raise ModelError(
+            f"model {self.mapping.model!r}: {found} row(s) have a primary key that is NaN or"
+            f" infinite ({', '.join(self.mapping.key_columns)}), which JSON cannot carry;"
+            " nothing was sent.",
+            samples,
+        )
+
+    def _check_null_keys(self) -> None:
         keys = self.mapping.key_columns
         null_test = " OR ".join(f"{sql.quote(k)} IS NULL" for k in keys)
         nulls = self._count(f"work.stage WHERE {null_test}")
@@ -190,12 +215,15 @@ class DuckDBSnapshotStore:
                 f" ({', '.join(keys)}); nothing was sent.",
                 samples,
             )
+
+    def _check_duplicate_keys(self) -> None:
+        keys = self.mapping.key_columns
         key_list = ", ".join(sql.quote(k) for k in keys)
         dupes = f"SELECT {key_list}, count(*) AS n FROM work.stage GROUP BY ALL HAVING count(*) > 1"
         duplicated = self._count(f"({dupes})")
         if duplicated:
             samples = self._scalars(
-                f"SELECT {sql.key_json(self.mapping, 'd')} || ' (' || n || ' rows)'"
+                f"SELECT {self._key_json('d')} || ' (' || n || ' rows)'"
                 f" FROM ({dupes}) d ORDER BY n DESC LIMIT {SAMPLE_KEYS}"
             )
             raise ModelError(
@@ -276,7 +304,7 @@ class DuckDBSnapshotStore:
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.bound is not None, "stage() comes first"
-        query = sql.outbound_query(self.bound, operations)
+        query = sql.outbound_query(self.bound, operations, self._key_types())
         cursor = self.con.cursor()
         if any(f.nested for f in self.bound.fields):
             # DuckDB renders a streamed result with all its threads only while its buffer of
@@ -353,11 +381,11 @@ class DuckDBSnapshotStore:
         try:
             rows = self.con.execute(
                 f"""SELECT p.k,
-                    p.k IN (SELECT {sql.key_json(self.mapping, "c")} FROM work.changes c
+                    p.k IN (SELECT {self._key_json("c")} FROM work.changes c
                             WHERE {sent}),
-                    p.k IN (SELECT {sql.key_json(self.mapping, "a")} FROM work.accepted a
+                    p.k IN (SELECT {self._key_json("a")} FROM work.accepted a
                             WHERE seq < {UNSENT_SEQ}),
-                    p.k IN (SELECT {sql.key_json(self.mapping, "s")} FROM work.stage s)
+                    p.k IN (SELECT {self._key_json("s")} FROM work.stage s)
                 FROM pending_keys p"""
             ).fetchall()
         finally:
@@ -371,7 +399,7 @@ class DuckDBSnapshotStore:
         self.con.register("expired_keys", pa.table({"k": pa.array(keys, pa.string())}))
         try:
             self._accept_changes(
-                f"{sql.key_json(self.mapping, 'c')} IN (SELECT k FROM expired_keys)",
+                f"{self._key_json('c')} IN (SELECT k FROM expired_keys)",
                 seq=GIVEN_UP_SEQ,
             )
         finally:
@@ -540,6 +568,14 @@ class DuckDBSnapshotStore:
         columns = self.bound.columns if self.bound else ()
         shown = list(dict.fromkeys([*self.mapping.key_columns, *columns]))[:4]
         return ", ".join(f"{sql.quote(c)} := {table}.{sql.quote(c)}" for c in shown)
+
+    def _key_types(self) -> list[pa.DataType]:
+        assert self.stage_schema is not None, "stage() comes first"
+        return [self.stage_schema.field(k).type for k in self.mapping.key_columns]
+
+    def _key_json(self, table: str) -> str:
+        """The key as it is sent, so keys kept with failures compare with the model's."""
+        return sql.key_json(self.mapping, table, self._key_types())
 
     def _count(self, relation: str) -> int:
         row = self.con.execute(f"SELECT count(*) FROM {relation}").fetchone()

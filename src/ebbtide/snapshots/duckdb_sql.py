@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from ebbtide.engine.binding import BoundMapping
+from collections.abc import Sequence
+from typing import Any
+
+import pyarrow as pa
+
+from ebbtide.config.models import DecimalsAs
+from ebbtide.engine.binding import BoundMapping, Kind, kind_of
 from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.ports import (
     HASH_COLUMN,
@@ -16,10 +22,12 @@ from ebbtide.ports import (
 from ebbtide.snapshots.payload_sql import data_object, payload_sql
 from ebbtide.snapshots.sql_text import literal as literal
 from ebbtide.snapshots.sql_text import quote as quote
+from ebbtide.snapshots.value_sql import ValueSQL, object_sql
 
 # Bump when the row hash changes meaning; a snapshot made with another version is re-hashed
 # by resending, never silently compared.
 HASH_VERSION = "duckdb-hash-1"
+_ISO_NANOSECONDS = '"%Y-%m-%dT%H:%M:%S.%n"'
 
 
 def key_join(left: str, right: str, key_columns: tuple[str, ...]) -> str:
@@ -32,15 +40,45 @@ def hash_expression(bound: BoundMapping) -> str:
     return f"hash({literal(bound.mapping.signature)}{columns})"
 
 
-def key_json(mapping: CompiledMapping, table: str) -> str:
-    """The key as JSON: the value for a one-column key, an object for a composite key."""
-    if len(mapping.key_columns) == 1:
-        return f"to_json({table}.{quote(mapping.key_columns[0])})::VARCHAR"
-    parts = ", ".join(f"{literal(c)}, {table}.{quote(c)}" for c in mapping.key_columns)
-    return f"json_object({parts})::VARCHAR"
+def key_json(mapping: CompiledMapping, table: str, key_types: Sequence[pa.DataType]) -> str:
+    """The key as canonical JSON: the value for a one-column key, an object for a composite key.
+
+    Rendered as values are (ISO 8601 dates and times, every digit of a decimal, base64 bytes),
+    so a key reads the same in `key` as in `data`; a composite key's members come in the
+    declared order of the primary key. Floats that JSON cannot carry are refused before (see
+    `non_finite_keys`).
+    """
+    texts = [
+        _key_part(f"{table}.{quote(c)}", t)
+        for c, t in zip(mapping.key_columns, key_types, strict=True)
+    ]
+    if len(texts) == 1:
+        return texts[0]
+    return object_sql([(c, t, False) for c, t in zip(mapping.key_columns, texts, strict=True)])
 
 
-def outbound_query(bound: BoundMapping, operations: frozenset[Operation]) -> str:
+def _key_part(ref: str, arrow_type: pa.DataType) -> str:
+    timestamp: Any = arrow_type
+    if kind_of(arrow_type) is Kind.TIMESTAMP and timestamp.unit == "ns" and not timestamp.tz:
+        # Values are sent to the microsecond; keys keep every digit, or two rows would collide.
+        return f"strftime({ref}, {literal(_ISO_NANOSECONDS)})"
+    return ValueSQL().json_text(ref, arrow_type, DecimalsAs.NUMBER)
+
+
+def non_finite_keys(mapping: CompiledMapping, table: str, key_types: Sequence[pa.DataType]) -> str:
+    """A condition on rows of `table`: a key column holds NaN or an infinity."""
+    renderer = ValueSQL()
+    tests = [
+        renderer.non_finite(f"{table}.{quote(c)}", t, c)
+        for c, t in zip(mapping.key_columns, key_types, strict=True)
+    ]
+    found = [f"({test}) IS NOT NULL" for test in tests if test is not None]
+    return " OR ".join(found) if found else "false"
+
+
+def outbound_query(
+    bound: BoundMapping, operations: frozenset[Operation], key_types: Sequence[pa.DataType]
+) -> str:
     """Changed rows of the given operations, with everything a destination needs.
 
     The inner query renders each field once; the outer one assembles the record from those
@@ -54,7 +92,7 @@ def outbound_query(bound: BoundMapping, operations: frozenset[Operation]) -> str
     ]
     inner = [
         f"c.{OP_COLUMN}",
-        f"{key_json(mapping, 'c')} AS {KEY_COLUMN}",
+        f"{key_json(mapping, 'c', key_types)} AS {KEY_COLUMN}",
         f"c.{HASH_COLUMN}",
         *key_parts,
         f"CASE WHEN c.{OP_COLUMN} = 'deleted' THEN NULL ELSE {payload.problem} END"
