@@ -20,7 +20,7 @@ from ebbtide.cli.progress import ProgressListener
 from ebbtide.config.workspace import Workspace
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.engine.retries import FailureStatus
-from ebbtide.errors import ConfigErrors, EbbtideError, ErrorClass, UsageError
+from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
@@ -111,11 +111,17 @@ def validate(
     """
     workspace = _workspace()
     service = SyncService(workspace)
+    errors: list[ConfigError] = []
     for name in workspace.spec.mappings:
-        if offline:
-            service.compile(name)
-        else:
-            service.check(name)
+        try:
+            if offline:
+                service.compile(name)
+            else:
+                service.check(name)
+        except ConfigError as error:
+            errors.append(error)  # every mapping is checked: one pass fixes them all
+    if errors:  # mappings of one model share its errors: each is said once
+        raise ConfigErrors(list({e.describe(): e for e in errors}.values()))
     summary = {
         "ok": True,
         "file": str(workspace.file),

@@ -10,7 +10,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ebbtide.config.models import DestinationConfig
+from ebbtide.config.models import DestinationConfig, ModelSpec
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
 from ebbtide.engine.binding import BoundMapping, bind
@@ -22,7 +22,7 @@ from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import Replay, RunListener, RunResult, SyncJob, execute
-from ebbtide.errors import EbbtideError, LeaseLostError, MappingError
+from ebbtide.errors import EbbtideError, LeaseLostError, MappingError, ModelError, SourceError
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
@@ -239,11 +239,20 @@ class SyncService:
         """Compile a mapping and bind it to its model's columns, reading no rows: what
         `validate` catches before a sync would (paths, types, conversions)."""
         mapping = self.compile(name)
-        schema = self._read_over(mapping.model, "SELECT * FROM {model} LIMIT 0").schema
+        source = self._source(mapping.model)  # an unreachable source is no workspace error
+        query = self.workspace.model_query(mapping.model).strip().rstrip(";")
+        schema: pa.Schema | None = None
         try:
+            schema = source.read(f"SELECT * FROM (\n{query}\n) AS ebbtide_model LIMIT 0").schema
             return bind(mapping, schema)
         except MappingError as error:
             raise self.workspace.located(error, name) from None
+        except (ModelError, SourceError) as error:
+            # The model's SQL fails, or lacks the primary key: its definition is at fault.
+            at = _model_key_at_fault(self.workspace.model(mapping.model), mapping, schema)
+            raise self.workspace.located_model(str(error), mapping.model, at) from None
+        finally:
+            source.close()
 
     def count_model(self, model: str) -> int:
         """How many rows the model has now (the source counts them)."""
@@ -306,6 +315,13 @@ class SyncService:
 
     def _record_failures(self, run_id: int, failures: list[RecordFailure]) -> None:
         self.state.add_failures(run_id, failures)
+
+
+def _model_key_at_fault(spec: ModelSpec, mapping: CompiledMapping, schema: pa.Schema | None) -> str:
+    """`primary_key` when the model's columns lack it, else where its query is written."""
+    if schema is not None and not set(mapping.key_columns) <= set(schema.names):
+        return "primary_key"
+    return "sql" if spec.sql else "table" if spec.table else "file"
 
 
 def _load_settings(
