@@ -11,7 +11,7 @@ import pytest
 from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.engine.run import RunResult
 from ebbtide.errors import ErrorClass, LeaseLostError, MappingBusyError, UsageError
-from ebbtide.ports import Operation
+from ebbtide.ports import ChangeCounts, Operation
 from ebbtide.state.store import SqlStateStore
 
 
@@ -115,3 +115,37 @@ def test_opening_twice_applies_migrations_once(store: SqlStateStore, tmp_path: P
     again = SqlStateStore(str(store.engine.url.render_as_string(hide_password=False)), tmp_path)
     assert again.list_runs() == []
     again.dispose()
+
+
+def test_an_interrupted_run_keeps_the_failures_and_deliveries_it_recorded(
+    store: SqlStateStore,
+) -> None:
+    dead, _ = store.start_run("m", "manual", lease_ttl_s=0)  # expired as soon as it starts
+    store.add_failures(
+        dead.id,
+        [
+            RecordFailure(str(k), Operation.ADDED, error_class, "refused")
+            for k, error_class in enumerate(
+                [ErrorClass.VALIDATION, ErrorClass.VALIDATION, ErrorClass.SERVER_ERROR]
+            )
+        ],
+    )
+    fresh, _ = store.start_run("m", "manual", lease_ttl_s=60)
+    interrupted = store.get_run(dead.id)
+    assert interrupted.status is RunStatus.INTERRUPTED
+    assert (interrupted.failed, interrupted.failed_by_class) == (
+        3,
+        {"validation": 2, "server_error": 1},
+    )
+
+    # What the journals show: written on the interrupted run, never on one that is running.
+    store.ledger.record_acknowledged(
+        {dead.id: ChangeCounts(300, 20, 1), fresh.id: ChangeCounts(5, 5, 5)}
+    )
+    interrupted = store.get_run(dead.id)
+    assert (interrupted.loaded_new, interrupted.loaded_updated, interrupted.loaded_deleted) == (
+        300,
+        20,
+        1,
+    )
+    assert store.get_run(fresh.id).loaded_new == 0
