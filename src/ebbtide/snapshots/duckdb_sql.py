@@ -27,7 +27,7 @@ from ebbtide.snapshots.value_sql import ValueSQL, object_sql
 # Bump when the row hash changes meaning; a snapshot made with another version is re-hashed
 # by resending, never silently compared.
 HASH_VERSION = "duckdb-hash-1"
-_ISO_NANOSECONDS = '"%Y-%m-%dT%H:%M:%S.%n"'
+_ISO_NANOSECONDS = "%Y-%m-%dT%H:%M:%S.%n"
 
 
 def key_join(left: str, right: str, key_columns: tuple[str, ...]) -> str:
@@ -61,7 +61,8 @@ def _key_part(ref: str, arrow_type: pa.DataType) -> str:
     timestamp: Any = arrow_type
     if kind_of(arrow_type) is Kind.TIMESTAMP and timestamp.unit == "ns" and not timestamp.tz:
         # Values are sent to the microsecond; keys keep every digit, or two rows would collide.
-        return f"strftime({ref}, {literal(_ISO_NANOSECONDS)})"
+        # The quotes go around the text: DuckDB 1.5 garbles a format with text after %n.
+        return f"""'"' || strftime({ref}, {literal(_ISO_NANOSECONDS)}) || '"'"""
     return ValueSQL().json_text(ref, arrow_type, DecimalsAs.NUMBER)
 
 
