@@ -24,6 +24,7 @@ from tests.e2e.harness import (
     FAST_SQL,
     IN_FLIGHT_RECORDS,
     LEASE_TTL_S,
+    MAPPING,
     SLOW_SQL,
     Processes,
     ReceiverProcess,
@@ -215,3 +216,33 @@ def test_signal_mid_load_cancels_the_run_and_the_next_sync_sends_the_rest(
     assert duplicates(records) <= IN_FLIGHT_RECORDS
     assert workspace.runs()[cancelled]["status"] == "cancelled"
     assert "cancelled" in done.stderr, "the CLI said nothing about the cancellation"
+
+
+def test_a_reset_after_a_crash_credits_the_dead_run_before_dropping_its_journal(
+    tmp_path: Path, processes: Processes, receiver: ReceiverProcess
+) -> None:
+    workspace = Workspace.create(tmp_path / "ws", receiver.url, ROWS)
+    first = workspace.start_sync(processes, "first")
+    dead = wait_until(lambda: running_run(workspace), 20, "the first run to start")
+    wait_until(lambda: len(workspace.journaled_keys(dead)) >= 3 * BATCH_SIZE, 30, "3 batches")
+    first.kill()
+    first.wait(timeout=10)
+    journaled = len(workspace.journaled_keys(dead))
+
+    def reset() -> bool:  # refused (exit 4) until the dead run's lease has run out
+        done = subprocess.run(
+            workspace.cli_args("reset", MAPPING, "--yes"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=workspace.env,
+        )
+        assert done.returncode in (0, 4), done.stderr
+        return done.returncode == 0
+
+    wait_until(reset, 30, "the reset to take the dead run's lease over", interval_s=0.2)
+    assert not workspace.journals()
+    run = workspace.runs()[dead]
+    assert run["status"] == "interrupted"
+    assert (run["loaded_new"], run["loaded_updated"], run["loaded_deleted"]) == (journaled, 0, 0)
+    assert 3 * BATCH_SIZE <= journaled <= receiver.count(dead)
