@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
-from ebbtide.config.models import NAME_RULE
+from ebbtide.config.models import NAME_RULE, WorkspaceSpec
 from ebbtide.config.workspace import load_workspace
 from ebbtide.snapshots.scratch import remove_orphans
 from tests.unit.test_config_errors import VALID, only_error, write
@@ -40,6 +41,11 @@ def test_a_name_that_is_not_a_name_is_refused_at_its_line(
 def test_names_with_dashes_underscores_and_digits_load(tmp_path: Path) -> None:
     write(tmp_path, VALID, replace={"  users_to_crm:": "  users-to_crm2:"})
     assert set(load_workspace(tmp_path).spec.mappings) == {"users-to_crm2"}
+
+
+def test_a_workspace_built_in_python_checks_its_names_too() -> None:
+    with pytest.raises(ValidationError, match="is not a valid name"):
+        WorkspaceSpec(sources={"../warehouse": {"type": "duckdb"}})
 
 
 @pytest.mark.parametrize("path", ["../users.jsonl", "out/../../users.jsonl", ".."])

@@ -263,15 +263,18 @@ class JournalsSpec(Spec):
 
 
 class WorkspaceSpec(Spec):
-    """The whole of `ebbtide.yml`; sources and destinations are checked by their adapters."""
+    """The whole of `ebbtide.yml`; sources and destinations are checked by their adapters.
+
+    Names are checked here too, so a workspace built in Python cannot name a path either.
+    """
 
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
-    sources: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    models: dict[str, ModelSpec] = Field(default_factory=dict)
-    destinations: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    mappings: dict[str, MappingSpec] = Field(default_factory=dict)
+    sources: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    models: dict[Name, ModelSpec] = Field(default_factory=dict)
+    destinations: dict[Name, dict[str, Any]] = Field(default_factory=dict)
+    mappings: dict[Name, MappingSpec] = Field(default_factory=dict)
 
 
 class AdapterConfig(BaseModel):
