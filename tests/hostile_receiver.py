@@ -118,6 +118,11 @@ class HostileReceiver:
     def reject(self, key: Any) -> None:
         self.reject_keys.add(key_text(key))
 
+    def forget(self) -> None:
+        """Forget what was received (behaviours stay)."""
+        with self._changed:
+            self.seen.clear()
+
     def requests_to(self, path: str) -> list[Seen]:
         with self._changed:
             return [s for s in self.seen if s.path == path]

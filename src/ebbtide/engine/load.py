@@ -27,6 +27,7 @@ from ebbtide.ports import (
     OP_COLUMN,
     PROBLEM_COLUMN,
     RECORD_COLUMN,
+    TOO_LARGE_COLUMN,
     Destination,
     Journal,
     Operation,
@@ -197,21 +198,22 @@ class Loader:
         return self._set_aside(batch, at)
 
     def _without_oversized(self, batch: OutboundBatch) -> OutboundBatch:
-        """A record larger than the destination accepts fails alone, not with its batch."""
+        """A record larger than the destination accepts fails alone, not with its batch: one
+        the snapshot store found too large to build, or one rendered past `max_record_bytes`."""
+        at = _marked_too_large(batch.records)
         limit = self.settings.max_record_bytes
-        if limit is None:
-            return batch
-        records: Any = batch.records.column(RECORD_COLUMN)
-        too_large: Any = pc.greater(pc.binary_length(records), pa.scalar(limit))
-        if not pc.any(too_large).as_py():
-            return batch
-        rejection = RecordRejection(
-            "",
-            ErrorClass.PAYLOAD_TOO_LARGE,
-            f"the record is larger than the destination accepts ({limit:,} bytes)",
-        )
-        positions = [i for i, big in enumerate(too_large.to_pylist()) if big]
-        return self._set_aside(batch, dict.fromkeys(positions, rejection))
+        if limit is not None:
+            records: Any = batch.records.column(RECORD_COLUMN)
+            too_large: Any = pc.greater(pc.binary_length(records), pa.scalar(limit))
+            if pc.any(too_large).as_py():
+                rejection = RecordRejection(
+                    "",
+                    ErrorClass.PAYLOAD_TOO_LARGE,
+                    f"the record is larger than the destination accepts ({limit:,} bytes)",
+                )
+                big = [i for i, b in enumerate(too_large.to_pylist()) if b and i not in at]
+                at.update(dict.fromkeys(big, rejection))
+        return self._set_aside(batch, at) if at else batch
 
     def _set_aside(self, batch: OutboundBatch, at: dict[int, RecordRejection]) -> OutboundBatch:
         """Fail the records at these positions and send the others."""
@@ -317,6 +319,20 @@ def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
 def _joined(parts: list[OutboundBatch]) -> OutboundBatch:
     records = pa.concat_batches([part.records for part in parts])  # type: ignore[attr-defined]
     return dataclasses.replace(parts[0], records=records, part=f"{parts[0].part}.r")
+
+
+def _marked_too_large(records: pa.RecordBatch) -> dict[int, RecordRejection]:
+    """The rows the snapshot store set aside as too large, each with its reason."""
+    if TOO_LARGE_COLUMN not in records.schema.names:
+        return {}
+    reasons: Any = records.column(TOO_LARGE_COLUMN)
+    if reasons.null_count == len(reasons):
+        return {}
+    return {
+        i: RecordRejection("", ErrorClass.PAYLOAD_TOO_LARGE, str(reason))
+        for i, reason in enumerate(reasons.to_pylist())
+        if reason is not None
+    }
 
 
 def _reraise(done: set[asyncio.Task[None]]) -> None:

@@ -194,7 +194,8 @@ class SyncService:
     ) -> None:
         lease = keeper.lease
         source = self._source(mapping.model)
-        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping)
+        limit = self.workspace.destinations[mapping.destination].max_record_bytes
+        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping, max_record_bytes=limit)
         spec = self.workspace.mapping(mapping.name)
         guards = Guards.for_mapping(spec.guards, spec.mode)
         ledger = self.state.ledger
