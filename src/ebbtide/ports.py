@@ -38,6 +38,9 @@ KEY_PART_PREFIX = "__k"
 # Why a row's values cannot become its payload (NaN, text that is not a number, …); null if
 # they can. Such a row fails alone with error class `mapping` and is never sent.
 PROBLEM_COLUMN = "__problem"
+# Why a row is too large to become a record at all (its values were not rendered); null if
+# it is not. Such a row fails alone with error class `payload_too_large` and is never sent.
+TOO_LARGE_COLUMN = "__too_large"
 # In a run's sent journal: null for a record the destination accepted, else its error class.
 OUTCOME_COLUMN = "__outcome"
 

@@ -35,6 +35,15 @@ from ebbtide.snapshots.journal import (
     journal_files,
     read_journals,
 )
+from ebbtide.snapshots.outbound import (
+    MAX_BATCH_BYTES,
+    OVERSIZED_TABLE,
+    bounded_batches,
+    clear_oversized_sql,
+    marking_too_large,
+    oversized_sql,
+    record_limit,
+)
 from ebbtide.snapshots.payload_sql import as_json_columns
 from ebbtide.snapshots.scratch import new_scratch
 from ebbtide.snapshots.staging import chunked, remember_errors
@@ -89,9 +98,11 @@ class DuckDBSnapshotStore:
         memory_limit: str = "512MB",
         *,
         read_only: bool = False,
+        max_record_bytes: int | None = None,
     ) -> None:
         self.mapping = mapping
         self.read_only = read_only
+        self.record_limit = record_limit(max_record_bytes)
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = journal_dir(state_dir, mapping.name)
@@ -305,6 +316,8 @@ class DuckDBSnapshotStore:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.bound is not None, "stage() comes first"
         query = sql.outbound_query(self.bound, operations, self._key_types())
+        if self._set_aside_oversized(operations):
+            query = marking_too_large(query, len(self.mapping.key_columns))
         cursor = self.con.cursor()
         if any(f.nested for f in self.bound.fields):
             # DuckDB renders a streamed result with all its threads only while its buffer of
@@ -313,7 +326,22 @@ class DuckDBSnapshotStore:
             cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
         reader = cursor.execute(query).to_arrow_reader(batch_size)
         nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
-        return as_json_columns(reader, nested) if nested else reader
+        reader = as_json_columns(reader, nested) if nested else reader
+        return bounded_batches(reader, MAX_BATCH_BYTES)
+
+    def _set_aside_oversized(self, operations: frozenset[Operation]) -> bool:
+        """Find the changed rows too large to become records, and empty their values so that
+        no query renders them; True when there are any."""
+        assert self.bound is not None
+        types = {str(r[0]): str(r[1]) for r in self.con.execute("DESCRIBE work.stage").fetchall()}
+        find = oversized_sql(self.bound, types, operations, self.record_limit)
+        if find is None:
+            return False
+        self.con.execute(find)
+        if not self._count(OVERSIZED_TABLE):
+            return False
+        self.con.execute(clear_oversized_sql(self.bound))
+        return True
 
     def sample_changes(
         self, operations: frozenset[Operation], limit: int

@@ -1,0 +1,148 @@
+"""Outbound records kept to sizes that DuckDB, the destination and the run can handle.
+
+A single 50 MB value once crashed the run: DuckDB's JSON rendering asked for half a gigabyte
+for it, past the scratch database's memory limit, and with it went every other record. So a
+row whose values add up to more than the record limit is found before any record is built, by
+measuring its values where they lie (lengths, not rendered text); it is never rendered, and
+fails alone as `payload_too_large`, naming the column that makes it large. Batches are then
+cut to a bounded number of bytes as well as of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ebbtide.engine.binding import BoundMapping
+from ebbtide.ports import (
+    KEY_COLUMN,
+    KEY_PART_PREFIX,
+    OP_COLUMN,
+    RECORD_COLUMN,
+    TOO_LARGE_COLUMN,
+    Operation,
+    iter_batches,
+)
+from ebbtide.snapshots.sql_text import literal, quote
+
+# A record larger than this fails unless the destination sets `max_record_bytes`, up to
+# RENDER_CEILING_BYTES: rendering a larger one would not fit DuckDB's memory limit.
+DEFAULT_MAX_RECORD_BYTES = 8 * 2**20
+RENDER_CEILING_BYTES = 32 * 2**20
+# An outbound batch holds at most this many bytes of records (at least one record).
+MAX_BATCH_BYTES = 16 * 2**20
+OVERSIZED_TABLE = "work.oversized"
+
+
+def record_limit(max_record_bytes: int | None) -> int:
+    """The largest record a run builds for a destination that accepts `max_record_bytes`."""
+    return min(max_record_bytes or DEFAULT_MAX_RECORD_BYTES, RENDER_CEILING_BYTES)
+
+
+def value_bytes(ref: str, duck_type: str) -> str | None:
+    """SQL for about how many bytes a value takes in a record; None when it is always small."""
+    if duck_type in ("VARCHAR", "JSON"):
+        return f"strlen({ref})"
+    if duck_type == "BLOB":
+        return f"(octet_length({ref}) * 4 // 3)"  # sent as base64
+    if duck_type.endswith("]") or duck_type.startswith(("STRUCT", "MAP", "UNION")):
+        return f"strlen(CAST({ref} AS VARCHAR))"
+    return None  # numbers, dates, times, booleans: a few bytes each
+
+
+def oversized_sql(
+    bound: BoundMapping,
+    types: dict[str, str],
+    operations: frozenset[Operation],
+    limit: int,
+) -> str | None:
+    """A statement filling OVERSIZED_TABLE with the changed rows over `limit` bytes (their key
+    parts and why), or None when no column read by the mapping can grow large."""
+    keys = bound.mapping.key_columns
+    sizes = [(c, e) for c in bound.columns if (e := value_bytes(f"s.{quote(c)}", types[c]))]
+    if not sizes:
+        return None
+    measured = [f"coalesce({e}, 0)" for _, e in sizes]
+    named = " ".join(
+        f"WHEN __n{i} = largest THEN {literal(repr(c))}" for i, (c, _) in enumerate(sizes)
+    )
+    part_names = [quote(f"{KEY_PART_PREFIX}{i}") for i in range(len(keys))]
+    parts = ", ".join(f"s.{quote(k)} AS {p}" for k, p in zip(keys, part_names, strict=True))
+    on = " AND ".join(f"c.{quote(k)} = big.{p}" for k, p in zip(keys, part_names, strict=True))
+    sent = ", ".join(literal(op) for op in sorted(operations) if op != Operation.DELETED)
+    reason = (
+        f"'the record is too large to send: column ' || (CASE {named} END) || ' holds '"
+        f" || format_bytes(largest) || '; records of at most {limit:,} bytes are built (raise"
+        f" the destination''s max_record_bytes, up to {RENDER_CEILING_BYTES:,}, or leave the"
+        " column out of the mapping)'"
+    )
+    # Measured on the staged rows alone (lengths are stored, so this is a cheap scan); only
+    # the few rows found are matched with the changes.
+    return f"""CREATE OR REPLACE TABLE {OVERSIZED_TABLE} AS
+        WITH big AS (
+            SELECT {parts}, {", ".join(f"{m} AS __n{i}" for i, m in enumerate(measured))},
+                greatest({", ".join(measured)}) AS largest
+            FROM work.stage s WHERE {" + ".join(measured)} > {limit}
+        )
+        SELECT {", ".join(f"big.{p}" for p in part_names)}, {reason} AS {TOO_LARGE_COLUMN}
+        FROM big JOIN work.changes c ON {on}
+        WHERE c.{OP_COLUMN} IN ({sent or "NULL"})"""
+
+
+def clear_oversized_sql(bound: BoundMapping) -> str:
+    """Empties the large values of the rows in OVERSIZED_TABLE, so nothing renders them.
+
+    Their row hashes were taken when they were staged: the diff and the commit are unchanged.
+    """
+    keys = bound.mapping.key_columns
+    cleared = [c for c in bound.columns if c not in keys]
+    sets = ", ".join(f"{quote(c)} = NULL" for c in cleared)
+    match = " AND ".join(
+        f"work.stage.{quote(k)} = o.{quote(f'{KEY_PART_PREFIX}{i}')}" for i, k in enumerate(keys)
+    )
+    return f"UPDATE work.stage SET {sets} FROM {OVERSIZED_TABLE} o WHERE {match}"
+
+
+def marking_too_large(query: str, key_count: int) -> str:
+    """`query`'s records, each with TOO_LARGE_COLUMN (null when it may be sent); the record of
+    one too large holds no data, so no payload of it is ever built or stored."""
+    on = " AND ".join(
+        f"q.{quote(f'{KEY_PART_PREFIX}{i}')} = o.{quote(f'{KEY_PART_PREFIX}{i}')}"
+        for i in range(key_count)
+    )
+    placeholder = (
+        f"""concat('{{"op":"', q.{OP_COLUMN}, '","key":', q.{KEY_COLUMN}, ',"data":null}}')"""
+    )
+    return f"""SELECT q.* REPLACE (
+            CASE WHEN o.{TOO_LARGE_COLUMN} IS NULL THEN q.{RECORD_COLUMN} ELSE {placeholder} END
+            AS {RECORD_COLUMN}),
+        o.{TOO_LARGE_COLUMN}
+        FROM ({query}) q LEFT JOIN {OVERSIZED_TABLE} o ON {on}"""
+
+
+def bounded_batches(reader: pa.RecordBatchReader, max_bytes: int) -> pa.RecordBatchReader:
+    """`reader`'s batches, cut where their records would pass `max_bytes` (one record at least)."""
+
+    def cut() -> Iterator[pa.RecordBatch]:
+        for batch in iter_batches(reader):
+            records: Any = batch.column(RECORD_COLUMN)
+            lengths = pc.binary_length(records).fill_null(0)
+            if batch.num_rows <= 1 or pc.sum(lengths).as_py() <= max_bytes:
+                yield batch
+                continue
+            yield from _pieces(batch, lengths.to_pylist(), max_bytes)
+
+    return pa.RecordBatchReader.from_batches(reader.schema, cut())
+
+
+def _pieces(batch: pa.RecordBatch, lengths: list[int], max_bytes: int) -> Iterator[pa.RecordBatch]:
+    start, size = 0, 0
+    for i, length in enumerate(lengths):
+        if i > start and size + length > max_bytes:
+            yield batch.slice(start, i - start)
+            start, size = i, 0
+        size += length
+    yield batch.slice(start)
