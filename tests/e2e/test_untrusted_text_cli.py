@@ -78,6 +78,10 @@ def assert_shows_every_text(output: str, *, codes: bool = True, payloads: bool =
 def test_markup_in_keys_messages_and_payloads_is_shown_as_text_by_every_view(
     workspace: Path, receiver: Receiver
 ) -> None:
+    plan = ebbtide(workspace, receiver, "sync", "plan", "users", "--samples", "5")
+    assert plan.returncode == 0, plan.stderr
+    assert '"[/i][link=https://evil.example/]x[/link]@example.com"' in plan.stdout
+
     done = ebbtide(workspace, receiver, "sync", "run", "users")
     assert done.returncode == 3, done.stderr  # the run's own exit code: partial success
     for key, (_, message) in REJECTED.items():
