@@ -14,7 +14,9 @@ hide. That garbles messages, which is the price of a one-character secret.
 
 from __future__ import annotations
 
+import contextlib
 import re
+from base64 import b64encode
 from collections.abc import Iterable
 from itertools import chain
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -134,6 +136,26 @@ def _mask_for(patterns: list[str]) -> str:
     # Past the usual ones, any character no secret uses will do: there is always one.
     candidates = chain(_MASK_CHARACTERS, map(chr, range(0xE000, 0x110000)))
     return next(c for c in candidates if c not in used) * 3
+
+
+def basic_credentials(url: str) -> list[str]:
+    """The `Authorization: Basic` value an HTTP client makes of a URL's user and password.
+
+    A server echoing that header base64-encodes it again: only this value, as a secret of its
+    own, is found inside the second layer.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return []
+    if parts.password is None:
+        return []
+    pair = f"{unquote(parts.username or '')}:{unquote(parts.password)}"
+    values = set()
+    for encoding in ("utf-8", "latin-1"):  # aiohttp and requests encode it as Latin-1
+        with contextlib.suppress(UnicodeEncodeError):
+            values.add(b64encode(pair.encode(encoding)).decode())
+    return sorted(values)
 
 
 def url_redactor(url: str) -> Redactor:

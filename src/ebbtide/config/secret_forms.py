@@ -9,6 +9,7 @@ and bits of the secret itself at its edges).
 
 from __future__ import annotations
 
+import contextlib
 import html
 import itertools
 import json
@@ -42,10 +43,19 @@ def forms_of(secret: str) -> Forms:
     plain |= _percent_forms(secret)
     plain.add(html.escape(secret))
     base64 = set()
-    for form in _base64_forms(secret.encode("utf-8", "surrogatepass")):
-        base64 |= _escaped_base64(form)
+    for data in _encoded(secret):
+        for form in _base64_forms(data):
+            base64 |= _escaped_base64(form)
     plain.discard("")
     return Forms(frozenset(plain), frozenset(base64))
+
+
+def _encoded(secret: str) -> set[bytes]:
+    """The secret's bytes: UTF-8, and Latin-1 as HTTP clients encode Basic credentials."""
+    encoded = {secret.encode("utf-8", "surrogatepass")}
+    with contextlib.suppress(UnicodeEncodeError):
+        encoded.add(secret.encode("latin-1"))
+    return encoded
 
 
 def _json_forms(secret: str) -> set[str]:

@@ -11,6 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from ebbtide.config.models import DestinationConfig, ModelSpec
+from ebbtide.config.redact import basic_credentials
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
 from ebbtide.engine.binding import BoundMapping, bind
@@ -215,7 +216,10 @@ class SyncService:
                     f"{self.workspace.root}#{mapping.destination}", config, keeper.may_send
                 ),
                 record_failures=lambda failures: self._record_failures(lease.run_id, failures),
-                redact=self.workspace.redact,
+                # The client turns a URL's password into a Basic header, which servers echo.
+                redact=self.workspace.redact.with_values(
+                    basic_credentials(str(getattr(config, "url", "")))
+                ),
                 listener=options.listener,
                 pending=self.state.pending_failures.pending(mapping.name),
                 retry_policy=RetryPolicy(spec.retry.max_days, spec.retry.max_syncs),
