@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 GOOD = """\
 sources:
   warehouse: {type: duckdb, path: warehouse.duckdb}
@@ -111,3 +113,23 @@ def test_a_control_character_and_deep_nesting_are_clear_errors(tmp_path: Path) -
     done = validate(tmp_path)
     assert done.returncode == 2
     assert "values are nested too deeply" in said(done)
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("2021-02-30", "day is out of range for month"),
+        ("!!python/object:os.system x", "could not determine a constructor for the tag"),
+        ("!!binary 'zz'", "failed to decode base64 data"),
+        ("!!int abc", "invalid literal for int()"),
+    ],
+)
+def test_a_value_its_tag_or_form_does_not_fit_names_its_line(
+    tmp_path: Path, value: str, reason: str
+) -> None:
+    text = GOOD.replace("primary_key: id,", f"primary_key: id, description: {value},")
+    (tmp_path / "ebbtide.yml").write_text(text)
+    done = validate(tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'ebbtide.yml'}:4: the value" in said(done)
+    assert reason in said(done) and "quote it to keep it as text" in said(done)

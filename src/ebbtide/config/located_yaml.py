@@ -118,7 +118,7 @@ def _build(
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = str(_scalar(key_node))
+            key = str(_scalar(key_node, doc.file))
             if key in result:
                 raise ConfigError(
                     f"the key {key!r} appears twice",
@@ -131,12 +131,22 @@ def _build(
         return result
     if isinstance(node, yaml.SequenceNode):
         return [_build(item, path + (i,), doc, substitute) for i, item in enumerate(node.value)]
-    value = _scalar(node)
+    value = _scalar(node, doc.file)
     return substitute(value, path) if isinstance(value, str) else value
 
 
-def _scalar(node: yaml.Node) -> Any:
-    return yaml.SafeLoader(stream="").construct_object(node, deep=True)
+def _scalar(node: yaml.Node, file: Path | None = None) -> Any:
+    try:
+        return yaml.SafeLoader(stream="").construct_object(node, deep=True)
+    except (yaml.YAMLError, ValueError, TypeError) as exc:
+        # A tag ebbtide does not read (`!!python/…`), or a value its tag or form does not
+        # fit: `2021-02-30` reads as a date, `!!int abc`.
+        problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else str(exc)
+        raise ConfigError(
+            f"the value {node.value!r} cannot be read: {problem}; quote it to keep it as text",
+            file=str(file) if file else None,
+            line=node.start_mark.line + 1,
+        ) from None
 
 
 def dotted(path: KeyPath) -> str:
