@@ -175,3 +175,28 @@ def test_masking_is_linear_in_the_size_of_the_text() -> None:
     elapsed = time.perf_counter() - started
     assert "zz" not in masked and "k" not in masked
     assert elapsed < 5.0, f"masking 5 MB took {elapsed:.1f} s"
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    secret=st.text(min_size=5, max_size=24),
+    encoding=st.sampled_from(sorted(ENCODINGS)),
+    before=surroundings,
+    data=st.data(),
+)
+def test_a_text_cut_short_in_the_middle_of_a_secret_does_not_show_its_beginning(
+    secret: str, encoding: str, before: str, data: st.DataObject
+) -> None:
+    """A destination's body excerpt may end inside a secret: what it cut still masks."""
+    encoded = ENCODINGS[encoding](secret)
+    cut = data.draw(st.integers(min_value=4, max_value=len(encoded) - 1), label="cut")
+    masked = Redactor([secret]).cut_off(before + encoded[:cut])
+    assert not masked.endswith(encoded[:cut])
+
+
+def test_only_a_beginning_of_four_characters_or_more_is_masked_at_the_end() -> None:
+    redact = Redactor(["s3cr3t-token"])
+    assert redact.cut_off("refused: s3cr") == f"refused: {MASK}"
+    assert redact.cut_off("refused: s3c") == "refused: s3c"
+    assert redact.cut_off("refused: s3cr3t-token") == f"refused: {MASK}"
+    assert redact.cut_off("nothing secret here") == "nothing secret here"

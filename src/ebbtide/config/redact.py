@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import re
 from base64 import b64encode
+from bisect import bisect_left
 from collections.abc import Iterable
 from itertools import chain
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -36,6 +37,7 @@ _MASK_CHARACTERS = "*¤•^!" + "".join(map(chr, range(0x2580, 0x25A0)))
 _URL_PASSWORD = re.compile(r"://(?P<user>[^:/?#\s]*):(?P<pw>[^/?#\s]+)@")
 # Base64 text as it travels: both alphabets, padding, percent-escapes, JSON-escaped slashes.
 _BASE64_WORD = re.compile(r"[A-Za-z0-9+/=_%\\-]*")
+_MIN_CUT = 4
 
 
 class Redactor:
@@ -53,6 +55,8 @@ class Redactor:
         self._base64_from = len(plain - single)  # patterns from here on are base64 forms
         self.mask = _mask_for([*self._patterns, *single])
         self._matcher = AhoCorasick(self._patterns) if self._patterns else None
+        self._sorted = sorted(self._patterns)  # for `cut_off`: which forms start a given text
+        self._longest = max(map(len, self._patterns), default=0)
         self._single = (
             re.compile(f"[{''.join(map(re.escape, sorted(single)))}]+") if single else None
         )
@@ -68,6 +72,18 @@ class Redactor:
         if self._single is not None:
             text = self._single.sub(self.mask, text)
         return _URL_PASSWORD.sub(lambda m: f"://{m['user']}:{self.mask}@", text)
+
+    def cut_off(self, text: str) -> str:
+        """Masks `text`, which someone else may have cut short (an excerpt of a body): a form
+        of a secret whose first characters end it is masked too. Below 4 characters such a
+        beginning says too little of a secret to give up the end of every message for it."""
+        text = self(text)
+        for size in range(min(self._longest - 1, len(text)), _MIN_CUT - 1, -1):
+            tail = text[-size:]
+            at = bisect_left(self._sorted, tail)
+            if at < len(self._sorted) and self._sorted[at].startswith(tail):
+                return text[:-size] + self.mask
+        return text
 
     def _masked(self, text: str) -> str:
         assert self._matcher is not None

@@ -242,7 +242,7 @@ class Loader:
         redact = self._redactor(batch.records)
         error = dataclasses.replace(
             error,
-            message=redact(error.message),
+            message=redact.cut_off(error.message),  # a body excerpt may end mid-secret
             code=redact(error.code) if error.code is not None else None,
         )
         rejection = RecordRejection(
@@ -283,7 +283,7 @@ class Loader:
             if text is None:
                 return None
             if text not in texts:
-                texts[text] = redact(text)
+                texts[text] = redact.cut_off(text)
             return texts[text]
 
         failures = [
