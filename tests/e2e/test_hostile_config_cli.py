@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pytest
 
 GOOD = """\
@@ -36,9 +37,10 @@ BOMB = "\n".join(
 )
 
 
-def validate(root: Path) -> subprocess.CompletedProcess[str]:
+def validate(root: Path, *, offline: bool = True) -> subprocess.CompletedProcess[str]:
+    args = ["validate", "--offline"] if offline else ["validate"]
     done = subprocess.run(
-        [sys.executable, "-m", "ebbtide", "-w", str(root), "validate", "--offline"],
+        [sys.executable, "-m", "ebbtide", "-w", str(root), *args],
         capture_output=True,
         text=True,
         timeout=60,  # an expanded bomb would take far longer, or exhaust memory
@@ -133,3 +135,21 @@ def test_a_value_its_tag_or_form_does_not_fit_names_its_line(
     assert done.returncode == 2
     assert f"{tmp_path / 'ebbtide.yml'}:4: the value" in said(done)
     assert reason in said(done) and "quote it to keep it as text" in said(done)
+
+
+def test_a_dotenv_file_or_a_model_file_that_is_not_utf8_names_it(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_bytes(b"TOKEN=ok\nNAME=caf\xe9\n")
+    (tmp_path / "ebbtide.yml").write_text(GOOD)
+    done = validate(tmp_path)
+    assert done.returncode == 2
+    assert f"{tmp_path / '.env'}:2: the file is not UTF-8 text: byte 0xE9 at line 2" in said(done)
+
+    (tmp_path / ".env").unlink()
+    with duckdb.connect(str(tmp_path / "warehouse.duckdb")) as con:
+        con.execute("CREATE TABLE users AS SELECT 1 AS id, 'a' AS email")
+    (tmp_path / "users.sql").write_bytes(b"select id,\n 'caf\xe9' as email from users")
+    sql = 'sql: "select id, email from users"'
+    (tmp_path / "ebbtide.yml").write_text(GOOD.replace(sql, "file: users.sql"))
+    done = validate(tmp_path, offline=False)
+    assert done.returncode == 2
+    assert f"{tmp_path / 'users.sql'}:2: the file is not UTF-8 text: byte 0xE9" in said(done)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 from collections.abc import Mapping
@@ -9,7 +10,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from ebbtide.config.located_yaml import KeyPath
+from ebbtide.config.located_yaml import KeyPath, read_utf8
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
@@ -26,7 +27,8 @@ class EnvSubstitution:
     def for_workspace(cls, root: Path) -> EnvSubstitution:
         """The process environment over the values of `.env` beside the workspace file."""
         dotenv_file = root / ".env"
-        from_file = dotenv_values(dotenv_file) if dotenv_file.is_file() else {}
+        text = read_utf8(dotenv_file) if dotenv_file.is_file() else ""
+        from_file = dotenv_values(stream=io.StringIO(text))
         merged = {k: v for k, v in from_file.items() if v is not None}
         merged.update(os.environ)
         return cls(merged)

@@ -33,14 +33,14 @@ class LocatedDocument:
 
 def load_located(file: Path, substitute: Callable[[str, KeyPath], str]) -> LocatedDocument:
     """Parse `file`, passing every string scalar through `substitute` (for `${VAR}`)."""
-    root = _compose(file, _read_text(file))
+    root = _compose(file, read_utf8(file))
     doc = LocatedDocument(file=file, data=None)
     if root is not None:
         doc.data = _build(root, (), doc, substitute)
     return doc
 
 
-def _read_text(file: Path) -> str:
+def read_utf8(file: Path) -> str:
     """The file as UTF-8 text (a byte order mark is dropped), or where it stops being UTF-8."""
     try:
         data = file.read_bytes()

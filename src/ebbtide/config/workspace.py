@@ -11,7 +11,13 @@ from pydantic import BaseModel, Field, ValidationError
 
 from ebbtide.config.alerts import AlertsSpec
 from ebbtide.config.env import EnvSubstitution
-from ebbtide.config.located_yaml import KeyPath, LocatedDocument, dotted, load_located
+from ebbtide.config.located_yaml import (
+    KeyPath,
+    LocatedDocument,
+    dotted,
+    load_located,
+    read_utf8,
+)
 from ebbtide.config.models import (
     DEFAULT_STATE_URL,
     DestinationConfig,
@@ -78,7 +84,7 @@ class Workspace:
         if model.table:
             return f"SELECT * FROM {model.table}"
         assert model.file is not None
-        return (self.root / model.file).read_text(encoding="utf-8")
+        return read_utf8(self.root / model.file)
 
 
 def find_workspace(start: Path) -> Path:
