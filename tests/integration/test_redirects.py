@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from ebbtide.alerts.http import AlertPostError, post_json
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.services.advice import recommended_action
@@ -135,3 +136,15 @@ def test_a_redirect_loop_ends_as_a_failure(kit: Kit, receiver: HostileReceiver) 
     assert (run.status, run.loaded_new, run.failed) == (RunStatus.FAILED, 0, ROWS)
     assert "redirects in a row" in failure_message(service, run.id)
     assert all(s.method == "POST" for s in receiver.seen)
+
+
+@pytest.mark.parametrize("status", [301, 302, 307])
+def test_an_alert_webhook_that_redirects_is_not_delivered_nor_followed(
+    receiver: HostileReceiver, elsewhere: HostileReceiver, status: int
+) -> None:
+    receiver.redirect("/alerts", status, elsewhere.url("/alerts"))
+    with pytest.raises(AlertPostError, match=f"redirects to {elsewhere.url('/alerts')}"):
+        post_json(receiver.url("/alerts"), {"title": "run failed"}, {"X-Api-Key": API_KEY})
+    (post,) = receiver.requests_to("/alerts")
+    assert post.method == "POST"
+    assert elsewhere.seen == []

@@ -25,8 +25,16 @@ def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = N
         timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, json=body, headers=headers or {}) as response,
+            # Not followed: a 301/302 would turn the POST into a bodiless GET that "succeeds",
+            # and the headers (credentials) must not go wherever the Location points.
+            session.post(url, json=body, headers=headers or {}, allow_redirects=False) as response,
         ):
+            if 300 <= response.status < 400:
+                where = response.headers.get("Location", "nowhere")
+                raise AlertPostError(
+                    f"HTTP {response.status}: the endpoint redirects to {where}; redirects are"
+                    " not followed: if that address is right, configure it instead"
+                )
             if response.status >= 300:
                 text = (await response.text())[:200]
                 raise AlertPostError(f"HTTP {response.status}: {text}")
