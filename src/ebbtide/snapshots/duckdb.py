@@ -103,6 +103,7 @@ class DuckDBSnapshotStore:
         self.mapping = mapping
         self.read_only = read_only
         self.record_limit = record_limit(max_record_bytes)
+        self._oversized: bool | None = None  # rows set aside as too large: not looked for yet
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = journal_dir(state_dir, mapping.name)
@@ -316,7 +317,7 @@ class DuckDBSnapshotStore:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.bound is not None, "stage() comes first"
         query = sql.outbound_query(self.bound, operations, self._key_types())
-        if self._set_aside_oversized(operations):
+        if self._set_aside_oversized():
             query = marking_too_large(query, len(self.mapping.key_columns))
         cursor = self.con.cursor()
         if any(f.nested for f in self.bound.fields):
@@ -329,19 +330,28 @@ class DuckDBSnapshotStore:
         reader = as_json_columns(reader, nested) if nested else reader
         return bounded_batches(reader, MAX_BATCH_BYTES)
 
-    def _set_aside_oversized(self, operations: frozenset[Operation]) -> bool:
+    def _set_aside_oversized(self) -> bool:
         """Find the changed rows too large to become records, and empty their values so that
-        no query renders them; True when there are any."""
+        no query renders them; True when there are any.
+
+        Done once per run: the values it empties could not be measured a second time.
+        """
         assert self.bound is not None
-        types = {str(r[0]): str(r[1]) for r in self.con.execute("DESCRIBE work.stage").fetchall()}
-        find = oversized_sql(self.bound, types, operations, self.record_limit)
-        if find is None:
-            return False
-        self.con.execute(find)
-        if not self._count(OVERSIZED_TABLE):
-            return False
-        self.con.execute(clear_oversized_sql(self.bound))
-        return True
+        if self._oversized is None:
+            types = dict(
+                self.con.execute(
+                    "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
+                ).fetchall()
+            )
+            find = oversized_sql(self.bound, types, self.record_limit)
+            self._oversized = find is not None and self._found(find)
+            if self._oversized:
+                self.con.execute(clear_oversized_sql(self.bound))
+        return self._oversized
+
+    def _found(self, statement: str) -> bool:
+        self.con.execute(statement)
+        return bool(self._count(OVERSIZED_TABLE))
 
     def sample_changes(
         self, operations: frozenset[Operation], limit: int

@@ -53,12 +53,7 @@ def value_bytes(ref: str, duck_type: str) -> str | None:
     return None  # numbers, dates, times, booleans: a few bytes each
 
 
-def oversized_sql(
-    bound: BoundMapping,
-    types: dict[str, str],
-    operations: frozenset[Operation],
-    limit: int,
-) -> str | None:
+def oversized_sql(bound: BoundMapping, types: dict[str, str], limit: int) -> str | None:
     """A statement filling OVERSIZED_TABLE with the changed rows over `limit` bytes (their key
     parts and why), or None when no column read by the mapping can grow large."""
     keys = bound.mapping.key_columns
@@ -72,7 +67,6 @@ def oversized_sql(
     part_names = [quote(f"{KEY_PART_PREFIX}{i}") for i in range(len(keys))]
     parts = ", ".join(f"s.{quote(k)} AS {p}" for k, p in zip(keys, part_names, strict=True))
     on = " AND ".join(f"c.{quote(k)} = big.{p}" for k, p in zip(keys, part_names, strict=True))
-    sent = ", ".join(literal(op) for op in sorted(operations) if op != Operation.DELETED)
     reason = (
         f"'the record is too large to send: column ' || (CASE {named} END) || ' holds '"
         f" || format_bytes(largest) || '; records of at most {limit:,} bytes are built (raise"
@@ -89,7 +83,7 @@ def oversized_sql(
         )
         SELECT {", ".join(f"big.{p}" for p in part_names)}, {reason} AS {TOO_LARGE_COLUMN}
         FROM big JOIN work.changes c ON {on}
-        WHERE c.{OP_COLUMN} IN ({sent or "NULL"})"""
+        WHERE c.{OP_COLUMN} <> {literal(Operation.DELETED)}"""
 
 
 def clear_oversized_sql(bound: BoundMapping) -> str:
