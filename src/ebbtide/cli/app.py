@@ -6,7 +6,6 @@ import getpass
 import os
 import signal
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -17,27 +16,16 @@ from ebbtide.cli import context, render
 from ebbtide.cli.alerts import alerts_app, notifications
 from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
+from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, advisor, run_one, show_syncs
 from ebbtide.config.workspace import Workspace
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.engine.retries import FailureStatus
-from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, ErrorClass, UsageError
-from ebbtide.services.advice import recommended_action
+from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.workspace_init import init_workspace
-from ebbtide.state.records import RunRecord
 
 EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
-
-EXIT_FOR_STATUS = {
-    RunStatus.SUCCESS: 0,
-    RunStatus.PARTIAL_SUCCESS: 3,
-    RunStatus.FAILED: 1,
-    RunStatus.CANCELLED: 1,
-    RunStatus.INTERRUPTED: 1,
-    RunStatus.RUNNING: 1,
-}
 
 app = typer.Typer(
     help="ebbtide: sync warehouse models to the tools where people act on them.",
@@ -168,68 +156,28 @@ def sync_run(
     """Sync mappings now, one after the other, and show what happened.
 
     A mapping that cannot run (busy, …) is reported and the others still run; the exit code is
-    the worst of them all (see `_RANK`).
+    the worst of them all (see `cli.syncs.RANK`).
     """
     service = _service()
     names = _chosen(service.workspace, mappings or [], all_mappings)
-    outcome = _SyncOutcome()
+    outcome = SyncOutcome()
     try:
         for name in names:
             outcome.current = name
             try:
-                outcome.records.append(_run_one(service, name, force, json_output))
+                outcome.records.append(run_one(service, name, force, json_output))
             except EbbtideError as error:
                 outcome.refused.append((name, error))
     except KeyboardInterrupt:
-        _show_syncs(service, outcome, json_output)
+        show_syncs(service, outcome, json_output)
         # Typer would exit silently: say what happened to the run and what happens next.
         err.print(
             f"[yellow]cancelled[/]: the sync of {escape(repr(outcome.current))} was stopped and"
             " recorded as cancelled; what it delivered is kept, and the next sync sends the rest"
         )
         raise typer.Exit(EXIT_CANCELLED) from None
-    _show_syncs(service, outcome, json_output)
-    codes = [EXIT_FOR_STATUS[r.status] for r in outcome.records]
-    codes += [error.exit_code for _, error in outcome.refused]
-    raise typer.Exit(max(codes, key=lambda code: _RANK.get(code, len(_RANK)), default=0))
-
-
-# Several syncs exit with the worst code, from least to most severe: success, partial success,
-# busy (that mapping did not sync at all), failed, bad usage or configuration.
-_RANK = {0: 0, 3: 1, 4: 2, 1: 3, 2: 4}
-
-
-@dataclass
-class _SyncOutcome:
-    records: list[RunRecord] = field(default_factory=list)
-    refused: list[tuple[str, EbbtideError]] = field(default_factory=list)  # mappings not run
-    current: str = ""
-
-
-def _run_one(service: SyncService, name: str, force: bool, json_output: bool) -> RunRecord:
-    if json_output or not sys.stderr.isatty():
-        return service.run(name, force=force)
-    with ProgressListener(name, err) as listener:
-        return service.run(name, listener=listener, force=force)
-
-
-def _show_syncs(service: SyncService, outcome: _SyncOutcome, json_output: bool) -> None:
-    """Every run's result, then each mapping that could not run and why."""
-    if not outcome.records:
-        pass  # no run started: the reasons below are all there is to say
-    elif json_output:
-        render.print_json(out, [r.to_json() for r in outcome.records])
-    else:
-        out.print(render.runs_table(outcome.records, title="This sync"))
-        for record in outcome.records:
-            if record.error:
-                err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
-            if record.failed:
-                groups = service.state.failure_groups(record.id)
-                out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
-                out.print(f"Details: ebbtide runs show {record.id}")
-    for name, error in outcome.refused:
-        err.print(f"[red]{escape(name)}: not synced:[/] {escape(str(error))}", highlight=False)
+    show_syncs(service, outcome, json_output)
+    raise typer.Exit(outcome.exit_code())
 
 
 def _chosen(workspace: Workspace, mappings: list[str], all_mappings: bool) -> list[str]:
@@ -277,11 +225,11 @@ def runs_show(run_id: int, json_output: JsonFlag = False) -> None:
             for g in groups
         ]
         data["failures"] = render.failures_json(
-            service.state.failures(run_id, limit=100), _advisor(service, run.mapping)
+            service.state.failures(run_id, limit=100), advisor(service, run.mapping)
         )
         render.print_json(out, data)
     else:
-        render.run_details(out, run, groups, _advisor(service, run.mapping))
+        render.run_details(out, run, groups, advisor(service, run.mapping))
 
 
 @runs_app.command("failed")
@@ -295,7 +243,7 @@ def runs_failed(
     run = service.state.get_run(run_id)
     failures = service.state.failures(run_id, limit=limit)
     if json_output:
-        render.print_json(out, render.failures_json(failures, _advisor(service, run.mapping)))
+        render.print_json(out, render.failures_json(failures, advisor(service, run.mapping)))
     else:
         out.print(render.failures_table(failures, f"Failed records of run {run_id}"))
 
@@ -316,16 +264,9 @@ def records_failed(
     statuses = status or [FailureStatus.PENDING, FailureStatus.EXPIRED]
     records = service.state.pending_failures.listed(mapping, statuses, limit)
     if json_output:
-        render.print_json(out, render.failed_records_json(records, _advisor(service, mapping)))
+        render.print_json(out, render.failed_records_json(records, advisor(service, mapping)))
     else:
         out.print(render.failed_records_table(records, mapping))
-
-
-def _advisor(service: SyncService, mapping: str) -> render.Advise:
-    def advise(error_class: ErrorClass, message: str) -> str:
-        return recommended_action(service.workspace, mapping, error_class, message)
-
-    return advise
 
 
 @app.command()
@@ -379,7 +320,7 @@ def replay(
             err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
         if record.failed:
             groups = service.state.failure_groups(record.id)
-            out.print(render.failure_groups_table(groups, _advisor(service, record.mapping)))
+            out.print(render.failure_groups_table(groups, advisor(service, record.mapping)))
     raise typer.Exit(EXIT_FOR_STATUS[record.status])
 
 

@@ -1,0 +1,79 @@
+"""Running several syncs from one command, and showing what each of them did."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+
+from rich.markup import escape
+
+from ebbtide.cli import render
+from ebbtide.cli.context import err, out
+from ebbtide.cli.progress import ProgressListener
+from ebbtide.engine.outcome import RunStatus
+from ebbtide.errors import EbbtideError, ErrorClass
+from ebbtide.services.advice import recommended_action
+from ebbtide.services.sync import SyncService
+from ebbtide.state.records import RunRecord
+
+EXIT_FOR_STATUS = {
+    RunStatus.SUCCESS: 0,
+    RunStatus.PARTIAL_SUCCESS: 3,
+    RunStatus.FAILED: 1,
+    RunStatus.CANCELLED: 1,
+    RunStatus.INTERRUPTED: 1,
+    RunStatus.RUNNING: 1,
+}
+# Several syncs exit with the worst code, from least to most severe: success, partial success,
+# busy (that mapping did not sync at all), failed, bad usage or configuration.
+RANK = {0: 0, 3: 1, 4: 2, 1: 3, 2: 4}
+
+
+@dataclass
+class SyncOutcome:
+    """The runs of one command, and the mappings that could not run (busy, …) with why."""
+
+    records: list[RunRecord] = field(default_factory=list)
+    refused: list[tuple[str, EbbtideError]] = field(default_factory=list)
+    current: str = ""  # the mapping syncing now
+
+    def exit_code(self) -> int:
+        codes = [EXIT_FOR_STATUS[r.status] for r in self.records]
+        codes += [error.exit_code for _, error in self.refused]
+        return max(codes, key=lambda code: RANK.get(code, len(RANK)), default=0)
+
+
+def run_one(service: SyncService, name: str, force: bool, json_output: bool) -> RunRecord:
+    """One sync, with a progress bar when a person watches the terminal."""
+    if json_output or not sys.stderr.isatty():
+        return service.run(name, force=force)
+    with ProgressListener(name, err) as listener:
+        return service.run(name, listener=listener, force=force)
+
+
+def show_syncs(service: SyncService, outcome: SyncOutcome, json_output: bool) -> None:
+    """Every run's result, then each mapping that could not run and why."""
+    if not outcome.records:
+        pass  # no run started: the reasons below are all there is to say
+    elif json_output:
+        render.print_json(out, [r.to_json() for r in outcome.records])
+    else:
+        out.print(render.runs_table(outcome.records, title="This sync"))
+        for record in outcome.records:
+            if record.error:
+                err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
+            if record.failed:
+                groups = service.state.failure_groups(record.id)
+                out.print(render.failure_groups_table(groups, advisor(service, record.mapping)))
+                out.print(f"Details: ebbtide runs show {record.id}")
+    for name, error in outcome.refused:
+        err.print(f"[red]{escape(name)}: not synced:[/] {escape(str(error))}", highlight=False)
+
+
+def advisor(service: SyncService, mapping: str) -> render.Advise:
+    """The recommended action for a mapping's failed records, naming what to fix where."""
+
+    def advise(error_class: ErrorClass, message: str) -> str:
+        return recommended_action(service.workspace, mapping, error_class, message)
+
+    return advise
