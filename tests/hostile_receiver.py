@@ -12,7 +12,7 @@ of docs/webhook-protocol.md is answered per that protocol, bent by the chosen `m
   `unknown_key` (a key not in the batch), `duplicate_key` (the first key refused twice).
 - garbage 2xx bodies: `garbage_html`, `garbage_results_not_list` (`{"results": "ok"}`),
   `garbage_item_without_key`, `garbage_truncated`, `garbage_not_object` (`[]`),
-  `garbage_wrong_types` (`"ok": "no"`).
+  `garbage_wrong_types` (`"ok": "no"`), `garbage_bytes` (not UTF-8).
 - echoes of what it received: `echo_reject` refuses every record with a message that repeats the
   record's data and the request's headers, in each of `echo_encodings` (raw, json-escaped,
   percent-encoded, base64); `echo_error` answers `echo_status` with a body that does the same.
@@ -37,11 +37,12 @@ from typing import Any
 from aiohttp import web
 
 ENCODINGS = ("raw", "json", "percent", "base64")
-_GARBAGE = {
+_GARBAGE: dict[str, tuple[str | bytes, str]] = {
     "garbage_html": ("<html><body>OK</body></html>", "text/html"),
     "garbage_results_not_list": ('{"results": "ok"}', "application/json"),
     "garbage_truncated": ('{"results": [{"key": 1, "ok": fa', "application/json"),
     "garbage_not_object": ("[]", "application/json"),
+    "garbage_bytes": (b'\xff\xfe{"results": []}', "application/json"),
 }
 
 
@@ -193,9 +194,10 @@ class HostileReceiver:
         with self._changed:
             self.seen.append(seen)
             self._changed.notify_all()
-        return web.Response(status=status, text=body, content_type=content_type, headers=headers)
+        data = body if isinstance(body, bytes) else body.encode()
+        return web.Response(status=status, body=data, content_type=content_type, headers=headers)
 
-    def _answer(self, seen: Seen) -> tuple[int, str, str, dict[str, str]]:
+    def _answer(self, seen: Seen) -> tuple[int, str | bytes, str, dict[str, str]]:
         if seen.path in self.redirects:
             status, location = self.redirects[seen.path]
             return status, "", "text/plain", {"Location": location}

@@ -175,6 +175,7 @@ def test_an_exact_echo_refuses_only_the_record_it_names(
         ("garbage_truncated", "(it is not JSON"),
         ("garbage_not_object", "(it is not a JSON object"),
         ("garbage_wrong_types", '(result 1 has no "ok": true or false'),
+        ("garbage_bytes", "(it is not JSON"),
     ],
 )
 def test_a_2xx_body_not_of_the_protocol_loads_nothing_and_says_why(

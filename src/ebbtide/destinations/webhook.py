@@ -97,12 +97,13 @@ class WebhookDestination:
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,  # aiohttp would turn a 301/302 POST into a bodiless GET
             ) as response:
-                text = await response.text()
+                # JSON is UTF-8; any other bytes must not crash the run, only fail the batch.
+                text = (await response.read()).decode("utf-8", errors="replace")
                 if 200 <= response.status < 300:
                     return answer_of(text)
                 if not 300 <= response.status < 400:
                     raise _http_error(response.status, text, response.headers.get("Retry-After"))
-                target = _redirect_target(url, response.status, response.headers.get("Location"))
+                target = _redirect_target(url, response.headers.get("Location"))
                 if not self._may_follow(url, response.status, target):
                     raise redirect_error(response.status, target)
                 url = cast(URL, target)
@@ -181,7 +182,7 @@ def _rejection(key: str, item: dict[str, Any]) -> RecordRejection:
     )
 
 
-def _redirect_target(url: URL, status: int, location: str | None) -> URL | None:
+def _redirect_target(url: URL, location: str | None) -> URL | None:
     if not location:
         return None
     try:
