@@ -32,6 +32,12 @@ def test_an_empty_2xx_body_or_an_object_without_results_accepts_the_whole_batch(
         ('{"results": [{"key": 4}]}', 'result 1 has no "ok": true or false'),
         ('{"results": [{"key": 4, "ok": "no"}]}', 'result 1 has no "ok": true or false'),
         ('{"results": [{"key": NaN, "ok": false}]}', "it is not JSON"),
+        pytest.param("[" * 100_000 + "]" * 100_000, "nested too deeply", id="deep-body"),
+        pytest.param(
+            '{"results": [{"ok": false, "key": ' + "[" * 5000 + "]" * 5000 + "}]}",
+            "nested too deeply",
+            id="deep-key",
+        ),
     ],
 )
 def test_a_2xx_body_that_is_not_the_protocols_acknowledges_nothing(body: str, says: str) -> None:

@@ -134,8 +134,14 @@ def answer_of(text: str) -> BatchResult:
     try:
         # Decimals keep every digit: a key is matched exactly, never through a float.
         answer = json.loads(text, parse_float=Decimal, parse_constant=_not_json)
+        return _results(answer, text)
+    except RecursionError:  # nested deeper than a key or an answer has any reason to be
+        raise _malformed("it is nested too deeply", text) from None
     except ValueError:  # JSONDecodeError included
         raise _malformed("it is not JSON", text) from None
+
+
+def _results(answer: Any, text: str) -> BatchResult:
     if not isinstance(answer, dict):
         raise _malformed("it is not a JSON object", text)
     results = answer.get("results", [])

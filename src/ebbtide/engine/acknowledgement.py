@@ -77,7 +77,7 @@ def _index(sent: list[Any]) -> dict[str, int | None]:
 def _position(key: str, at: dict[str, int | None], sent: list[Any]) -> int:
     try:
         canonical = canonical_key(key)
-    except ValueError:  # JSONDecodeError included
+    except (ValueError, RecursionError):  # JSONDecodeError included
         raise not_acknowledged(
             f"the destination's answer names key {_shown(key)}, which is not JSON"
         ) from None
