@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from itertools import chain
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ahocorasick_rs import AhoCorasick
+from ahocorasick_rs import AhoCorasick, Implementation
 
 from ebbtide.config.secret_forms import forms_of
 
@@ -38,6 +38,10 @@ _URL_PASSWORD = re.compile(r"://(?P<user>[^:/?#\s]*):(?P<pw>[^/?#\s]+)@")
 # Base64 text as it travels: both alphabets, padding, percent-escapes, JSON-escaped slashes.
 _BASE64_WORD = re.compile(r"[A-Za-z0-9+/=_%\\-]*")
 _MIN_CUT = 4
+# Forms longer than this are found by pieces of `_PIECE` characters every `_STRIDE` (at most
+# `_MAX_PIECES` of them): an echo of such a form that holds one of its pieces, as any echo of
+# its beginning does, is masked as far as it agrees with the form.
+_LONG, _PIECE, _STRIDE, _MAX_PIECES = 1024, 64, 256, 64
 
 
 class Redactor:
@@ -51,15 +55,34 @@ class Redactor:
         # One-character secrets can match at every position: a character class masks their
         # runs at the speed of `re`, after the automaton has matched the longer forms.
         single = {p for p in plain if len(p) == 1}
-        self._patterns = [*(plain - single), *base64]
-        self._base64_from = len(plain - single)  # patterns from here on are base64 forms
+        # A long form is looked for by anchors: its pieces stand for it (see `_pieces`).
+        # pattern → where it sits in long plain forms: a piece may begin several of them.
+        self._anchors: dict[int, list[tuple[str, int]]] = {}
+        self._patterns: list[str] = []
+        self._add(plain - single, anchored=True)
+        self._base64_from = len(self._patterns)  # patterns from here on are base64 forms
+        self._add(base64, anchored=False)  # a base64 match masks its whole word anyway
         self.mask = _mask_for([*self._patterns, *single])
-        self._matcher = AhoCorasick(self._patterns) if self._patterns else None
+        self._matcher = (
+            AhoCorasick(self._patterns, implementation=Implementation.ContiguousNFA)
+            if self._patterns
+            else None
+        )
         self._sorted = sorted(self._patterns)  # for `cut_off`: which forms start a given text
         self._longest = max(map(len, self._patterns), default=0)
         self._single = (
             re.compile(f"[{''.join(map(re.escape, sorted(single)))}]+") if single else None
         )
+
+    def _add(self, forms: set[str], *, anchored: bool) -> None:
+        pieces: dict[str, list[tuple[str, int]]] = {}
+        for form in sorted(forms):
+            for piece, offset in _pieces(form):
+                pieces.setdefault(piece, []).append((form, offset))
+        for piece, places in pieces.items():
+            if anchored and places != [(piece, 0)]:
+                self._anchors[len(self._patterns)] = places
+            self._patterns.append(piece)
 
     def with_values(self, values: Iterable[str]) -> Redactor:
         """This Redactor's secrets and `values` (a record's sensitive values, say)."""
@@ -106,15 +129,50 @@ class Redactor:
         """
         words = _Words(text)
         regions: list[tuple[int, int]] = []
+        agreed = (0, 0)
         for pattern, first, last in _by_end(matches):
-            start, end = (
-                words.around(first, last) if pattern >= self._base64_from else (first, last)
-            )
+            start, end = first, last
+            if pattern >= self._base64_from:
+                start, end = words.around(first, last)
+            elif pattern in self._anchors:
+                if not (agreed[0] <= first and last <= agreed[1]):  # other pieces of one echo
+                    agreed = _agreeing(text, first, last, self._anchors[pattern])
+                start, end = agreed
             while regions and regions[-1][1] >= start:
                 popped = regions.pop()
                 start, end = min(start, popped[0]), max(end, popped[1])
             regions.append((start, end))
         return regions
+
+
+def _pieces(form: str) -> list[tuple[str, int]]:
+    """What the automaton looks for to find `form`: itself, or for a long one (a big sensitive
+    value) pieces of it every `_STRIDE` characters. An automaton grows with what it looks for,
+    and holding a megabyte value whole takes seconds and a gigabyte."""
+    if len(form) <= _LONG:
+        return [(form, 0)]
+    stride = max(_STRIDE, len(form) // _MAX_PIECES)
+    offsets = [*range(0, len(form) - _PIECE, stride), len(form) - _PIECE]
+    return [(form[at : at + _PIECE], at) for at in offsets]
+
+
+def _agreeing(text: str, start: int, end: int, places: list[tuple[str, int]]) -> tuple[int, int]:
+    """Where `text` agrees with the long forms around a piece of them found at `start:end`:
+    the whole form, or as much of it as the text holds (an echo cut short)."""
+    before = max(_common(text, start, form, at, forward=False) for form, at in places)
+    after = max(_common(text, end, form, at + end - start, forward=True) for form, at in places)
+    return start - before, end + after
+
+
+def _common(a: str, i: int, b: str, j: int, *, forward: bool) -> int:
+    """How many characters `a` and `b` share after (or before) positions `i` and `j`; slices
+    compare in C, so a binary search over their length stays fast on long values."""
+    low, high = 0, min(len(a) - i, len(b) - j) if forward else min(i, j)
+    while low < high:
+        size = (low + high + 1) // 2
+        same = a[i : i + size] == b[j : j + size] if forward else a[i - size : i] == b[j - size : j]
+        low, high = (size, high) if same else (low, size - 1)
+    return low
 
 
 class _Words:

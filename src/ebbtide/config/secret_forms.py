@@ -14,6 +14,7 @@ import html
 import itertools
 import json
 import re
+from base64 import b64encode
 from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import quote, quote_plus
@@ -23,6 +24,10 @@ _URLSAFE = _STANDARD[:62] + "-_"
 # A base64 core this long is specific enough to stand for the secret; a shorter one would
 # match most words, so short secrets list their edge characters too (see _base64_forms).
 _MIN_CORE = 4
+# From 4 bytes on, every alignment has a core of 4 characters or more (computed directly; the
+# bit by bit enumeration below is for the few edge characters of shorter data).
+_LONG_DATA = 4
+_TO_URLSAFE = str.maketrans("+/", "-_")
 _PERCENT_HEX = re.compile(r"%[0-9A-F]{2}")
 _JSON_HEX = re.compile(r"\\u[0-9a-f]{4}")
 
@@ -35,9 +40,18 @@ class Forms:
     base64: frozenset[str]
 
 
-@lru_cache(maxsize=8192)  # sensitive values repeat across records and runs
 def forms_of(secret: str) -> Forms:
     """Every literal under which `secret` may reappear in a text."""
+    # Sensitive values repeat across records and runs; a long one is not worth keeping.
+    return _cached_forms(secret) if len(secret) <= 1024 else _forms(secret)
+
+
+@lru_cache(maxsize=8192)
+def _cached_forms(secret: str) -> Forms:
+    return _forms(secret)
+
+
+def _forms(secret: str) -> Forms:
     plain = {secret, " ".join(secret.split())}  # a receiver may collapse whitespace
     plain |= _json_forms(secret)
     plain |= _percent_forms(secret)
@@ -95,6 +109,8 @@ def _base64_forms(data: bytes) -> set[str]:
 
 
 def _aligned(data: bytes, offset: int, alphabet: str) -> set[str]:
+    if len(data) >= _LONG_DATA:
+        return {_core(data, offset, alphabet)}
     start, end = 8 * offset, 8 * (offset + len(data))  # where `data`'s bits lie in the stream
     bits = "".join(f"{byte:08b}" for byte in data)
     choices = [
@@ -108,6 +124,15 @@ def _aligned(data: bytes, offset: int, alphabet: str) -> set[str]:
     if len(core) >= _MIN_CORE:
         return {core}
     return {"".join(combo) for combo in itertools.product(*choices)}
+
+
+def _core(data: bytes, offset: int, alphabet: str) -> str:
+    """The characters of base64 text that `data` alone decides, `offset` bytes into a group:
+    from the first that starts within it to the last that ends within it."""
+    encoded = b64encode(bytes(offset) + data).decode()
+    if alphabet is _URLSAFE:
+        encoded = encoded.translate(_TO_URLSAFE)
+    return encoded[-(-8 * offset // 6) : 8 * (offset + len(data)) // 6]
 
 
 def _characters(known: dict[int, str], alphabet: str) -> list[str]:
