@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from ebbtide.destinations import webhook
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.services.sync import SyncService
 from tests.hostile_receiver import HostileReceiver
@@ -192,3 +193,20 @@ def test_an_empty_2xx_body_accepts_the_whole_batch(kit: Kit, receiver: HostileRe
     run = service.run("users")
     assert (run.status, run.loaded_new, run.failed) == (RunStatus.SUCCESS, ROWS, 0)
     assert len(receiver.requests_to("/ingest")) == 1
+
+
+def test_an_answer_larger_than_any_batch_needs_loads_nothing(
+    kit: Kit, receiver: HostileReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The limit is lowered so that the test need not send 64 MiB; the body is valid JSON that
+    # would accept everything, had it been read whole.
+    monkeypatch.setattr(webhook, "_MAX_ANSWER_BYTES", 10_000)
+    receiver.extra_modes["padded"] = lambda seen: (
+        200,
+        json.dumps({"results": [], "padding": "x" * 20_000}),
+        "application/json",
+    )
+    service = build(kit, receiver)
+    receiver.mode = "padded"
+    assert_nothing_acknowledged(service, receiver, "(it is larger than 10,000 bytes")
+    assert_next_sync_sends_everything(service, receiver, INT_KEYS)

@@ -44,6 +44,8 @@ _STATUS_CLASSES = {
 _BODY_EXCERPT = 300
 _ANSWER_EXCERPT = 120
 _MAX_REDIRECTS = 5
+# Results for the largest batch (100,000 records) with messages fit many times over.
+_MAX_ANSWER_BYTES = 64 << 20
 _KEEPS_METHOD = frozenset({307, 308})  # 301, 302 and 303 let clients switch to GET
 
 
@@ -97,9 +99,10 @@ class WebhookDestination:
                 headers={"Idempotency-Key": idempotency_key},
                 allow_redirects=False,  # aiohttp would turn a 301/302 POST into a bodiless GET
             ) as response:
-                # JSON is UTF-8; any other bytes must not crash the run, only fail the batch.
-                text = (await response.read()).decode("utf-8", errors="replace")
+                text, whole = await _read_answer(response)
                 if 200 <= response.status < 300:
+                    if not whole:
+                        raise _malformed(f"it is larger than {_MAX_ANSWER_BYTES:,} bytes", text)
                     return answer_of(text)
                 if not 300 <= response.status < 400:
                     raise _http_error(response.status, text, response.headers.get("Retry-After"))
@@ -124,6 +127,19 @@ class WebhookDestination:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+async def _read_answer(response: aiohttp.ClientResponse) -> tuple[str, bool]:
+    """The body as text, and whether it is whole: a destination cannot exhaust our memory.
+
+    JSON is UTF-8; other bytes must not crash the run, only fail the batch.
+    """
+    data = bytearray()
+    async for chunk in response.content.iter_chunked(1 << 16):
+        data += chunk
+        if len(data) > _MAX_ANSWER_BYTES:
+            return data[:_ANSWER_EXCERPT].decode("utf-8", errors="replace"), False
+    return data.decode("utf-8", errors="replace"), True
 
 
 def answer_of(text: str) -> BatchResult:
