@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from itertools import chain
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ahocorasick_rs import AhoCorasick, Implementation
+from ahocorasick_rs import AhoCorasick, Implementation, MatchKind
 
 from ebbtide.config.secret_forms import forms_of
 
@@ -55,34 +55,23 @@ class Redactor:
         # One-character secrets can match at every position: a character class masks their
         # runs at the speed of `re`, after the automaton has matched the longer forms.
         single = {p for p in plain if len(p) == 1}
-        # A long form is looked for by anchors: its pieces stand for it (see `_pieces`).
-        # pattern → where it sits in long plain forms: a piece may begin several of them.
-        self._anchors: dict[int, list[tuple[str, int]]] = {}
-        self._patterns: list[str] = []
-        self._add(plain - single, anchored=True)
-        self._base64_from = len(self._patterns)  # patterns from here on are base64 forms
-        self._add(base64, anchored=False)  # a base64 match masks its whole word anyway
-        self.mask = _mask_for([*self._patterns, *single])
-        self._matcher = (
-            AhoCorasick(self._patterns, implementation=Implementation.ContiguousNFA)
-            if self._patterns
-            else None
-        )
-        self._sorted = sorted(self._patterns)  # for `cut_off`: which forms start a given text
-        self._longest = max(map(len, self._patterns), default=0)
+        long = {p for p in plain if len(p) > _LONG}
+        # Base64 forms come last: a match of one masks its whole word.
+        self._patterns = [*sorted(plain - single - long), *_base64_pieces(base64)]
+        self._base64_from = len(plain - single - long)
+        # Long plain forms are found by their pieces, each match widened to as far as the text
+        # agrees with a form holding it; without overlaps, a periodic text gives few matches.
+        self._places = _places(long)
+        self.mask = _mask_for([*self._patterns, *self._places, *single])
+        self._matcher = _automaton(self._patterns, MatchKind.Standard)
+        self._piece_matcher = _automaton(list(self._places), MatchKind.LeftmostFirst)
+        self._pieces = list(self._places)
+        # For `cut_off`: which forms start a given text.
+        self._sorted = sorted([*self._patterns, *self._pieces])
+        self._longest = max(map(len, self._sorted), default=0)
         self._single = (
             re.compile(f"[{''.join(map(re.escape, sorted(single)))}]+") if single else None
         )
-
-    def _add(self, forms: set[str], *, anchored: bool) -> None:
-        pieces: dict[str, list[tuple[str, int]]] = {}
-        for form in sorted(forms):
-            for piece, offset in _pieces(form):
-                pieces.setdefault(piece, []).append((form, offset))
-        for piece, places in pieces.items():
-            if anchored and places != [(piece, 0)]:
-                self._anchors[len(self._patterns)] = places
-            self._patterns.append(piece)
 
     def with_values(self, values: Iterable[str]) -> Redactor:
         """This Redactor's secrets and `values` (a record's sensitive values, say)."""
@@ -90,8 +79,7 @@ class Redactor:
         return self if more == self.secrets else Redactor(more)
 
     def __call__(self, text: str) -> str:
-        if self._matcher is not None:
-            text = self._masked(text)
+        text = self._masked(text)
         if self._single is not None:
             text = self._single.sub(self.mask, text)
         return _URL_PASSWORD.sub(lambda m: f"://{m['user']}:{self.mask}@", text)
@@ -109,40 +97,66 @@ class Redactor:
         return text
 
     def _masked(self, text: str) -> str:
-        assert self._matcher is not None
-        matches = self._matcher.find_matches_as_indexes(text, overlapping=True)
-        if not matches:
+        spans = self._spans(text)
+        if not spans:
             return text
         parts: list[str] = []
         done = 0
-        for start, end in self._regions(text, matches):
+        for start, end in _union(spans):
             parts += [text[done:start], self.mask]
             done = end
         parts.append(text[done:])
         return "".join(parts)
 
-    def _regions(self, text: str, matches: list[tuple[int, int, int]]) -> list[tuple[int, int]]:
-        """The union of the matches (base64 ones widened to their word), sorted and disjoint.
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Every match, base64 ones widened to their word, pieces to their form's echo."""
+        spans: list[tuple[int, int]] = []
+        if self._matcher is not None:
+            words = _Words(text)
+            for pattern, start, end in self._matcher.find_matches_as_indexes(text, True):
+                spans.append(
+                    words.around(start, end) if pattern >= self._base64_from else (start, end)
+                )
+        if self._piece_matcher is not None:
+            agreed = (0, 0)
+            for pattern, start, end in self._piece_matcher.find_matches_as_indexes(text):
+                if not (agreed[0] <= start and end <= agreed[1]):  # other pieces of one echo
+                    agreed = _agreeing(text, start, end, self._places[self._pieces[pattern]])
+                spans.append(agreed)
+        return spans
 
-        Matches come ordered by end, so every region so far starts before the next match
-        ends: the regions it touches are the last ones. Each region is pushed and popped once.
-        """
-        words = _Words(text)
-        regions: list[tuple[int, int]] = []
-        agreed = (0, 0)
-        for pattern, first, last in _by_end(matches):
-            start, end = first, last
-            if pattern >= self._base64_from:
-                start, end = words.around(first, last)
-            elif pattern in self._anchors:
-                if not (agreed[0] <= first and last <= agreed[1]):  # other pieces of one echo
-                    agreed = _agreeing(text, first, last, self._anchors[pattern])
-                start, end = agreed
-            while regions and regions[-1][1] >= start:
-                popped = regions.pop()
-                start, end = min(start, popped[0]), max(end, popped[1])
+
+def _automaton(patterns: list[str], kind: MatchKind) -> AhoCorasick | None:
+    # A contiguous NFA: the DFA the library picks for small sets grows with the patterns.
+    if not patterns:
+        return None
+    return AhoCorasick(patterns, matchkind=kind, implementation=Implementation.ContiguousNFA)
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted disjoint regions covering the spans (nearly sorted already: a cheap sort)."""
+    spans.sort()
+    regions = [spans[0]]
+    for start, end in spans[1:]:
+        if start <= regions[-1][1]:
+            if end > regions[-1][1]:
+                regions[-1] = (regions[-1][0], end)
+        else:
             regions.append((start, end))
-        return regions
+    return regions
+
+
+def _places(forms: set[str]) -> dict[str, list[tuple[str, int]]]:
+    """Each piece of the long forms, with where it sits in which of them."""
+    places: dict[str, list[tuple[str, int]]] = {}
+    for form in sorted(forms):
+        for piece, offset in _pieces(form):
+            places.setdefault(piece, []).append((form, offset))
+    return places
+
+
+def _base64_pieces(forms: set[str]) -> list[str]:
+    return sorted({piece for form in forms for piece, _ in _pieces(form)})
 
 
 def _pieces(form: str) -> list[tuple[str, int]]:
@@ -195,14 +209,6 @@ class _Words:
         assert before is not None and after is not None  # `*` always matches
         self._last = (size - before.end(), after.end())
         return self._last
-
-
-def _by_end(matches: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
-    """Overlapping matches come ordered by where they end; sort only if that ever changes."""
-    ends = [m[2] for m in matches]
-    if all(a <= b for a, b in zip(ends, ends[1:], strict=False)):
-        return matches
-    return sorted(matches, key=lambda m: m[2])
 
 
 def _mask_for(patterns: list[str]) -> str:
