@@ -46,7 +46,7 @@ secrets = st.text(min_size=1, max_size=24)
 surroundings = st.text(max_size=40)
 
 
-@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secret=secrets,
     encoding=st.sampled_from(sorted(ENCODINGS)),
@@ -67,7 +67,7 @@ def test_no_encoding_of_a_secret_survives_masking(
     assert redact(masked) == masked  # idempotent
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secret=secrets,
     user=st.text(st.characters(min_codepoint=33, max_codepoint=126), max_size=12),
@@ -96,7 +96,7 @@ def test_a_secret_inside_a_larger_base64_text_masks_that_whole_text(
         assert blob.rstrip("=") not in masked
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secrets=st.lists(secrets, min_size=1, max_size=4),
     pieces=st.lists(st.one_of(st.integers(0, 3), surroundings), max_size=8),
@@ -120,7 +120,7 @@ def test_several_secrets_in_any_text_none_survive_and_masking_twice_changes_noth
 _PLAIN = "αβγδεζηθλμξπσφψωЖЯ漢字.,;!?()[]{}<>:/@"
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(secret=secrets, data=st.data())
 def test_text_without_the_secret_is_left_as_it_is(secret: str, data: st.DataObject) -> None:
     alphabet = "".join(c for c in _PLAIN if c not in secret)
@@ -128,6 +128,7 @@ def test_text_without_the_secret_is_left_as_it_is(secret: str, data: st.DataObje
     assert Redactor([secret])(text) == text
 
 
+@settings(deadline=None)
 @given(
     scheme=st.from_regex(r"[a-z][a-z0-9+.-]{0,8}", fullmatch=True),
     user=st.from_regex(r"[a-z0-9._-]{0,8}", fullmatch=True),
@@ -177,7 +178,7 @@ def test_masking_is_linear_in_the_size_of_the_text() -> None:
     assert elapsed < 5.0, f"masking 5 MB took {elapsed:.1f} s"
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     secret=st.text(min_size=5, max_size=24),
     encoding=st.sampled_from(sorted(ENCODINGS)),
