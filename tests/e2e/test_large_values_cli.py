@@ -116,3 +116,23 @@ def test_batches_of_large_records_are_cut_by_bytes(tmp_path: Path, receiver: Rec
     sizes = [exchange.records for exchange in receiver.exchanges]
     assert sum(sizes) == ROWS and len(sizes) >= 2
     assert max(sizes) <= MAX_BATCH_BYTES // record_bytes
+
+
+def test_many_large_rows_are_rendered_in_slices_duckdb_can_hold(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    # 200 rows of 1 MiB: every record fits, but rendered all at once (DuckDB renders 2,048
+    # rows at a time) they ran the outbound query out of memory.
+    rows = 200
+    root = workspace(tmp_path, "repeat(chr(97 + (i % 26)::INTEGER), 1048576) || i")
+    warehouse_sql(
+        root,
+        "INSERT INTO users SELECT i, 'user' || i || '@example.com',"
+        f" repeat('z', 1048576) || i FROM range({ROWS + 1}, {rows + 1}) t(i)",
+    )
+    done = ebbtide(root, receiver, "sync", "run", "users", "--json")
+    assert done["code"] == 0, done["err"]
+    [run] = json.loads(done["out"])
+    assert (run["status"], run["loaded_new"]) == ("success", rows)
+    assert sorted(receiver.keys()) == list(range(1, rows + 1))
+    assert all(len(r["data"]["bio"]) > 2**20 for r in receiver.records)

@@ -38,11 +38,18 @@ from ebbtide.snapshots.journal import (
 from ebbtide.snapshots.outbound import (
     MAX_BATCH_BYTES,
     OVERSIZED_TABLE,
+    SLICE_BYTES,
+    SLICES_TABLE,
     bounded_batches,
+    chained,
     clear_oversized_sql,
+    in_slice,
+    large_rows_sql,
     marking_too_large,
     oversized_sql,
     record_limit,
+    row_bytes,
+    slices_sql,
 )
 from ebbtide.snapshots.payload_sql import as_json_columns
 from ebbtide.snapshots.scratch import new_scratch
@@ -316,19 +323,48 @@ class DuckDBSnapshotStore:
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
         """The changed rows to send, in batches of `batch_size`."""
         assert self.bound is not None, "stage() comes first"
-        query = sql.outbound_query(self.bound, operations, self._key_types())
-        if self._set_aside_oversized():
-            query = marking_too_large(query, len(self.mapping.key_columns))
+        marked = self._set_aside_oversized()
+        queries = (self._outbound_query(operations, part, marked) for part in self._slices())
+        reader = chained(self._stream(query, batch_size) for query in queries)
+        nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
+        reader = as_json_columns(reader, nested) if nested else reader
+        return bounded_batches(reader, MAX_BATCH_BYTES)
+
+    def _outbound_query(
+        self, operations: frozenset[Operation], part: tuple[str, str], marked: bool
+    ) -> str:
+        assert self.bound is not None
+        where, stage = part
+        query = sql.outbound_query(self.bound, operations, self._key_types(), where, stage)
+        return marking_too_large(query, len(self.mapping.key_columns)) if marked else query
+
+    def _stream(self, query: str, batch_size: int) -> pa.RecordBatchReader:
+        assert self.bound is not None
         cursor = self.con.cursor()
         if any(f.nested for f in self.bound.fields):
             # DuckDB renders a streamed result with all its threads only while its buffer of
             # rendered rows has room; the default (about 1 MB) holds a few batches, too few
             # when objects and arrays are built. Flat records render fast enough without.
             cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
-        reader = cursor.execute(query).to_arrow_reader(batch_size)
-        nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
-        reader = as_json_columns(reader, nested) if nested else reader
-        return bounded_batches(reader, MAX_BATCH_BYTES)
+        return cursor.execute(query).to_arrow_reader(batch_size)
+
+    def _slices(self) -> list[tuple[str, str]]:
+        """The changes in slices DuckDB can render at once (a condition on them, and the
+        staged rows to read): one slice of everything unless large rows add up to more than
+        SLICE_BYTES."""
+        assert self.bound is not None
+        size = row_bytes(self.bound, self._stage_types())
+        keys = self.mapping.key_columns
+        large = self.con.execute(large_rows_sql(size, keys)).fetchone() if size else None
+        if size is None or large is None or int(large[0]) <= SLICE_BYTES:
+            return [("", "work.stage")]
+        self.con.execute(slices_sql(size, keys))
+        count = self.con.execute(f"SELECT max(__slice) + 1 FROM {SLICES_TABLE}").fetchone()
+        return [in_slice(number, keys) for number in range(int(count[0]) if count else 1)]
+
+    def _stage_types(self) -> dict[str, str]:
+        query = "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
+        return {str(name): str(kind) for name, kind in self.con.execute(query).fetchall()}
 
     def _set_aside_oversized(self) -> bool:
         """Find the changed rows too large to become records, and empty their values so that
@@ -338,12 +374,7 @@ class DuckDBSnapshotStore:
         """
         assert self.bound is not None
         if self._oversized is None:
-            types = dict(
-                self.con.execute(
-                    "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
-                ).fetchall()
-            )
-            find = oversized_sql(self.bound, types, self.record_limit)
+            find = oversized_sql(self.bound, self._stage_types(), self.record_limit)
             self._oversized = find is not None and self._found(find)
             if self._oversized:
                 self.con.execute(clear_oversized_sql(self.bound))

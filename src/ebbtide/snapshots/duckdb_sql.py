@@ -78,12 +78,17 @@ def non_finite_keys(mapping: CompiledMapping, table: str, key_types: Sequence[pa
 
 
 def outbound_query(
-    bound: BoundMapping, operations: frozenset[Operation], key_types: Sequence[pa.DataType]
+    bound: BoundMapping,
+    operations: frozenset[Operation],
+    key_types: Sequence[pa.DataType],
+    where: str = "",
+    stage: str = "work.stage",
 ) -> str:
     """Changed rows of the given operations, with everything a destination needs.
 
     The inner query renders each field once; the outer one assembles the record from those
-    texts, so an object or array is not rendered twice for its typed column.
+    texts, so an object or array is not rendered twice for its typed column. `where` narrows
+    the changes (alias `c`) before anything is rendered, and `stage` the staged rows read.
     """
     mapping = bound.mapping
     payload = payload_sql(bound, "s")
@@ -129,7 +134,7 @@ def outbound_query(
         SELECT {", ".join(outer)}, {record} AS {RECORD_COLUMN}
         FROM (
             SELECT {", ".join(inner)}
-            FROM work.changes c LEFT JOIN work.stage s ON {key_join("c", "s", mapping.key_columns)}
-            WHERE c.{OP_COLUMN} IN ({ops})
+            FROM work.changes c LEFT JOIN {stage} s ON {key_join("c", "s", mapping.key_columns)}
+            WHERE c.{OP_COLUMN} IN ({ops}){f" AND ({where})" if where else ""}
         )
     """

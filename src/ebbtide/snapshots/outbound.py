@@ -5,7 +5,9 @@ for it, past the scratch database's memory limit, and with it went every other r
 row whose values add up to more than the record limit is found before any record is built, by
 measuring its values where they lie (lengths, not rendered text); it is never rendered, and
 fails alone as `payload_too_large`, naming the column that makes it large. Batches are then
-cut to a bounded number of bytes as well as of rows.
+cut to a bounded number of bytes as well as of rows, and when large rows add up to more than
+DuckDB could render at once (it renders 2,048 rows at a time, whatever their size), the
+changes are rendered in slices of a bounded size, one query after the other.
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ RENDER_CEILING_BYTES = 32 * 2**20
 # An outbound batch holds at most this many bytes of records (at least one record).
 MAX_BATCH_BYTES = 16 * 2**20
 OVERSIZED_TABLE = "work.oversized"
+# Rows over LARGE_ROW_BYTES adding up to more than SLICE_BYTES are rendered in slices of about
+# SLICE_BYTES: smaller rows never fill DuckDB's memory, however many it renders at once.
+LARGE_ROW_BYTES = 8 * 2**10
+SLICE_BYTES = 32 * 2**20
+SLICES_TABLE = "work.slices"
 
 
 def record_limit(max_record_bytes: int | None) -> int:
@@ -86,6 +93,50 @@ def oversized_sql(bound: BoundMapping, types: dict[str, str], limit: int) -> str
         WHERE c.{OP_COLUMN} <> {literal(Operation.DELETED)}"""
 
 
+def row_bytes(bound: BoundMapping, types: dict[str, str]) -> str | None:
+    """SQL for about how many bytes a row of `s` (the stage) takes as a record."""
+    measured = [value_bytes(f"s.{quote(c)}", types[c]) for c in bound.columns]
+    found = [f"coalesce({m}, 0)" for m in measured if m]
+    return " + ".join(found) if found else None
+
+
+def large_rows_sql(size: str, keys: tuple[str, ...]) -> str:
+    """A query: how many bytes the large rows among the changes add up to."""
+    return f"""SELECT coalesce(sum({size}) FILTER ({size} > {LARGE_ROW_BYTES}), 0)
+        FROM work.changes c JOIN work.stage s ON {_key_join(keys)}"""
+
+
+def slices_sql(size: str, keys: tuple[str, ...]) -> str:
+    """A statement numbering the changes in slices of about SLICE_BYTES (in key order)."""
+    names = [quote(f"{KEY_PART_PREFIX}{i}") for i in range(len(keys))]
+    parts = ", ".join(f"c.{quote(k)} AS {n}" for k, n in zip(keys, names, strict=True))
+    # Sizes are taken first, so that the window sorts keys and numbers, not the values. 64
+    # bytes a row stand for what every record carries besides its values.
+    running = f"sum(__bytes + 64) OVER (ORDER BY {', '.join(names)} ROWS UNBOUNDED PRECEDING)"
+    return f"""CREATE OR REPLACE TABLE {SLICES_TABLE} AS
+        SELECT {", ".join(names)}, ({running}) // {SLICE_BYTES} AS __slice FROM (
+            SELECT {parts}, coalesce({size}, 0) AS __bytes
+            FROM work.changes c LEFT JOIN work.stage s ON {_key_join(keys)}
+        )"""
+
+
+def in_slice(number: int, keys: tuple[str, ...]) -> tuple[str, str]:
+    """The changes (alias `c`) of slice `number`, and the staged rows it reads."""
+    parts = [quote(f"{KEY_PART_PREFIX}{i}") for i in range(len(keys))]
+    changes = " AND ".join(f"sl.{p} = c.{quote(k)}" for p, k in zip(parts, keys, strict=True))
+    staged = " AND ".join(f"sl.{p} = s.{quote(k)}" for p, k in zip(parts, keys, strict=True))
+    one = f"{SLICES_TABLE} sl WHERE sl.__slice = {number}"
+    # The staged rows are narrowed too: a join would otherwise hold every staged value.
+    return (
+        f"EXISTS (SELECT 1 FROM {one} AND {changes})",
+        f"(SELECT * FROM work.stage s WHERE EXISTS (SELECT 1 FROM {one} AND {staged}))",
+    )
+
+
+def _key_join(keys: tuple[str, ...]) -> str:
+    return " AND ".join(f"c.{quote(k)} = s.{quote(k)}" for k in keys)
+
+
 def clear_oversized_sql(bound: BoundMapping) -> str:
     """Empties the large values of the rows in OVERSIZED_TABLE, so nothing renders them.
 
@@ -115,6 +166,18 @@ def marking_too_large(query: str, key_count: int) -> str:
             AS {RECORD_COLUMN}),
         o.{TOO_LARGE_COLUMN}
         FROM ({query}) q LEFT JOIN {OVERSIZED_TABLE} o ON {on}"""
+
+
+def chained(readers: Iterator[pa.RecordBatchReader]) -> pa.RecordBatchReader:
+    """One reader over several readers of one schema, each opened when the last is read."""
+    first = next(readers)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        yield from iter_batches(first)
+        for reader in readers:
+            yield from iter_batches(reader)
+
+    return pa.RecordBatchReader.from_batches(first.schema, batches())
 
 
 def bounded_batches(reader: pa.RecordBatchReader, max_bytes: int) -> pa.RecordBatchReader:
