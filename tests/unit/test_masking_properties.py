@@ -222,3 +222,22 @@ def test_a_long_periodic_value_gives_the_automaton_few_matches() -> None:
     started = time.perf_counter()
     assert Redactor([value])(f"<{value}>") == f"<{MASK}>"
     assert time.perf_counter() - started < 30.0
+
+
+@settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    secret=st.text(
+        st.characters(codec=None, min_codepoint=0xD7F0, max_codepoint=0xE010),
+        min_size=1,
+        max_size=6,
+    ),
+    encoding=st.sampled_from(["raw", "json", "json_unicode"]),
+)
+def test_lone_surrogates_from_json_escapes_neither_crash_nor_leak(
+    secret: str, encoding: str
+) -> None:
+    """`json.loads` turns an escape such as \\udc80 into a lone surrogate, in a record's value or
+    a destination's message: the automaton, in Rust, cannot hold one as it is."""
+    encoded = ENCODINGS[encoding](secret)
+    masked = Redactor([secret])(f"refused \udc80 {encoded} \ud800")
+    assert encoded not in masked

@@ -42,6 +42,7 @@ _MIN_CUT = 4
 # `_MAX_PIECES` of them): an echo of such a form that holds one of its pieces, as any echo of
 # its beginning does, is masked as far as it agrees with the form.
 _LONG, _PIECE, _STRIDE, _MAX_PIECES = 1024, 64, 256, 64
+_SURROGATES = dict.fromkeys(range(0xD800, 0xE000), 0xFFFD)
 
 
 class Redactor:
@@ -55,10 +56,11 @@ class Redactor:
         # One-character secrets can match at every position: a character class masks their
         # runs at the speed of `re`, after the automaton has matched the longer forms.
         single = {p for p in plain if len(p) == 1}
+        plain = {_searchable(p) for p in plain - single}
         long = {p for p in plain if len(p) > _LONG}
         # Base64 forms come last: a match of one masks its whole word.
-        self._patterns = [*sorted(plain - single - long), *_base64_pieces(base64)]
-        self._base64_from = len(plain - single - long)
+        self._patterns = [*sorted(plain - long), *_base64_pieces(base64)]
+        self._base64_from = len(plain - long)
         # Long plain forms are found by their pieces, each match widened to as far as the text
         # agrees with a form holding it; without overlaps, a periodic text gives few matches.
         self._places = _places(long)
@@ -111,19 +113,31 @@ class Redactor:
     def _spans(self, text: str) -> list[tuple[int, int]]:
         """Every match, base64 ones widened to their word, pieces to their form's echo."""
         spans: list[tuple[int, int]] = []
+        searchable = _searchable(text)
         if self._matcher is not None:
             words = _Words(text)
-            for pattern, start, end in self._matcher.find_matches_as_indexes(text, True):
+            for pattern, start, end in self._matcher.find_matches_as_indexes(searchable, True):
                 spans.append(
                     words.around(start, end) if pattern >= self._base64_from else (start, end)
                 )
         if self._piece_matcher is not None:
             agreed = (0, 0)
-            for pattern, start, end in self._piece_matcher.find_matches_as_indexes(text):
+            for pattern, start, end in self._piece_matcher.find_matches_as_indexes(searchable):
                 if not (agreed[0] <= start and end <= agreed[1]):  # other pieces of one echo
                     agreed = _agreeing(text, start, end, self._places[self._pieces[pattern]])
                 spans.append(agreed)
         return spans
+
+
+def _searchable(text: str) -> str:
+    """The text as the automaton can read it: Rust strings hold no lone surrogates (a JSON
+    escape such as \\udc80 makes one), so each becomes U+FFFD, one character for one to keep
+    every position."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.translate(_SURROGATES)
+    return text
 
 
 def _automaton(patterns: list[str], kind: MatchKind) -> AhoCorasick | None:

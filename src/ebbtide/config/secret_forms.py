@@ -81,7 +81,11 @@ def _json_forms(secret: str) -> set[str]:
 
 
 def _percent_forms(secret: str) -> set[str]:
-    encoded = {encode(secret, safe=safe) for encode in (quote, quote_plus) for safe in ("", "/")}
+    encoded = {
+        encode(secret, safe=safe, errors="surrogatepass")
+        for encode in (quote, quote_plus)
+        for safe in ("", "/")
+    }
     return encoded | {_PERCENT_HEX.sub(lambda m: m[0].lower(), e) for e in encoded}
 
 
