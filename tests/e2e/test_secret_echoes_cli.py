@@ -228,3 +228,4 @@ def test_echoed_data_and_credentials_never_leave_in_any_form(setup: Setup) -> No
     # What was refused is still told: the messages are masked, not dropped.
     assert "***" in shown["runs failed rejected_basic ()"]
     assert "unauthorized" in shown["runs show refused_basic ()"]
+    assert '"email": "***"' in shown["sync plan ('--json',)"]

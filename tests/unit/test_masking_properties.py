@@ -4,6 +4,7 @@ encoding, nothing of it is left; and masking is fast on texts built to make it s
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 import time
@@ -29,6 +30,7 @@ def _b64(data: bytes, *, urlsafe: bool = False, padded: bool = True) -> str:
 
 ENCODINGS: dict[str, Callable[[str], str]] = {
     "raw": lambda s: s,
+    "html": html.escape,
     "json": lambda s: json.dumps(s)[1:-1],
     "json_unicode": lambda s: json.dumps(s, ensure_ascii=False)[1:-1],
     "quote": lambda s: quote(s, safe=""),
