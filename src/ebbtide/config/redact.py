@@ -124,7 +124,8 @@ class Redactor:
             agreed = (0, 0)
             for pattern, start, end in self._piece_matcher.find_matches_as_indexes(searchable):
                 if not (agreed[0] <= start and end <= agreed[1]):  # other pieces of one echo
-                    agreed = _agreeing(text, start, end, self._places[self._pieces[pattern]])
+                    places = self._places[self._pieces[pattern]]
+                    agreed = _agreeing(searchable, start, end, places)
                 spans.append(agreed)
         return spans
 
