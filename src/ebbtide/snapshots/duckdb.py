@@ -44,8 +44,8 @@ from ebbtide.snapshots.outbound import (
     chained,
     clear_oversized_sql,
     in_slice,
-    large_rows_sql,
     marking_too_large,
+    measure_sql,
     oversized_sql,
     record_limit,
     row_bytes,
@@ -111,6 +111,7 @@ class DuckDBSnapshotStore:
         self.read_only = read_only
         self.record_limit = record_limit(max_record_bytes)
         self._oversized: bool | None = None  # rows set aside as too large: not looked for yet
+        self._measured: tuple[int, int] | None = None
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = journal_dir(state_dir, mapping.name)
@@ -355,12 +356,23 @@ class DuckDBSnapshotStore:
         assert self.bound is not None
         size = row_bytes(self.bound, self._stage_types())
         keys = self.mapping.key_columns
-        large = self.con.execute(large_rows_sql(size, keys)).fetchone() if size else None
-        if size is None or large is None or int(large[0]) <= SLICE_BYTES:
+        if size is None or self._measure()[1] <= SLICE_BYTES:
             return [("", "work.stage")]
         self.con.execute(slices_sql(size, keys))
         count = self.con.execute(f"SELECT max(__slice) + 1 FROM {SLICES_TABLE}").fetchone()
         return [in_slice(number, keys) for number in range(int(count[0]) if count else 1)]
+
+    def _measure(self) -> tuple[int, int]:
+        """One scan of the stage: rows over the record limit, and how many bytes the large rows
+        under it add up to (taken before any row is set aside)."""
+        assert self.bound is not None
+        if self._measured is None:
+            size = row_bytes(self.bound, self._stage_types())
+            found = (
+                self.con.execute(measure_sql(size, self.record_limit)).fetchone() if size else None
+            )
+            self._measured = (int(found[0]), int(found[1])) if found else (0, 0)
+        return self._measured
 
     def _stage_types(self) -> dict[str, str]:
         query = "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
@@ -374,8 +386,9 @@ class DuckDBSnapshotStore:
         """
         assert self.bound is not None
         if self._oversized is None:
+            over = self._measure()[0] > 0
             find = oversized_sql(self.bound, self._stage_types(), self.record_limit)
-            self._oversized = find is not None and self._found(find)
+            self._oversized = over and find is not None and self._found(find)
             if self._oversized:
                 self.con.execute(clear_oversized_sql(self.bound))
         return self._oversized

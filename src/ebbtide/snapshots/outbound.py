@@ -100,10 +100,12 @@ def row_bytes(bound: BoundMapping, types: dict[str, str]) -> str | None:
     return " + ".join(found) if found else None
 
 
-def large_rows_sql(size: str, keys: tuple[str, ...]) -> str:
-    """A query: how many bytes the large rows among the changes add up to."""
-    return f"""SELECT coalesce(sum({size}) FILTER ({size} > {LARGE_ROW_BYTES}), 0)
-        FROM work.changes c JOIN work.stage s ON {_key_join(keys)}"""
+def measure_sql(size: str, limit: int) -> str:
+    """A query over the stage: how many rows are over `limit` bytes, and how many bytes the
+    large rows under it add up to (changed or not: a scan of the stage alone is cheap)."""
+    return f"""SELECT count(*) FILTER ({size} > {limit}),
+            coalesce(sum({size}) FILTER ({size} > {LARGE_ROW_BYTES} AND {size} <= {limit}), 0)
+        FROM work.stage s"""
 
 
 def slices_sql(size: str, keys: tuple[str, ...]) -> str:
