@@ -35,23 +35,7 @@ from ebbtide.snapshots.journal import (
     journal_files,
     read_journals,
 )
-from ebbtide.snapshots.outbound import (
-    MAX_BATCH_BYTES,
-    OVERSIZED_TABLE,
-    SLICE_BYTES,
-    SLICES_TABLE,
-    bounded_batches,
-    chained,
-    clear_oversized_sql,
-    in_slice,
-    marking_too_large,
-    measure_sql,
-    oversized_sql,
-    record_limit,
-    row_bytes,
-    slices_sql,
-)
-from ebbtide.snapshots.payload_sql import as_json_columns
+from ebbtide.snapshots.outbound import OutboundQueries, record_limit
 from ebbtide.snapshots.scratch import new_scratch
 from ebbtide.snapshots.staging import chunked, remember_errors
 
@@ -92,9 +76,6 @@ class SnapshotBusyError(EbbtideError):
     exit_code = 4
 
 
-STREAM_BUFFER = "64MB"
-
-
 class DuckDBSnapshotStore:
     """Stage → check → diff → outbound → journal → commit, for one mapping."""
 
@@ -110,8 +91,7 @@ class DuckDBSnapshotStore:
         self.mapping = mapping
         self.read_only = read_only
         self.record_limit = record_limit(max_record_bytes)
-        self._oversized: bool | None = None  # rows set aside as too large: not looked for yet
-        self._measured: tuple[int, int] | None = None
+        self._outbound: OutboundQueries | None = None
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = journal_dir(state_dir, mapping.name)
@@ -322,80 +302,13 @@ class DuckDBSnapshotStore:
         return self._count("snapshot") if self._snapshot_exists() else 0
 
     def outbound(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
-        """The changed rows to send, in batches of `batch_size`."""
+        """The changed rows to send, in batches of `batch_size` (and of bounded bytes)."""
         assert self.bound is not None, "stage() comes first"
-        marked = self._set_aside_oversized()
-        queries = (self._outbound_query(operations, part, marked) for part in self._slices())
-        reader = chained(self._stream(query, batch_size) for query in queries)
-        nested = [f.name for f in self.bound.fields if f.nested and self.mapping.field_columns]
-        reader = as_json_columns(reader, nested) if nested else reader
-        return bounded_batches(reader, MAX_BATCH_BYTES)
-
-    def _outbound_query(
-        self, operations: frozenset[Operation], part: tuple[str, str], marked: bool
-    ) -> str:
-        assert self.bound is not None
-        where, stage = part
-        query = sql.outbound_query(self.bound, operations, self._key_types(), where, stage)
-        return marking_too_large(query, len(self.mapping.key_columns)) if marked else query
-
-    def _stream(self, query: str, batch_size: int) -> pa.RecordBatchReader:
-        assert self.bound is not None
-        cursor = self.con.cursor()
-        if any(f.nested for f in self.bound.fields):
-            # DuckDB renders a streamed result with all its threads only while its buffer of
-            # rendered rows has room; the default (about 1 MB) holds a few batches, too few
-            # when objects and arrays are built. Flat records render fast enough without.
-            cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
-        return cursor.execute(query).to_arrow_reader(batch_size)
-
-    def _slices(self) -> list[tuple[str, str]]:
-        """The changes in slices DuckDB can render at once (a condition on them, and the
-        staged rows to read): one slice of everything unless large rows add up to more than
-        SLICE_BYTES."""
-        assert self.bound is not None
-        size = row_bytes(self.bound, self._stage_types())
-        keys = self.mapping.key_columns
-        if size is None or self._measure()[1] <= SLICE_BYTES:
-            return [("", "work.stage")]
-        self.con.execute(slices_sql(size, keys))
-        count = self.con.execute(f"SELECT max(__slice) + 1 FROM {SLICES_TABLE}").fetchone()
-        return [in_slice(number, keys) for number in range(int(count[0]) if count else 1)]
-
-    def _measure(self) -> tuple[int, int]:
-        """One scan of the stage: rows over the record limit, and how many bytes the large rows
-        under it add up to (taken before any row is set aside)."""
-        assert self.bound is not None
-        if self._measured is None:
-            size = row_bytes(self.bound, self._stage_types())
-            found = (
-                self.con.execute(measure_sql(size, self.record_limit)).fetchone() if size else None
+        if self._outbound is None:
+            self._outbound = OutboundQueries(
+                self.con, self.bound, self._key_types(), self.record_limit
             )
-            self._measured = (int(found[0]), int(found[1])) if found else (0, 0)
-        return self._measured
-
-    def _stage_types(self) -> dict[str, str]:
-        query = "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
-        return {str(name): str(kind) for name, kind in self.con.execute(query).fetchall()}
-
-    def _set_aside_oversized(self) -> bool:
-        """Find the changed rows too large to become records, and empty their values so that
-        no query renders them; True when there are any.
-
-        Done once per run: the values it empties could not be measured a second time.
-        """
-        assert self.bound is not None
-        if self._oversized is None:
-            over = self._measure()[0] > 0
-            find = oversized_sql(self.bound, self._stage_types(), self.record_limit)
-            self._oversized = over and find is not None and self._found(find)
-            if self._oversized:
-                self.con.execute(clear_oversized_sql(self.bound))
-        return self._oversized
-
-    def _found(self, statement: str) -> bool:
-        self.con.execute(statement)
-        return bool(self._count(OVERSIZED_TABLE))
+        return self._outbound.reader(operations, batch_size)
 
     def sample_changes(
         self, operations: frozenset[Operation], limit: int

@@ -12,9 +12,10 @@ changes are rendered in slices of a bounded size, one query after the other.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -28,6 +29,8 @@ from ebbtide.ports import (
     Operation,
     iter_batches,
 )
+from ebbtide.snapshots import duckdb_sql as sql
+from ebbtide.snapshots.payload_sql import as_json_columns
 from ebbtide.snapshots.sql_text import literal, quote
 
 # A record larger than this fails unless the destination sets `max_record_bytes`, up to
@@ -42,6 +45,7 @@ OVERSIZED_TABLE = "work.oversized"
 LARGE_ROW_BYTES = 8 * 2**10
 SLICE_BYTES = 32 * 2**20
 SLICES_TABLE = "work.slices"
+STREAM_BUFFER = "64MB"
 
 
 def record_limit(max_record_bytes: int | None) -> int:
@@ -205,3 +209,87 @@ def _pieces(batch: pa.RecordBatch, lengths: list[int], max_bytes: int) -> Iterat
             start, size = i, 0
         size += length
     yield batch.slice(start)
+
+
+class OutboundQueries:
+    """The records of one run's changes, read from its scratch database, in sizes that fit."""
+
+    def __init__(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        bound: BoundMapping,
+        key_types: Sequence[pa.DataType],
+        limit: int,
+    ) -> None:
+        self.con, self.bound, self.key_types, self.limit = con, bound, key_types, limit
+        self._oversized: bool | None = None  # rows set aside as too large: not looked for yet
+        self._measured: tuple[int, int] | None = None
+
+    def reader(self, operations: frozenset[Operation], batch_size: int) -> pa.RecordBatchReader:
+        """The changed rows of `operations`, in batches of `batch_size` and of bounded bytes."""
+        marked = self._set_aside_oversized()
+        queries = (self._query(operations, part, marked) for part in self._slices())
+        reader = chained(self._stream(query, batch_size) for query in queries)
+        mapping = self.bound.mapping
+        nested = [f.name for f in self.bound.fields if f.nested and mapping.field_columns]
+        reader = as_json_columns(reader, nested) if nested else reader
+        return bounded_batches(reader, MAX_BATCH_BYTES)
+
+    def _query(self, operations: frozenset[Operation], part: tuple[str, str], marked: bool) -> str:
+        where, stage = part
+        query = sql.outbound_query(self.bound, operations, self.key_types, where, stage)
+        return marking_too_large(query, len(self.bound.mapping.key_columns)) if marked else query
+
+    def _stream(self, query: str, batch_size: int) -> pa.RecordBatchReader:
+        cursor = self.con.cursor()
+        if any(f.nested for f in self.bound.fields):
+            # DuckDB renders a streamed result with all its threads only while its buffer of
+            # rendered rows has room; the default (about 1 MB) holds a few batches, too few
+            # when objects and arrays are built. Flat records render fast enough without.
+            cursor.execute(f"SET streaming_buffer_size = '{STREAM_BUFFER}'")
+        return cursor.execute(query).to_arrow_reader(batch_size)
+
+    def _slices(self) -> list[tuple[str, str]]:
+        """The changes in slices DuckDB can render at once (a condition on them, and the
+        staged rows to read): one slice of everything unless large rows add up to more than
+        SLICE_BYTES."""
+        size = row_bytes(self.bound, self._stage_types())
+        keys = self.bound.mapping.key_columns
+        if size is None or self._measure()[1] <= SLICE_BYTES:
+            return [("", "work.stage")]
+        self.con.execute(slices_sql(size, keys))
+        count = self.con.execute(f"SELECT max(__slice) + 1 FROM {SLICES_TABLE}").fetchone()
+        return [in_slice(number, keys) for number in range(int(count[0]) if count else 1)]
+
+    def _measure(self) -> tuple[int, int]:
+        """One scan of the stage: rows over the record limit, and how many bytes the large rows
+        under it add up to (taken before any row is set aside)."""
+        if self._measured is None:
+            size = row_bytes(self.bound, self._stage_types())
+            query = measure_sql(size, self.limit) if size else None
+            found = self.con.execute(query).fetchone() if query else None
+            self._measured = (int(found[0]), int(found[1])) if found else (0, 0)
+        return self._measured
+
+    def _stage_types(self) -> dict[str, str]:
+        query = "SELECT column_name, column_type FROM (DESCRIBE work.stage)"
+        return {str(name): str(kind) for name, kind in self.con.execute(query).fetchall()}
+
+    def _set_aside_oversized(self) -> bool:
+        """Find the changed rows too large to become records, and empty their values so that
+        no query renders them; True when there are any.
+
+        Done once per run: the values it empties could not be measured a second time.
+        """
+        if self._oversized is None:
+            over = self._measure()[0] > 0
+            find = oversized_sql(self.bound, self._stage_types(), self.limit)
+            self._oversized = over and find is not None and self._found(find)
+            if self._oversized:
+                self.con.execute(clear_oversized_sql(self.bound))
+        return self._oversized
+
+    def _found(self, statement: str) -> bool:
+        self.con.execute(statement)
+        found = self.con.execute(f"SELECT count(*) FROM {OVERSIZED_TABLE}").fetchone()
+        return bool(found and found[0])
