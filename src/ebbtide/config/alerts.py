@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ebbtide.config.schedule import parse_interval
+from ebbtide.config.schedule import Duration
 
 
 class _Spec(BaseModel):
@@ -107,15 +107,9 @@ class AlertsSpec(_Spec):
 
     email: SmtpSpec | None = None
     base_url: str | None = None  # where `ebbtide serve` runs: alerts link to the run
-    remind_every: str = "6h"  # a mapping that keeps failing is reminded about at most this often
+    # A mapping that keeps failing is reminded about at most this often.
+    remind_every: Duration = "6h"
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
-
-    @field_validator("remind_every")
-    @classmethod
-    def _interval(cls, value: str) -> str:
-        if parse_interval(value) is None:
-            raise ValueError(f"{value!r} is not a duration: use e.g. 30m, 6h, 1d")
-        return value
 
     @model_validator(mode="after")
     def _smtp_for_email(self) -> AlertsSpec:

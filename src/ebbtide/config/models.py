@@ -18,7 +18,7 @@ from pydantic import (
 )
 
 from ebbtide.config.alerts import AlertsSpec
-from ebbtide.config.schedule import check_schedule, parse_interval
+from ebbtide.config.schedule import Duration, check_schedule, duration
 
 DEFAULT_STATE_URL = "sqlite:///.ebbtide/state.db"
 
@@ -94,20 +94,11 @@ class GuardSpec(Spec):
     max_delete_pct: float | None = Field(default=None, ge=0, le=100)
     max_change_pct: float | None = Field(default=None, ge=0)
     # How long the delete guard remembers the largest size the destination had.
-    delete_window: str = "7d"
-
-    @field_validator("delete_window")
-    @classmethod
-    def _window(cls, value: str) -> str:
-        if parse_interval(value) is None:
-            raise ValueError(f"{value!r} is not a duration: use e.g. 12h, 7d")
-        return value
+    delete_window: Duration = "7d"
 
     @property
     def delete_window_td(self) -> timedelta:
-        window = parse_interval(self.delete_window)
-        assert window is not None
-        return window
+        return duration(self.delete_window)
 
 
 class FieldType(StrEnum):
@@ -292,20 +283,11 @@ class RateLimitSpec(Spec):
     """`rate_limit: {requests: 100, per: 10s}`: at most `requests` in any `per` window."""
 
     requests: int = Field(ge=1)
-    per: str = "1s"
-
-    @field_validator("per")
-    @classmethod
-    def _per(cls, value: str) -> str:
-        if parse_interval(value) is None:
-            raise ValueError(f"{value!r} is not a duration: use e.g. 1s, 10s, 1m")
-        return value
+    per: Duration = "1s"
 
     @property
     def per_s(self) -> float:
-        interval = parse_interval(self.per)
-        assert interval is not None
-        return interval.total_seconds()
+        return duration(self.per).total_seconds()
 
 
 class DestinationConfig(AdapterConfig):

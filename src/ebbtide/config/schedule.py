@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Annotated
 
 from croniter import croniter
+from pydantic import AfterValidator
 
 _INTERVAL = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -17,6 +19,23 @@ def parse_interval(text: str) -> timedelta | None:
     if not match:
         return None
     return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+def duration(text: str) -> timedelta:
+    """The length of a setting already checked as a `Duration`."""
+    interval = parse_interval(text)
+    if interval is None:
+        raise ValueError(f"{text!r} is not a duration: use e.g. 30s, 15m, 6h, 7d")
+    return interval
+
+
+def _check_duration(text: str) -> str:
+    duration(text)
+    return text
+
+
+# A setting such as `remind_every: 6h`: checked when the workspace loads, kept as written.
+Duration = Annotated[str, AfterValidator(_check_duration)]
 
 
 def check_schedule(text: str) -> str:

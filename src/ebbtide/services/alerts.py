@@ -18,7 +18,7 @@ from ebbtide.alerts.email import EmailNotifier
 from ebbtide.alerts.http import SlackNotifier, WebhookNotifier
 from ebbtide.alerts.message import AlertMessage, Notifier
 from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
-from ebbtide.config.schedule import parse_interval
+from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
 from ebbtide.engine.outcome import RunStatus, Trigger
 from ebbtide.errors import ErrorClass, UsageError
@@ -87,8 +87,7 @@ class AlertService:
             # From partly failing to failing (or back): news for whoever follows the new status.
             self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
             return event, False
-        remind = parse_interval(self.workspace.spec.alerts.remind_every)
-        assert remind is not None
+        remind = duration(self.workspace.spec.alerts.remind_every)
         if state.last_alert_at is None or now - state.last_alert_at >= remind:
             self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
             return event, True
