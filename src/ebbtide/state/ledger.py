@@ -57,11 +57,12 @@ class RunLedger:
 
     def record_loaded(self, run_id: int, counts: RunCounts) -> None:
         """A run's loaded counts before its commit: a run killed once its snapshot commit
-        has absorbed its journal still shows what it delivered."""
+        has absorbed its journal still shows what it delivered. A run taken over meanwhile
+        (paused past its lease) is fenced: its record keeps what the take-over credited."""
         with self.engine.begin() as conn:
             conn.execute(
                 runs.update()
-                .where(runs.c.id == run_id)
+                .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
                 .values(
                     loaded_new=counts.loaded_new,
                     loaded_updated=counts.loaded_updated,
