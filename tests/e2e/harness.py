@@ -190,6 +190,7 @@ class Workspace:
     root: Path
     url: str
     rows: int
+    lease_ttl_s: float = LEASE_TTL_S
 
     @classmethod
     def create(cls, root: Path, url: str, rows: int, sql: str = FAST_SQL) -> Workspace:
@@ -218,7 +219,7 @@ class Workspace:
         return {
             **os.environ,
             "COLUMNS": "200",
-            "EBBTIDE_LEASE_TTL_S": f"{LEASE_TTL_S:g}",
+            "EBBTIDE_LEASE_TTL_S": f"{self.lease_ttl_s:g}",
             "HOOK_URL": self.url,
         }
 

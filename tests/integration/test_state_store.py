@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -12,6 +18,8 @@ from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.engine.run import RunResult
 from ebbtide.errors import ErrorClass, LeaseLostError, MappingBusyError, UsageError
 from ebbtide.ports import ChangeCounts, Operation
+from ebbtide.state.holder import Holder
+from ebbtide.state.schema import leases
 from ebbtide.state.store import SqlStateStore
 
 
@@ -149,3 +157,90 @@ def test_an_interrupted_run_keeps_the_failures_and_deliveries_it_recorded(
         1,
     )
     assert store.get_run(fresh.id).loaded_new == 0
+
+
+# -- who holds a lease ----------------------------------------------------------------------
+
+DIES_HOLDING = """\
+import sys
+from pathlib import Path
+from ebbtide.state.store import SqlStateStore
+run, _ = SqlStateStore(sys.argv[1], Path(sys.argv[2])).start_run("m", "manual", lease_ttl_s=600)
+print(run.id)
+"""
+
+
+def run_in_a_process_that_exits(store: SqlStateStore, root: Path) -> int:
+    """A run started by another process, which then exits holding its lease."""
+    url = store.engine.url.render_as_string(hide_password=False)
+    done = subprocess.run(
+        [sys.executable, "-c", DIES_HOLDING, url, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return int(done.stdout)
+
+
+def move_lease(store: SqlStateStore, **holder: object) -> None:
+    """Rewrite who holds mapping `m`'s lease, as a run on another machine would have written it."""
+    with store.engine.begin() as conn:
+        conn.execute(leases.update().where(leases.c.mapping == "m").values(**holder))
+
+
+def test_a_lease_whose_process_exited_is_taken_over_at_once(
+    store: SqlStateStore, tmp_path: Path
+) -> None:
+    dead_id = run_in_a_process_that_exits(store, tmp_path)
+    store.add_failures(dead_id, [RecordFailure("1", Operation.ADDED, ErrorClass.VALIDATION, "no")])
+    fresh, lease = store.start_run("m", "manual", lease_ttl_s=60)  # its lease had 10 min left
+    dead = store.get_run(dead_id)
+    assert dead.status is RunStatus.INTERRUPTED and dead.failed == 1
+    assert dead.error is not None and "its process is gone" in dead.error
+    assert f"host {socket.gethostname()}" in dead.error
+    assert fresh.status is RunStatus.RUNNING and store.holds(lease)
+
+
+def test_a_lease_whose_pid_now_belongs_to_another_process_is_taken_over_at_once(
+    store: SqlStateStore,
+) -> None:
+    first, _ = store.start_run("m", "manual", lease_ttl_s=600)
+    here = Holder.this_process()
+    assert here.started is not None
+    move_lease(store, process_start=here.started - 1)  # a process of that pid started earlier
+    store.start_run("m", "manual", lease_ttl_s=60)
+    assert store.get_run(first.id).status is RunStatus.INTERRUPTED
+
+
+def test_a_lease_held_by_a_live_process_waits_and_the_refusal_names_it(
+    store: SqlStateStore,
+) -> None:
+    first, _ = store.start_run("m", "manual", lease_ttl_s=600)
+    with pytest.raises(MappingBusyError) as busy:
+        store.start_run("m", "manual", lease_ttl_s=60)
+    assert re.fullmatch(
+        rf"mapping 'm' is busy: run {first.id} holds it \(host {re.escape(socket.gethostname())},"
+        rf" pid {os.getpid()}, lease until \d\d:\d\d:\d\d UTC\)",
+        str(busy.value),
+    )
+    assert store.get_run(first.id).status is RunStatus.RUNNING
+
+
+def test_a_lease_held_on_another_host_waits_for_its_expiry_and_names_the_host(
+    store: SqlStateStore,
+) -> None:
+    first, _ = store.start_run("m", "manual", lease_ttl_s=600)
+    until = datetime.now(UTC) + timedelta(seconds=600)
+    move_lease(store, host="web-1", pid=4242, expires_at=until)  # pid 4242 may not exist here
+    with pytest.raises(MappingBusyError) as busy:
+        store.start_run("m", "manual", lease_ttl_s=60)
+    assert str(busy.value) == (
+        f"mapping 'm' is busy: run {first.id} holds it"
+        f" (host web-1, pid 4242, lease until {until:%H:%M:%S} UTC)"
+    )
+    move_lease(store, expires_at=datetime.now(UTC) - timedelta(seconds=1))
+    store.start_run("m", "manual", lease_ttl_s=60)
+    dead = store.get_run(first.id)
+    assert dead.status is RunStatus.INTERRUPTED
+    assert dead.error is not None and "its lease expired" in dead.error

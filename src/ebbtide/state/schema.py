@@ -92,6 +92,12 @@ leases = sa.Table(
     sa.Column("run_id", sa.Integer),
     sa.Column("token", sa.String(64), nullable=False),
     sa.Column("expires_at", UTCDateTime, nullable=False),
+    # The holder (state/holder.py): a dead one on this machine is taken over at once.
+    sa.Column("host", sa.String(200)),
+    sa.Column("pid", sa.Integer),
+    sa.Column("boot_id", sa.String(64)),
+    sa.Column("pid_ns", sa.String(64)),
+    sa.Column("process_start", sa.BigInteger),
 )
 
 pending_failures = sa.Table(

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import os
-import socket
 import sqlite3
 import threading
 import time
@@ -31,6 +29,7 @@ from ebbtide.errors import (
 )
 from ebbtide.ports import Operation
 from ebbtide.state.alerts import AlertBook
+from ebbtide.state.holder import Holder
 from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
@@ -107,32 +106,24 @@ class SqlStateStore:
     ) -> tuple[RunRecord, Lease]:
         """Claim the mapping and record a new running run, or raise MappingBusyError.
 
-        A lease past its expiry belongs to a dead run: it is taken over and that run is
-        marked interrupted. A run whose mapping was reset since its last run says so.
+        A lease whose holder is gone (its process exited on this machine) or whose time ran
+        out belongs to a dead run: it is taken over and that run is marked interrupted. A run
+        whose mapping was reset since its last run says so.
         """
         now = utcnow()
         token = uuid.uuid4().hex
+        holder = Holder.this_process()
         with self.engine.begin() as conn:
             held = conn.execute(
                 sa.select(leases).where(leases.c.mapping == mapping).with_for_update()
             ).first()
-            if held is not None and held.expires_at > now:
-                raise MappingBusyError(
-                    f"mapping {mapping!r} is busy: run {held.run_id} holds it"
-                    f" (lease until {held.expires_at:%H:%M:%S} UTC)"
-                )
+            claim = _claim(token, holder, now + timedelta(seconds=lease_ttl_s))
             if held is not None:
-                self._take_over(conn, held, token, now, lease_ttl_s)
+                self._take_over(conn, held, claim, now)
             else:
                 try:
                     with conn.begin_nested():
-                        conn.execute(
-                            leases.insert().values(
-                                mapping=mapping,
-                                token=token,
-                                expires_at=now + timedelta(seconds=lease_ttl_s),
-                            )
-                        )
+                        conn.execute(leases.insert().values(mapping=mapping, **claim))
                 except sa.exc.IntegrityError as exc:
                     raise MappingBusyError(
                         f"mapping {mapping!r} is busy: another run just started"
@@ -155,8 +146,8 @@ class SqlStateStore:
                     started_at=now,
                     heartbeat_at=now,
                     failed_by_class={},
-                    host=socket.gethostname(),
-                    pid=os.getpid(),
+                    host=holder.host,
+                    pid=holder.pid,
                 )
             )
             run_id = int(inserted.inserted_primary_key[0])  # type: ignore[index]
@@ -164,12 +155,16 @@ class SqlStateStore:
         return self.get_run(int(run_id)), Lease(mapping, token, int(run_id))
 
     def _take_over(
-        self, conn: sa.Connection, held: Any, token: str, now: datetime, ttl: float
+        self, conn: sa.Connection, held: Any, claim: dict[str, Any], now: datetime
     ) -> None:
+        """Take a lease whose holder is gone or whose time ran out; refuse one that may live."""
+        reason = _vacancy(held, now)
+        if reason is None:
+            raise MappingBusyError(_busy_message(held))
         claimed = conn.execute(
             leases.update()
             .where(leases.c.mapping == held.mapping, leases.c.token == held.token)
-            .values(token=token, run_id=None, expires_at=now + timedelta(seconds=ttl))
+            .values(run_id=None, **claim)
         ).rowcount
         if claimed != 1:
             raise MappingBusyError(f"mapping {held.mapping!r} is busy: another run took it over")
@@ -180,7 +175,7 @@ class SqlStateStore:
                 .values(
                     status=RunStatus.INTERRUPTED.value,
                     finished_at=now,
-                    error="the run stopped without finishing (its lease expired); the next run"
+                    error=f"the run stopped without finishing ({reason}); the next run"
                     " re-sent what it had not delivered",
                     **failed_counts(conn, held.run_id),
                 )
@@ -349,6 +344,49 @@ class SqlStateStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _claim(token: str, holder: Holder, expires_at: datetime) -> dict[str, Any]:
+    """A lease's columns for a new holder."""
+    return {
+        "token": token,
+        "expires_at": expires_at,
+        "host": holder.host,
+        "pid": holder.pid,
+        "boot_id": holder.boot_id,
+        "pid_ns": holder.pid_ns,
+        "process_start": holder.started,
+    }
+
+
+def _holder(held: Any) -> Holder | None:
+    """Who holds a lease; None for a lease written before holders were recorded."""
+    if held.host is None or held.pid is None:
+        return None
+    return Holder(held.host, held.pid, held.boot_id, held.pid_ns, held.process_start)
+
+
+def _vacancy(held: Any, now: datetime) -> str | None:
+    """Why a held lease may be taken over now, or None while its holder may be alive.
+
+    A holder that this machine sees gone is taken over at once: waiting out its lease would
+    only delay the next run. One that may live (elsewhere, or stopped) keeps it until expiry.
+    """
+    holder = _holder(held)
+    if holder is not None and holder.is_gone():
+        return f"its process is gone: {holder.describe()}"
+    if held.expires_at <= now:
+        return "its lease expired"
+    return None
+
+
+def _busy_message(held: Any) -> str:
+    holder = _holder(held)
+    by = f"{holder.describe()}, " if holder is not None else ""
+    return (
+        f"mapping {held.mapping!r} is busy: run {held.run_id} holds it"
+        f" ({by}lease until {held.expires_at:%H:%M:%S} UTC)"
+    )
 
 
 def _run_record(row: Any) -> RunRecord:
