@@ -177,7 +177,9 @@ def test_masking_is_linear_in_the_size_of_the_text() -> None:
     masked = redact(text)
     elapsed = time.perf_counter() - started
     assert "zz" not in masked and "k" not in masked
-    assert elapsed < 5.0, f"masking 5 MB took {elapsed:.1f} s"
+    # Linear code takes about half a second; the old quadratic scan took minutes. The bound is
+    # loose so that a busy machine cannot fail it.
+    assert elapsed < 30.0, f"masking 5 MB took {elapsed:.1f} s"
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
