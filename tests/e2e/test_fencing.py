@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +45,19 @@ def process_state(pid: int) -> str:
     """The state letter of /proc/<pid>/stat: R, S, T (stopped) …"""
     stat = Path(f"/proc/{pid}/stat").read_text()
     return stat[stat.rindex(")") + 2]
+
+
+def state_store_writable(workspace: Workspace) -> bool:
+    """Whether a write transaction can begin on the state store now, without waiting."""
+    con = sqlite3.connect(str(workspace.state_db), timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
 
 
 # -- mutual exclusion -----------------------------------------------------------------------
@@ -133,12 +147,30 @@ class Paused:
         self.process = workspace.start_sync(processes, "first")
         self.run_id = wait_until(lambda: running_run(workspace), 20, "the first run to start")
         wait_until(lambda: receiver.count(self.run_id) >= 0.3 * ROWS, 30, "30% of the records")
-        self.process.send_signal(signal.SIGSTOP)
+        wait_until(
+            lambda: self._stopped_outside_a_transaction(workspace),
+            30,
+            "the run to stop outside a state-store transaction",
+        )
         stopped_at = time.monotonic()
-        wait_until(lambda: process_state(self.process.pid) == "T", 5, "the run to stop")
         time.sleep(max(0.0, stopped_at + LEASE_TTL_S + 0.3 - time.monotonic()))
         # What it had acknowledged; a request written just before the stop may still arrive.
         self.kept = workspace.journaled_keys(self.run_id)
+
+    def _stopped_outside_a_transaction(self, workspace: Workspace) -> bool:
+        """Stop the run; True unless it stopped holding the state store's write lock.
+
+        Stopped inside its heartbeat's transaction, it would keep every other process from
+        writing until it resumes (SQLite cannot take a lock from a frozen process): the next
+        run could not start. That is not what this scenario is about, so let it out and
+        stop it again.
+        """
+        self.process.send_signal(signal.SIGSTOP)
+        wait_until(lambda: process_state(self.process.pid) == "T", 30, "the run to stop")
+        if state_store_writable(workspace):
+            return True
+        self.process.send_signal(signal.SIGCONT)
+        return False
 
     def resume(self, workspace: Workspace) -> dict[str, Any]:
         self.process.send_signal(signal.SIGCONT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ from ebbtide.errors import ErrorClass, LeaseLostError, MappingBusyError, UsageEr
 from ebbtide.ports import ChangeCounts, Operation
 from ebbtide.state.holder import Holder
 from ebbtide.state.schema import leases
-from ebbtide.state.store import SqlStateStore
+from ebbtide.state.store import SqlStateStore, StateStoreLockedError
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -244,3 +245,25 @@ def test_a_lease_held_on_another_host_waits_for_its_expiry_and_names_the_host(
     dead = store.get_run(first.id)
     assert dead.status is RunStatus.INTERRUPTED
     assert dead.error is not None and "its lease expired" in dead.error
+
+
+def test_a_write_locked_past_the_bounded_wait_says_which_state_store_and_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EBBTIDE_STATE_LOCK_WAIT_S", "0.2")
+    store = SqlStateStore("sqlite:///.ebbtide/state.db", tmp_path)
+    path = tmp_path / ".ebbtide" / "state.db"
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # as another process's write transaction would
+    try:
+        with pytest.raises(StateStoreLockedError) as locked:
+            store.start_run("m", "manual", lease_ttl_s=60)
+        assert str(locked.value).startswith(f"the state store {path} stayed locked for 0.2 s")
+        assert "holds a write lock on it" in str(locked.value)
+        assert store.list_runs() == []  # reading goes on while another process writes
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    run, _ = store.start_run("m", "manual", lease_ttl_s=60)
+    assert run.status is RunStatus.RUNNING
+    store.dispose()

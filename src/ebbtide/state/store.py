@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import sqlite3
 import threading
 import time
@@ -46,21 +47,42 @@ class StateStoreError(EbbtideError):
     """The state store cannot be reached or upgraded."""
 
 
+class StateStoreLockedError(StateStoreError):
+    """Another process kept the SQLite state store's write lock past the bounded wait."""
+
+    exit_code = 4  # busy, as a mapping another run holds: trying again later succeeds
+
+
 class SqlStateStore:
     """Runs, failures and leases; the schema is upgraded with Alembic when opened."""
 
     def __init__(self, url: str, root: Path) -> None:
         self.url = _resolve_sqlite_path(url, root)
         connect_args: dict[str, Any] = {}
+        # How long a write waits for another process's write lock on a SQLite state store;
+        # EBBTIDE_STATE_LOCK_WAIT_S shortens it for tests.
+        self.lock_wait_s = float(os.environ.get("EBBTIDE_STATE_LOCK_WAIT_S", "30"))
         if self.url.startswith("sqlite"):
-            connect_args = {"timeout": 30}
+            connect_args = {"timeout": self.lock_wait_s}
         self.engine = sa.create_engine(self.url, connect_args=connect_args)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
+            sa.event.listen(self.engine, "handle_error", self._still_locked)
         self._migrate()
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
         self.ledger = RunLedger(self.engine)
+
+    def _still_locked(self, context: sa.engine.ExceptionContext) -> None:
+        """SQLite's "database is locked" after the bounded wait, said as what it means."""
+        error = context.original_exception
+        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+            raise StateStoreLockedError(
+                f"the state store {self.engine.url.database} stayed locked for"
+                f" {self.lock_wait_s:g} s: another process (another ebbtide sync, reset or"
+                " serve, perhaps stopped or hung) holds a write lock on it. This command"
+                " stopped there; run it again once that process has finished."
+            ) from error
 
     def _migrate(self) -> None:
         config = AlembicConfig()
