@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from ebbtide.demo.receiver import Receiver
-from tests.integration.alert_servers import HttpEndpoints, SmtpServer, closed_port
+from tests.integration.alert_servers import HttpEndpoints, SilentServer, SmtpServer, closed_port
 from tests.integration.workspace_kit import TOKEN, hook, mapping, users_table, write_workspace
 
 ROWS = 20
@@ -163,6 +163,38 @@ def test_sync_exit_code_and_run_are_unchanged_when_alert_channels_fail(
     assert "slack-secret-path" not in json.dumps(log)
     text_log = alerted("alerts", "log")
     assert text_log.returncode == 0 and "failed after 3" in text_log.stdout
+
+
+def test_sync_with_alert_channels_that_hang_keeps_its_exit_code_and_logs_what_timed_out(
+    tmp_path: Path, cli_env: dict[str, str]
+) -> None:
+    with SilentServer() as silent:
+        alerts = {
+            "email": smtp_spec(silent.port),
+            "timeout_s": 0.5,
+            "subscriptions": [
+                {"email": ANN},
+                {"slack": {"webhook_url": "${HUNG_SLACK_URL}", "channel": "#data"}},
+            ],
+        }
+        env = {**cli_env, "HUNG_SLACK_URL": silent.url(SLACK_PATH)}
+        hung = Cli(make_workspace(tmp_path / "hung", alerts), env)
+        done = hung("sync", "run", "broken")
+        assert silent.saw(6), "three attempts on each channel"
+    assert done.returncode == 1  # as without alerts: the destination refused the credentials
+
+    where = f"127.0.0.1:{silent.port}"
+    expected = {
+        "email": f"Email: no answer from {where} within 0.5 s",
+        "slack": f"Slack: no answer from {where} within 0.5 s",
+    }
+    log = hung.json("alerts", "log")
+    assert {e["channel"]: (e["delivered"], e["attempts"], e["error"]) for e in log} == {
+        channel: (False, 3, error) for channel, error in expected.items()
+    }
+    for error in expected.values():
+        assert error in done.stderr
+    assert "TimeoutError" not in done.stderr
 
 
 # -- subscriptions -------------------------------------------------------------------------

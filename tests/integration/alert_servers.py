@@ -3,7 +3,8 @@
 `SmtpServer` is aiosmtpd's `Controller` with a handler that keeps every envelope (optionally
 requiring a login, or refusing every message); `HttpEndpoints` is an aiohttp server in a thread
 that keeps every POST, by path, and answers each path with a chosen status (it plays Slack's
-incoming webhooks and a generic webhook). `closed_port()` is a port nothing listens on.
+incoming webhooks and a generic webhook). `closed_port()` is a port nothing listens on;
+`SilentServer` accepts connections and never says a word (a hanging SMTP or HTTP server).
 """
 
 from __future__ import annotations
@@ -28,6 +29,51 @@ def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+class SilentServer:
+    """Accepts every connection on 127.0.0.1 and never answers (no SMTP greeting, no HTTP
+    response) until it is closed; `connected` is set once it has accepted one."""
+
+    def __init__(self) -> None:
+        self.connected = threading.Event()
+        self.connections: list[socket.socket] = []
+        self._accepted = threading.Condition()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        # shutdown() wakes the accept() below on Linux; close() alone would not.
+        self._listener.shutdown(socket.SHUT_RDWR)
+        self._listener.close()
+        self._thread.join(timeout=10)
+        for conn in self.connections:
+            conn.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            with self._accepted:
+                self.connections.append(conn)
+                self._accepted.notify_all()
+            self.connected.set()
+
+    def saw(self, connections: int, within_s: float = 30.0) -> bool:
+        """Whether it has accepted that many connections (the kernel may have completed a
+        handshake the accepting thread has not picked up yet: wait for it, not for time)."""
+        with self._accepted:
+            return self._accepted.wait_for(lambda: len(self.connections) >= connections, within_s)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
 
 
 # -- SMTP ----------------------------------------------------------------------------------

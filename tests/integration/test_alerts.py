@@ -9,9 +9,9 @@ to HTTP endpoints playing Slack and a generic webhook, and to the state store (i
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,9 +21,9 @@ from ebbtide.config.alerts import SubscriptionSpec
 from ebbtide.demo.receiver import Receiver
 from ebbtide.engine.outcome import RunStatus
 from ebbtide.services.sync import SyncService
-from ebbtide.state.alerts import AlertState, Delivery
+from ebbtide.state.alerts import Delivery
 from ebbtide.state.store import utcnow
-from tests.integration.alert_servers import HttpEndpoints, SmtpServer, closed_port
+from tests.integration.alert_servers import HttpEndpoints, SilentServer, SmtpServer, closed_port
 from tests.integration.workspace_kit import TOKEN, Kit, hook, mapping
 
 ROWS = 20
@@ -47,6 +47,12 @@ def smtp() -> Iterator[SmtpServer]:
 @pytest.fixture
 def endpoints() -> Iterator[HttpEndpoints]:
     with HttpEndpoints() as server:
+        yield server
+
+
+@pytest.fixture
+def silent() -> Iterator[SilentServer]:
+    with SilentServer() as server:
         yield server
 
 
@@ -95,9 +101,20 @@ def reject(receiver: Receiver, keys: range, message: str = "email: not a valid a
 def rewind_last_alert(service: SyncService, name: str, by: timedelta) -> None:
     state = service.alerts.book.state(name)
     assert state is not None and state.last_alert_at is not None
-    service.alerts.book.set_state(
-        name, AlertState(state.failing, state.since, state.last_alert_at - by, state.status)
-    )
+    service.alerts.book.set_state(name, replace(state, last_alert_at=state.last_alert_at - by))
+
+
+class Clock:
+    """The alert service's clock, moved by the test instead of waited for."""
+
+    def __init__(self) -> None:
+        self.now = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, by: timedelta) -> None:
+        self.now += by
 
 
 # -- email ---------------------------------------------------------------------------------
@@ -426,18 +443,18 @@ def test_mapping_failing_again_is_not_told_again_until_remind_every_passes(
     assert len(smtp.mails) == 2
 
 
-def test_reminder_comes_after_remind_every_in_real_time(
+def test_reminder_comes_once_remind_every_has_passed_on_the_service_clock(
     receiver: Receiver, kit: Kit, smtp: SmtpServer
 ) -> None:
-    service = alerting(kit, receiver.url, emailing(smtp.port, {"email": ANN}, remind_every="1s"))
+    service = alerting(kit, receiver.url, emailing(smtp.port, {"email": ANN}, remind_every="1m"))
+    clock = Clock()
+    service.alerts.clock = clock
     receiver.status_for_all = 401
     service.run("users_mirror")
+    clock.advance(timedelta(seconds=59))
     service.run("users_mirror")
     assert len(smtp.mails) == 1
-    state = service.alerts.book.state("users_mirror")
-    assert state is not None
-    wait = (state.last_alert_at or state.since) + timedelta(seconds=1.05)
-    time.sleep(max(0.0, (wait - datetime.now(UTC)).total_seconds()))
+    clock.advance(timedelta(seconds=1))
     service.run("users_mirror")
     assert [m.subject.split(" (")[0] for m in smtp.mails] == [
         "[ebbtide] users_mirror failed",
@@ -515,6 +532,136 @@ def test_each_mapping_is_told_about_once_on_its_own(
         "[ebbtide] users_mirror failed",
         "[ebbtide] users_upsert failed",
     ]
+
+
+# -- per incident, not per status flip ------------------------------------------------------
+
+BAD_KEY, OTHER_BAD_KEY = 1, 2
+
+
+def with_other_changes(service: SyncService, kit: Kit, turn: int) -> RunStatus:
+    """A run that loads fresh changes and retries the bad record: a partial success."""
+    kit.sql(f"UPDATE users SET plan = 'turn-{turn}' WHERE id IN (10, 11)")
+    return service.run("users_mirror").status
+
+
+def retry_only(service: SyncService) -> RunStatus:
+    """A run with nothing to send but the bad record's retry: it fails."""
+    return service.run("users_mirror").status
+
+
+def cadence(service: SyncService, kit: Kit, turns: range) -> None:
+    """Runs alternating as a scheduler brings them, while the same record keeps failing."""
+    for turn in turns:
+        assert with_other_changes(service, kit, turn) is RunStatus.PARTIAL_SUCCESS
+        assert retry_only(service) is RunStatus.FAILED
+
+
+def told(smtp: SmtpServer) -> list[str]:
+    return [m.subject.split(" (")[0] for m in smtp.mails]
+
+
+def incident(
+    receiver: Receiver, kit: Kit, smtp: SmtpServer, **alerts: Any
+) -> tuple[SyncService, Clock]:
+    """users_mirror with one record the destination always refuses, after its first run."""
+    statuses = ["failed", "partial_success", "recovered"]
+    service = alerting(
+        kit, receiver.url, emailing(smtp.port, {"email": ANN, "statuses": statuses}, **alerts)
+    )
+    clock = Clock()
+    service.alerts.clock = clock
+    reject(receiver, range(BAD_KEY, BAD_KEY + 1))
+    assert service.run("users_mirror").status is RunStatus.PARTIAL_SUCCESS
+    return service, clock
+
+
+def second_error_group(receiver: Receiver, kit: Kit) -> None:
+    """Another record, refused for another reason, among the next run's changes."""
+    reason = {"code": "CONFLICT", "message": "already exists", "error_class": "conflict"}
+    receiver.reject(OTHER_BAD_KEY, **reason)
+    kit.sql(f"UPDATE users SET plan = 'moved' WHERE id = {OTHER_BAD_KEY}")
+
+
+def test_a_record_that_keeps_failing_is_one_alert_whatever_the_status_of_each_run(
+    receiver: Receiver, kit: Kit, smtp: SmtpServer
+) -> None:
+    service, clock = incident(receiver, kit, smtp, remind_every="6h")
+    cadence(service, kit, range(4))
+    assert told(smtp) == ["[ebbtide] users_mirror partially succeeded"]
+    assert "validation · 1 record(s) · email: not a valid address" in smtp.mails[0].body
+
+    clock.advance(timedelta(hours=5, minutes=59))
+    cadence(service, kit, range(4, 6))
+    assert len(smtp.mails) == 1, "reminded before remind_every passed"
+
+    clock.advance(timedelta(minutes=1))
+    assert retry_only(service) is RunStatus.FAILED
+    assert with_other_changes(service, kit, 6) is RunStatus.PARTIAL_SUCCESS
+    assert told(smtp)[1:] == ["[ebbtide] users_mirror still failing"]
+
+
+def test_a_new_error_group_a_run_level_failure_and_the_fix_are_each_told_once(
+    receiver: Receiver, kit: Kit, smtp: SmtpServer
+) -> None:
+    service, _ = incident(receiver, kit, smtp)
+    cadence(service, kit, range(2))
+    second_error_group(receiver, kit)
+    assert with_other_changes(service, kit, 2) is RunStatus.PARTIAL_SUCCESS
+    cadence(service, kit, range(3, 5))
+    assert told(smtp) == ["[ebbtide] users_mirror partially succeeded"] * 2
+    assert "New error: conflict · already exists" in smtp.mails[1].body
+    assert "New error: validation" not in smtp.mails[1].body
+
+    receiver.status_for_all = 401
+    outage = service.run("users_mirror")
+    assert outage.status is RunStatus.FAILED and outage.error is not None
+    service.run("users_mirror")  # the same outage again: nothing new
+    receiver.status_for_all = None
+    cadence(service, kit, range(5, 7))
+    assert told(smtp)[2:] == ["[ebbtide] users_mirror failed"]
+    assert "Error: auth (HTTP 401)" in smtp.mails[2].body
+
+    receiver.clear_behaviours()
+    fixed = service.run("users_mirror")
+    assert fixed.status is RunStatus.SUCCESS
+    with_other_changes(service, kit, 7)
+    assert told(smtp)[3:] == ["[ebbtide] users_mirror recovered"]
+    assert smtp.mails[3].subject.endswith(f"(run {fixed.id})")
+
+
+def test_new_error_group_goes_to_subscribers_of_the_status_of_the_run_that_brought_it(
+    receiver: Receiver, kit: Kit, smtp: SmtpServer
+) -> None:
+    alerts = emailing(smtp.port, {"email": ANN, "statuses": ["failed"]}, {"email": BOB})
+    service = alerting(kit, receiver.url, alerts)
+    reject(receiver, range(BAD_KEY, BAD_KEY + 1))
+    assert service.run("users_mirror").status is RunStatus.PARTIAL_SUCCESS
+    assert retry_only(service) is RunStatus.FAILED  # the same group: news to no one
+    assert [m.rcpt_tos for m in smtp.mails] == [[BOB]]
+
+    second_error_group(receiver, kit)
+    assert retry_only(service) is RunStatus.FAILED
+    assert sorted(m.rcpt_tos[0] for m in smtp.mails[1:]) == [ANN, BOB]
+
+
+def test_partial_success_under_the_threshold_neither_tells_nor_ends_the_incident(
+    receiver: Receiver, kit: Kit, smtp: SmtpServer
+) -> None:
+    # 1 refused of 20 or 19 sent is under 20%; 1 of 3 is over, and so is 1 of 1 (failed).
+    mappings = {"users_mirror": mapping("mirror", alert_min_failed_pct=20)}
+    statuses = ["failed", "partial_success", "recovered"]
+    alerts = emailing(smtp.port, {"email": ANN, "statuses": statuses})
+    service = alerting(kit, receiver.url, alerts, mappings=mappings)
+    reject(receiver, range(BAD_KEY, BAD_KEY + 1))
+    assert service.run("users_mirror").status is RunStatus.PARTIAL_SUCCESS  # 1 of 20: 5%
+    assert smtp.mails == []
+    assert retry_only(service) is RunStatus.FAILED
+    assert with_other_changes(service, kit, 0) is RunStatus.PARTIAL_SUCCESS  # 1 of 3: 33%
+    kit.sql("UPDATE users SET plan = 'wide' WHERE id > 2")
+    assert service.run("users_mirror").status is RunStatus.PARTIAL_SUCCESS  # 1 of 19: 5%
+    assert retry_only(service) is RunStatus.FAILED
+    assert told(smtp) == ["[ebbtide] users_mirror failed"]
 
 
 # -- threshold -----------------------------------------------------------------------------
@@ -656,5 +803,54 @@ def test_slack_error_repeating_the_webhook_path_does_not_show_it_in_the_delivery
     receiver.status_for_all = 401
     service.run("users_mirror")
     [delivery] = deliveries(service)
-    assert delivery.error is not None and delivery.error.startswith("AlertPostError: HTTP 404")
+    assert delivery.error is not None
+    assert delivery.error.startswith("Slack: AlertPostError: HTTP 404")
     assert "slack-secret-path-9f8e7d" not in delivery.error
+
+
+# -- channels that hang --------------------------------------------------------------------
+
+
+def hanging(kit: Kit, receiver: Receiver, silent: SilentServer, **limits: float) -> SyncService:
+    """Slack and email both at a server that takes the connection and never answers."""
+    alerts = {
+        "email": smtp_spec(silent.port),
+        "subscriptions": [
+            {"email": ANN},
+            {"slack": {"webhook_url": "${SLACK_URL}", "channel": "#data"}},
+        ],
+        **limits,
+    }
+    return alerting(kit, receiver.url, alerts, env={"SLACK_URL": silent.url(SLACK_PATH)})
+
+
+def test_a_channel_that_never_answers_is_given_up_per_attempt_with_a_clear_message(
+    receiver: Receiver, kit: Kit, silent: SilentServer
+) -> None:
+    service = hanging(kit, receiver, silent, timeout_s=0.5, give_up_after_s=30)
+    reject(receiver, range(1, 3))
+    run = service.run("users_mirror")
+
+    assert run.status is RunStatus.PARTIAL_SUCCESS and (run.loaded_new, run.failed) == (18, 2)
+    assert service.state.get_run(run.id) == run
+    assert silent.saw(6), "three attempts on each channel"
+    by_channel = {d.channel: d for d in deliveries(service)}
+    where = f"127.0.0.1:{silent.port}"
+    assert by_channel["slack"].error == f"Slack: no answer from {where} within 0.5 s"
+    assert by_channel["email"].error == f"Email: no answer from {where} within 0.5 s"
+    assert {(d.delivered, d.attempts) for d in by_channel.values()} == {(False, 3)}
+
+
+def test_all_attempts_of_a_delivery_end_within_give_up_after(
+    receiver: Receiver, kit: Kit, silent: SilentServer
+) -> None:
+    # Each attempt waits out its full second, so a second attempt has at most 0.2 s left
+    # and a third none: without the bound in total there would be three.
+    service = hanging(kit, receiver, silent, timeout_s=1, give_up_after_s=1.2)
+    receiver.status_for_all = 401
+    assert service.run("users_mirror").status is RunStatus.FAILED
+    for delivery in deliveries(service):
+        assert not delivery.delivered and delivery.attempts <= 2, delivery
+        assert delivery.error is not None
+        assert delivery.error.endswith(" s")
+        assert f"no answer from 127.0.0.1:{silent.port} within " in delivery.error

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from ebbtide.alerts.message import AlertMessage
+from ebbtide.alerts.message import AlertMessage, AlertTimeout
 from ebbtide.config.alerts import SlackTarget, WebhookTarget
 
 TIMEOUT_S = 10.0
@@ -18,11 +19,24 @@ class AlertPostError(Exception):
     """The endpoint did not take the alert."""
 
 
-def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
-    """POST `body`; anything but a 2xx answer raises AlertPostError."""
+def endpoint_of(url: str) -> str:
+    """host:port of a URL: what an error may name (the path and query may hold a token)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return f"{parts.hostname}:{port}"
+
+
+def post_json(
+    url: str,
+    body: dict[str, Any],
+    headers: dict[str, str] | None = None,
+    timeout_s: float = TIMEOUT_S,
+) -> None:
+    """POST `body` within `timeout_s` in all; anything but a 2xx answer raises AlertPostError,
+    no answer in time raises AlertTimeout."""
 
     async def post() -> None:
-        timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+        timeout = aiohttp.ClientTimeout(total=timeout_s)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
             # Not followed: a 301/302 would turn the POST into a bodiless GET that "succeeds",
@@ -39,16 +53,22 @@ def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = N
                 text = (await response.text())[:200]
                 raise AlertPostError(f"HTTP {response.status}: {text}")
 
-    asyncio.run(post())
+    try:
+        asyncio.run(post())
+    except TimeoutError as exc:  # aiohttp's own carries no text at all
+        raise AlertTimeout(endpoint_of(url), timeout_s) from exc
 
 
 class SlackNotifier:
+    label = "Slack"
+
     def __init__(self, target: SlackTarget) -> None:
         self.slack = target
-        self.target = target.channel
+        self.endpoint = endpoint_of(target.webhook_url)
 
-    def send(self, message: AlertMessage) -> None:
-        post_json(self.slack.webhook_url, slack_body(message, self.slack.channel))
+    def send(self, message: AlertMessage, timeout_s: float) -> None:
+        body = slack_body(message, self.slack.channel)
+        post_json(self.slack.webhook_url, body, timeout_s=timeout_s)
 
 
 def slack_body(message: AlertMessage, channel: str) -> dict[str, Any]:
@@ -67,6 +87,8 @@ def slack_body(message: AlertMessage, channel: str) -> dict[str, Any]:
     ]
     if message.error:
         blocks.append(_text(f"*Error*\n{message.error}"))
+    if message.new_errors:
+        blocks.append(_text("*New error*\n" + "\n".join(message.new_errors)))
     if message.top_error:
         action = f"\n*Recommended action*\n{message.action}" if message.action else ""
         blocks.append(_text(f"*Most failed records*\n{message.top_error}{action}"))
@@ -82,9 +104,11 @@ def _text(markdown: str) -> dict[str, Any]:
 
 
 class WebhookNotifier:
+    label = "Webhook"
+
     def __init__(self, target: WebhookTarget) -> None:
         self.webhook = target
-        self.target = "webhook"  # the URL may carry a token: never shown
+        self.endpoint = endpoint_of(target.url)
 
-    def send(self, message: AlertMessage) -> None:
-        post_json(self.webhook.url, message.to_json(), self.webhook.headers)
+    def send(self, message: AlertMessage, timeout_s: float) -> None:
+        post_json(self.webhook.url, message.to_json(), self.webhook.headers, timeout_s)

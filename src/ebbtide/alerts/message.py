@@ -27,13 +27,15 @@ class AlertMessage:
     action: str | None = None  # its recommended action
     url: str | None = None  # the run in `ebbtide serve`
     reminder: bool = False  # still failing, told again after `remind_every`
+    # Error groups this incident had not announced yet: why this alert went out.
+    new_errors: tuple[str, ...] = ()
 
     @property
     def title(self) -> str:
         still = "still " if self.reminder else ""
         what = EVENT_TITLES.get(self.event, self.event)
-        if self.event == "failed" and self.reminder:
-            what = "failing"
+        if self.reminder:
+            what = {"failed": "failing", "partial_success": "partly failing"}.get(self.event, what)
         run = f" (run {self.run_id})" if self.run_id is not None else ""
         return f"[ebbtide] {self.mapping} {still}{what}{run}"
 
@@ -50,6 +52,7 @@ class AlertMessage:
         lines = [self.title, "", f"Status: {self.status}", f"Records: {self.counts_line()}"]
         if self.error:
             lines.append(f"Error: {self.error}")
+        lines += [f"New error: {e}" for e in self.new_errors]
         if self.top_error:
             lines.append(f"Most failed records: {self.top_error}")
         if self.action:
@@ -69,14 +72,24 @@ class AlertMessage:
             "counts": dict(self.counts),
             "error": self.error,
             "top_error": self.top_error,
+            "new_errors": list(self.new_errors),
             "recommended_action": self.action,
             "url": self.url,
         }
 
 
+class AlertTimeout(Exception):
+    """A channel did not answer in time; the text says who and how long (never empty)."""
+
+    def __init__(self, endpoint: str, timeout_s: float) -> None:
+        super().__init__(f"no answer from {endpoint} within {round(timeout_s, 2):g} s")
+
+
 class Notifier(Protocol):
-    """A channel: what it shows as its target (no secrets), and a send that raises on failure."""
+    """A channel: its name and the host:port it reaches (no secrets), and a send that raises on
+    failure or raises AlertTimeout once `timeout_s` has passed, connecting included."""
 
-    target: str
+    label: str
+    endpoint: str
 
-    def send(self, message: AlertMessage) -> None: ...
+    def send(self, message: AlertMessage, timeout_s: float) -> None: ...

@@ -39,7 +39,8 @@ class SmtpSpec(_Spec):
     password: str | None = Field(default=None, repr=False)
     sender: str = Field(alias="from")
     tls: Literal["none", "starttls", "ssl"] = "starttls"
-    timeout_s: float = Field(default=10.0, gt=0)
+    # Tighter than `alerts.timeout_s` for this server alone; never looser.
+    timeout_s: float | None = Field(default=None, gt=0)
 
 
 class SlackTarget(_Spec):
@@ -109,6 +110,10 @@ class AlertsSpec(_Spec):
     base_url: str | None = None  # where `ebbtide serve` runs: alerts link to the run
     # A mapping that keeps failing is reminded about at most this often.
     remind_every: Duration = "6h"
+    # A hanging channel must not hold a sync: each attempt (connect and send) ends within
+    # `timeout_s`, and all attempts of one delivery, waits included, within `give_up_after_s`.
+    timeout_s: float = Field(default=10.0, gt=0)
+    give_up_after_s: float = Field(default=30.0, gt=0)
     subscriptions: list[SubscriptionSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")

@@ -1,22 +1,26 @@
-"""Alerts after a run is committed: who is told what, once per state change (DESIGN inv. 10).
+"""Alerts after a run is committed: who is told what, once per incident (DESIGN inv. 10).
 
-A mapping that starts failing (or partly failing) is announced once; while it keeps failing,
-a reminder goes out at most every `alerts.remind_every`; its first success after that is
-announced as `recovered`. A channel that fails is retried a few times, then recorded as a
-failed delivery: alerts never change a run's outcome.
+A mapping's incident opens with its first failing run and closes with its first success.
+Within it, a run is news only when it brings an error group (class and message, as `runs
+show` groups failures) or a run-level error the incident has not announced yet; the same
+errors recurring, whatever the status, wait for a reminder after `alerts.remind_every`. The
+first success closes the incident as `recovered`. A channel that fails is retried within a
+bounded time, then recorded as a failed delivery: alerts never change a run's outcome.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from ebbtide.alerts.email import EmailNotifier
 from ebbtide.alerts.http import SlackNotifier, WebhookNotifier
-from ebbtide.alerts.message import AlertMessage, Notifier
+from ebbtide.alerts.message import AlertMessage, AlertTimeout, Notifier
 from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
 from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
@@ -24,18 +28,50 @@ from ebbtide.engine.outcome import RunStatus, Trigger
 from ebbtide.errors import ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
 from ebbtide.state.alerts import AlertState, Delivery
-from ebbtide.state.records import RunRecord
+from ebbtide.state.records import FailureGroup, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
 
 log = logging.getLogger(__name__)
 
 ATTEMPTS = 3
+RUN_LEVEL = "run"  # the error class a run-level error is grouped under
 
 
 @dataclass(frozen=True)
 class _Route:
     channel: Channel
     subscription: SubscriptionSpec
+
+
+@dataclass(frozen=True)
+class _Errors:
+    """What went wrong in a run, by fingerprint, with the text a person reads."""
+
+    by_fingerprint: dict[str, str]  # "" for the run-level error: the alert shows it already
+
+    @classmethod
+    def of(cls, run: RunRecord, groups: list[FailureGroup]) -> _Errors:
+        named = {
+            fingerprint(g.error_class, g.message): f"{g.error_class} · {g.message}" for g in groups
+        }
+        if run.error or (not named and run.status is RunStatus.FAILED):
+            named[fingerprint(RUN_LEVEL, run.error or "failed")] = ""
+        return cls(named)
+
+    def new(self, announced: frozenset[str]) -> dict[str, str]:
+        return {f: text for f, text in self.by_fingerprint.items() if f not in announced}
+
+
+def fingerprint(error_class: str, message: str) -> str:
+    """A short, stable name for an error group, kept in the alert state."""
+    return hashlib.sha256(f"{error_class}\n{message}".encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class _Event:
+    status: AlertStatus
+    reminder: bool = False
+    new_errors: tuple[str, ...] = ()
 
 
 class AlertService:
@@ -47,54 +83,62 @@ class AlertService:
         state: SqlStateStore,
         retry_delay_s: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.workspace, self.state = workspace, state
         self.book = state.alerts
-        self.retry_delay_s, self.sleep = retry_delay_s, sleep
+        self.retry_delay_s, self.sleep, self.clock = retry_delay_s, sleep, clock
 
     # -- after a run ---------------------------------------------------------------------
 
     def after_run(self, run: RunRecord) -> list[Delivery]:
         """Send what the run calls for; never raises (a failing channel is only recorded)."""
         try:
-            event = self._event(run)
+            if run.trigger == Trigger.RESET:
+                return []
+            groups = self.state.failure_groups(run.id, samples=0) if run.failed else []
+            event = self._event(run, _Errors.of(run, groups))
             if event is None:
                 return []
-            return self._dispatch(self._message(run, *event))
+            return self._dispatch(self._message(run, event, groups))
         except Exception:  # noqa: BLE001 - alerts must never break a sync
             log.exception("alerts for run %s could not be sent", run.id)
             return []
 
-    def _event(self, run: RunRecord) -> tuple[AlertStatus, bool] | None:
-        """The alert this run calls for (and whether it is a reminder), updating the state."""
-        if run.trigger == Trigger.RESET:
-            return None
-        now = utcnow()
+    def _event(self, run: RunRecord, errors: _Errors) -> _Event | None:
+        """The alert this run calls for, updating the mapping's incident."""
+        now = self.clock()
         state = self.book.state(run.mapping)
-        was_failing = state is not None and state.failing
-        if run.status in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS) and not self._failing(run):
-            if was_failing:
-                self.book.set_state(run.mapping, AlertState(False, now, now))
-                return AlertStatus.RECOVERED, False
+        incident = state if state is not None and state.failing else None
+        if run.status is RunStatus.SUCCESS:
+            if incident is None:
+                return None
+            self.book.set_state(run.mapping, AlertState(False, now, now))
+            return _Event(AlertStatus.RECOVERED)
+        if not self._failing(run):
+            return None  # cancelled, interrupted, or a partial success under the threshold
+        status = AlertStatus(run.status.value)
+        announced = incident.announced if incident else frozenset()
+        new = errors.new(announced)
+        since = incident.since if incident else now
+        if new or incident is None:
+            told = AlertState(True, since, now, status, announced | new.keys())
+            self.book.set_state(run.mapping, told)
+            listed = tuple(text for text in new.values() if text) if incident else ()
+            return _Event(status, new_errors=listed)
+        if not self._reminder_due(incident, now):
             return None
-        if run.status not in (RunStatus.FAILED, RunStatus.PARTIAL_SUCCESS):
-            return None  # cancelled, interrupted: not news
-        event = AlertStatus(run.status.value)
-        if state is None or not state.failing:
-            self.book.set_state(run.mapping, AlertState(True, now, now, event))
-            return event, False
-        if state.status != event:
-            # From partly failing to failing (or back): news for whoever follows the new status.
-            self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
-            return event, False
+        self.book.set_state(run.mapping, AlertState(True, since, now, status, announced))
+        return _Event(status, reminder=True)
+
+    def _reminder_due(self, incident: AlertState, now: datetime) -> bool:
         remind = duration(self.workspace.spec.alerts.remind_every)
-        if state.last_alert_at is None or now - state.last_alert_at >= remind:
-            self.book.set_state(run.mapping, AlertState(True, state.since, now, event))
-            return event, True
-        return None
+        return incident.last_alert_at is None or now - incident.last_alert_at >= remind
 
     def _failing(self, run: RunRecord) -> bool:
-        """A partial success counts as failing only past the mapping's threshold."""
+        """A failed run is failing; a partial success only past the mapping's threshold."""
+        if run.status is RunStatus.FAILED:
+            return True
         if run.status is not RunStatus.PARTIAL_SUCCESS:
             return False
         spec = self.workspace.spec.mappings.get(run.mapping)
@@ -103,10 +147,9 @@ class AlertService:
         share = 100.0 * run.failed / sent if sent else 0.0
         return share >= threshold
 
-    def _message(self, run: RunRecord, event: AlertStatus, reminder: bool) -> AlertMessage:
+    def _message(self, run: RunRecord, event: _Event, groups: list[FailureGroup]) -> AlertMessage:
         top_error = action = None
-        groups = self.state.failure_groups(run.id, samples=0) if run.failed else []
-        if groups and event is not AlertStatus.RECOVERED:
+        if groups and event.status is not AlertStatus.RECOVERED:
             top = groups[0]
             top_error = f"{top.error_class} · {top.count:,} record(s) · {top.message}"
             action = recommended_action(
@@ -115,7 +158,7 @@ class AlertService:
         base = self.workspace.spec.alerts.base_url
         redact = self.workspace.redact
         return AlertMessage(
-            event=str(event),
+            event=str(event.status),
             mapping=run.mapping,
             run_id=run.id,
             status=str(run.status),
@@ -131,7 +174,8 @@ class AlertService:
             top_error=redact(top_error) if top_error else None,
             action=redact(action) if action else None,  # advice may quote a destination's text
             url=f"{base.rstrip('/')}/runs/{run.id}" if base else None,
-            reminder=reminder,
+            reminder=event.reminder,
+            new_errors=tuple(redact(e) for e in event.new_errors),
         )
 
     # -- delivering ----------------------------------------------------------------------
@@ -178,20 +222,30 @@ class AlertService:
         return deliveries
 
     def _deliver(self, message: AlertMessage, route: _Route) -> Delivery:
-        target = _target(route)
-        error: str | None = None
+        """Up to ATTEMPTS tries, each and all of them bounded in time (`alerts.timeout_s`,
+        `alerts.give_up_after_s`), so a channel that hangs cannot hold the sync."""
+        try:
+            notifier = self._notifier(route)
+        except UsageError as exc:  # a set-up problem: trying again changes nothing
+            return self._failed(message, route, str(exc), 1)
+        limits = self.workspace.spec.alerts
+        give_up_at = time.monotonic() + limits.give_up_after_s
         for attempt in range(1, ATTEMPTS + 1):
+            left = max(give_up_at - time.monotonic(), 0.01)  # a late wake-up still tries
             try:
-                self._notifier(route).send(message)
-                return self._log(message, route.channel, target, None, attempt)
+                notifier.send(message, min(limits.timeout_s, left))
+                return self._log(message, route.channel, _target(route), None, attempt)
             except Exception as exc:  # noqa: BLE001 - SMTP, HTTP, DNS: all recorded alike
-                error = self._masked(f"{type(exc).__name__}: {exc}", route)
-                if isinstance(exc, UsageError):
-                    break  # a set-up problem: trying again changes nothing
-                if attempt < ATTEMPTS:
-                    self.sleep(self.retry_delay_s * 2 ** (attempt - 1))
-        log.warning("alert to %s by %s failed: %s", target, route.channel, error)
-        return self._log(message, route.channel, target, error, attempt)
+                error = self._masked(_describe(exc, notifier), route)
+            wait = self.retry_delay_s * 2 ** (attempt - 1)
+            if attempt == ATTEMPTS or time.monotonic() + wait >= give_up_at:
+                break
+            self.sleep(wait)
+        return self._failed(message, route, error, attempt)
+
+    def _failed(self, message: AlertMessage, route: _Route, error: str, attempts: int) -> Delivery:
+        log.warning("alert to %s by %s failed: %s", _target(route), route.channel, error)
+        return self._log(message, route.channel, _target(route), error, attempts)
 
     def _masked(self, text: str, route: _Route) -> str:
         """Secrets out of an error: `${VAR}` values, and the path of a Slack or webhook URL
@@ -259,6 +313,14 @@ class AlertService:
                 for a in s.email or []
             }
         )
+
+
+def _describe(exc: Exception, notifier: Notifier) -> str:
+    """What failed, for the delivery log: the channel first, and never an empty text."""
+    if isinstance(exc, AlertTimeout):
+        return f"{notifier.label}: {exc}"
+    detail = str(exc) or f"no details, talking to {notifier.endpoint}"
+    return f"{notifier.label}: {type(exc).__name__}: {detail}"
 
 
 def _target(route: _Route) -> str:

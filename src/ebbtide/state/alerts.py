@@ -79,12 +79,14 @@ class Delivery:
 
 @dataclass(frozen=True)
 class AlertState:
-    """Whether a mapping is failing, since when, and when people were last told."""
+    """A mapping's open incident (or its absence): whether it is failing, since when, when
+    people were last told, and the fingerprints of the errors they were told about."""
 
     failing: bool
     since: datetime
     last_alert_at: datetime | None
-    status: str | None = None  # failed or partial_success, while failing
+    status: str | None = None  # failed or partial_success, as last told
+    announced: frozenset[str] = frozenset()
 
 
 class AlertBook:
@@ -200,7 +202,8 @@ class AlertBook:
             ).first()
         if row is None:
             return None
-        return AlertState(row.failing, row.since, row.last_alert_at, row.status)
+        announced = frozenset(row.announced or ())
+        return AlertState(row.failing, row.since, row.last_alert_at, row.status, announced)
 
     def set_state(self, mapping: str, state: AlertState) -> None:
         values = {
@@ -208,6 +211,7 @@ class AlertBook:
             "since": state.since,
             "last_alert_at": state.last_alert_at,
             "status": state.status,
+            "announced": sorted(state.announced),
         }
         with self.engine.begin() as conn:
             updated = conn.execute(

@@ -174,4 +174,6 @@ alert_states = sa.Table(
     sa.Column("status", sa.String(20)),  # failed or partial_success, while failing
     sa.Column("since", UTCDateTime, nullable=False),
     sa.Column("last_alert_at", UTCDateTime),
+    # Fingerprints of the error groups the open incident announced (JSON list).
+    sa.Column("announced", sa.JSON),
 )
