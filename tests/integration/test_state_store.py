@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.engine.run import RunResult
@@ -267,3 +268,55 @@ def test_a_write_locked_past_the_bounded_wait_says_which_state_store_and_why(
     run, _ = store.start_run("m", "manual", lease_ttl_s=60)
     assert run.status is RunStatus.RUNNING
     store.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_sessions_bound_lock_waits_statements_and_idle_transactions(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("EBBTIDE_STATE_LOCK_WAIT_S", "0.2")
+    store = SqlStateStore(f"{pg_dsn}?options=-csearch_path%3D{pg_schema}", tmp_path)
+    try:
+        with store.engine.connect() as conn:
+            shown = {
+                name: conn.execute(sa.text(f"SHOW {name}")).scalar()
+                for name in (
+                    "lock_timeout",
+                    "statement_timeout",
+                    "idle_in_transaction_session_timeout",
+                    "search_path",
+                )
+            }
+        assert shown == {
+            "lock_timeout": "200ms",
+            "statement_timeout": "2min",
+            "idle_in_transaction_session_timeout": "1min",
+            "search_path": pg_schema,  # the URL's own options still apply
+        }
+    finally:
+        store.dispose()
+
+
+@pytest.mark.postgres
+def test_a_postgres_write_locked_past_the_bounded_wait_says_which_state_store_and_why(
+    pg_dsn: str, pg_schema: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    monkeypatch.setenv("EBBTIDE_STATE_LOCK_WAIT_S", "0.2")
+    store = SqlStateStore(f"{pg_dsn}?options=-csearch_path%3D{pg_schema}", tmp_path)
+    other = psycopg.connect(pg_dsn)
+    try:
+        # As a frozen process's open transaction would: writes wait, reads go on.
+        other.execute(f'LOCK TABLE "{pg_schema}".leases IN EXCLUSIVE MODE')
+        with pytest.raises(StateStoreLockedError) as locked:
+            store.start_run("m", "manual", lease_ttl_s=60)
+        assert "stayed locked for 0.2 s" in str(locked.value)
+        assert "holds a write lock on it" in str(locked.value)
+        assert "127.0.0.1" in str(locked.value)
+        other.rollback()
+        run, _ = store.start_run("m", "manual", lease_ttl_s=60)
+        assert run.status is RunStatus.RUNNING
+    finally:
+        other.close()
+        store.dispose()

@@ -43,6 +43,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# ebbtide's statements on its state store take milliseconds; these bound the pathological.
+_POSTGRES_STATEMENT_TIMEOUT_S = 120.0
+_POSTGRES_IDLE_IN_TRANSACTION_S = 60.0
+_POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
+
+
 class StateStoreError(EbbtideError):
     """The state store cannot be reached or upgraded."""
 
@@ -67,22 +73,46 @@ class SqlStateStore:
         self.engine = sa.create_engine(self.url, connect_args=connect_args)
         if self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            sa.event.listen(self.engine, "handle_error", self._still_locked)
+        elif self.engine.dialect.name == "postgresql":
+            sa.event.listen(self.engine, "connect", self._postgres_timeouts)
+        sa.event.listen(self.engine, "handle_error", self._still_locked)
         self._migrate()
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
         self.ledger = RunLedger(self.engine)
 
+    def _postgres_timeouts(self, dbapi_connection: Any, _record: Any) -> None:
+        """A process frozen or hung inside one of its transactions must not wedge the others:
+        waits for locks are bounded like SQLite's, and the server ends a transaction left
+        idle (its locks go with it). ebbtide's own statements are short; none may run away."""
+        with dbapi_connection.cursor() as cursor:
+            for setting, seconds in (
+                ("lock_timeout", self.lock_wait_s),
+                ("statement_timeout", _POSTGRES_STATEMENT_TIMEOUT_S),
+                ("idle_in_transaction_session_timeout", _POSTGRES_IDLE_IN_TRANSACTION_S),
+            ):
+                cursor.execute(f"SET {setting} = {round(seconds * 1000)}")
+        dbapi_connection.commit()
+
     def _still_locked(self, context: sa.engine.ExceptionContext) -> None:
-        """SQLite's "database is locked" after the bounded wait, said as what it means."""
+        """A write still locked after the bounded wait (SQLite's "database is locked",
+        PostgreSQL's lock_timeout), said as what it means."""
         error = context.original_exception
-        if isinstance(error, sqlite3.OperationalError) and "locked" in str(error):
+        sqlite_locked = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
+        if sqlite_locked or getattr(error, "sqlstate", None) == _POSTGRES_LOCK_NOT_AVAILABLE:
             raise StateStoreLockedError(
-                f"the state store {self.engine.url.database} stayed locked for"
+                f"the state store {self._where()} stayed locked for"
                 f" {self.lock_wait_s:g} s: another process (another ebbtide sync, reset or"
                 " serve, perhaps stopped or hung) holds a write lock on it. This command"
                 " stopped there; run it again once that process has finished."
             ) from error
+
+    def _where(self) -> str:
+        """The state store as a person finds it: its file, or its URL without the password."""
+        url = self.engine.url
+        if url.get_backend_name() == "sqlite":
+            return str(url.database)
+        return url.render_as_string(hide_password=True)
 
     def _migrate(self) -> None:
         config = AlembicConfig()
