@@ -59,16 +59,9 @@ class RunLedger:
         """A run's loaded counts before its commit: a run killed once its snapshot commit
         has absorbed its journal still shows what it delivered. A run taken over meanwhile
         (paused past its lease) is fenced: its record keeps what the take-over credited."""
+        loaded = ChangeCounts(counts.loaded_new, counts.loaded_updated, counts.loaded_deleted)
         with self.engine.begin() as conn:
-            conn.execute(
-                runs.update()
-                .where(runs.c.id == run_id, runs.c.status == RunStatus.RUNNING.value)
-                .values(
-                    loaded_new=counts.loaded_new,
-                    loaded_updated=counts.loaded_updated,
-                    loaded_deleted=counts.loaded_deleted,
-                )
-            )
+            _set_loaded(conn, run_id, RunStatus.RUNNING, loaded)
 
     def record_acknowledged(self, acknowledged: dict[int, ChangeCounts]) -> None:
         """What dead runs' journals show the destination accepted, as their loaded counts.
@@ -79,15 +72,20 @@ class RunLedger:
             return
         with self.engine.begin() as conn:
             for run_id, counts in acknowledged.items():
-                conn.execute(
-                    runs.update()
-                    .where(runs.c.id == run_id, runs.c.status == RunStatus.INTERRUPTED.value)
-                    .values(
-                        loaded_new=counts.added,
-                        loaded_updated=counts.updated,
-                        loaded_deleted=counts.deleted,
-                    )
-                )
+                _set_loaded(conn, run_id, RunStatus.INTERRUPTED, counts)
+
+
+def _set_loaded(conn: sa.Connection, run_id: int, only_if: RunStatus, loaded: ChangeCounts) -> None:
+    """A run's loaded counts, written only while it has the status that allows it."""
+    conn.execute(
+        runs.update()
+        .where(runs.c.id == run_id, runs.c.status == only_if.value)
+        .values(
+            loaded_new=loaded.added,
+            loaded_updated=loaded.updated,
+            loaded_deleted=loaded.deleted,
+        )
+    )
 
 
 def failed_counts(conn: sa.Connection, run_id: int) -> dict[str, object]:
