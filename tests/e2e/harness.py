@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -132,6 +133,17 @@ class ReceiverProcess:
             process.kill()
             raise AssertionError(f"the receiver did not start: {line!r}")
         return cls(process, line.removeprefix("listening on ").strip(), log)
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The receiver stopped (SIGSTOP) for the block: requests wait unanswered, so a sync
+        stays mid-load however long the test takes, on a busy machine too."""
+        self.process.send_signal(signal.SIGSTOP)
+        try:
+            wait_until(lambda: process_state(self.process.pid) == "T", 30, "the receiver to stop")
+            yield
+        finally:
+            self.process.send_signal(signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -344,6 +356,55 @@ def holding_snapshot(workspace: Workspace) -> Iterator[duckdb.DuckDBPyConnection
         yield con
     finally:
         con.close()
+
+
+def process_state(pid: int) -> str:
+    """The state letter of /proc/<pid>/stat: R, S, T (stopped) …"""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2]
+
+
+def state_store_writable(state_db: Path) -> bool:
+    """Whether a write transaction can begin on a SQLite state store now, without waiting."""
+    con = sqlite3.connect(str(state_db), timeout=0, isolation_level=None)
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        con.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        con.close()
+
+
+def stopped_outside_a_transaction(process: subprocess.Popen[str], state_db: Path) -> bool:
+    """Stop a sync (SIGSTOP); True unless it stopped holding the state store's write lock.
+
+    Stopped inside its heartbeat's transaction, it would keep every other process from
+    writing until it resumes (SQLite cannot take a lock from a frozen process). Then let it
+    out and return False: call again (with `wait_until`) to stop it elsewhere.
+    """
+    process.send_signal(signal.SIGSTOP)
+    wait_until(lambda: process_state(process.pid) == "T", 30, "the sync to stop")
+    if state_store_writable(state_db):
+        return True
+    process.send_signal(signal.SIGCONT)
+    return False
+
+
+def lease_expired(workspace: Workspace) -> bool:
+    """Whether the mapping's lease, as the state store holds it, has run out."""
+    con = sqlite3.connect(f"file:{workspace.state_db}?mode=ro", uri=True, timeout=5)
+    try:
+        row = con.execute("SELECT expires_at FROM leases WHERE mapping = ?", (MAPPING,)).fetchone()
+    finally:
+        con.close()
+    if row is None:
+        return False
+    expires_at = datetime.fromisoformat(str(row[0]))
+    if expires_at.tzinfo is None:  # SQLite keeps the UTC time without its offset
+        expires_at = expires_at.replace(tzinfo=UTC)
+    return expires_at <= datetime.now(UTC)
 
 
 def running_run(workspace: Workspace) -> int | None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import multiprocessing
 import signal
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,11 @@ from tests.e2e.harness import (
     ReceiverProcess,
     Workspace,
     duplicates,
+    lease_expired,
+    process_state,
     run_of,
     running_run,
+    stopped_outside_a_transaction,
     wait_until,
 )
 
@@ -41,25 +43,6 @@ def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
     running.stop()
 
 
-def process_state(pid: int) -> str:
-    """The state letter of /proc/<pid>/stat: R, S, T (stopped) …"""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
-
-
-def state_store_writable(workspace: Workspace) -> bool:
-    """Whether a write transaction can begin on the state store now, without waiting."""
-    con = sqlite3.connect(str(workspace.state_db), timeout=0, isolation_level=None)
-    try:
-        con.execute("BEGIN IMMEDIATE")
-        con.execute("ROLLBACK")
-        return True
-    except sqlite3.OperationalError:
-        return False
-    finally:
-        con.close()
-
-
 # -- mutual exclusion -----------------------------------------------------------------------
 
 
@@ -68,18 +51,22 @@ def test_two_syncs_of_one_mapping_started_at_once_one_runs_the_other_exits_busy(
 ) -> None:
     rows = 2 * ROWS  # four seconds of loading: a third sync can start in the middle
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows)
+    # Mutual exclusion is the subject here, not expiry: a lease that a heartbeat delayed on a
+    # busy machine cannot lose to the third sync.
+    workspace.lease_ttl_s = 600
     assert workspace.runs() == {}  # the state store exists; see the test below for a fresh one
 
     started = time.monotonic()
-    syncs = {name: workspace.start_sync(processes, name) for name in ("a", "b")}
-    loser = wait_until(
-        lambda: next((n for n, p in syncs.items() if p.poll() is not None), None),
-        30,
-        "one of the two syncs to exit",
-    )
-    refused_after_s = time.monotonic() - started
-    winner = "b" if loser == "a" else "a"
-    assert syncs[winner].poll() is None, "the other sync finished first: they did not overlap"
+    with receiver.frozen():  # the winner cannot finish before the loser has exited
+        syncs = {name: workspace.start_sync(processes, name) for name in ("a", "b")}
+        loser = wait_until(
+            lambda: next((n for n, p in syncs.items() if p.poll() is not None), None),
+            30,
+            "one of the two syncs to exit",
+        )
+        refused_after_s = time.monotonic() - started
+        winner = "b" if loser == "a" else "a"
+        assert syncs[winner].poll() is None, "the other sync finished first: they did not overlap"
     refused = workspace.finished(syncs[loser], loser)
     assert refused.returncode == 4, refused.stderr
     assert "mapping 'users' is busy" in refused.stderr
@@ -89,10 +76,11 @@ def test_two_syncs_of_one_mapping_started_at_once_one_runs_the_other_exits_busy(
     # Once the winner is loading, its lease is what keeps a third sync out.
     running = wait_until(lambda: running_run(workspace), 20, "the winner's run")
     wait_until(lambda: receiver.count(running) > 0, 20, "the winner to send")
-    late = workspace.sync(processes, "c", timeout_s=30)
+    with receiver.frozen():  # the winner stays mid-load however long the third sync takes
+        late = workspace.sync(processes, "c", timeout_s=30)
+        assert syncs[winner].poll() is None, "the winner finished before the third sync started"
     assert late.returncode == 4, late.stderr
     assert f"mapping 'users' is busy: run {running} holds it" in late.stderr
-    assert syncs[winner].poll() is None, "the winner finished before the third sync started"
 
     syncs[winner].wait(timeout=60)
     done = workspace.finished(syncs[winner], winner)
@@ -147,30 +135,25 @@ class Paused:
         self.process = workspace.start_sync(processes, "first")
         self.run_id = wait_until(lambda: running_run(workspace), 20, "the first run to start")
         wait_until(lambda: receiver.count(self.run_id) >= 0.3 * ROWS, 30, "30% of the records")
+        # Stopped inside its heartbeat's transaction, the run would keep every other process
+        # from writing until it resumes: the next run could not start. That is not what this
+        # scenario is about, so it is stopped again elsewhere. The receiver is frozen
+        # meanwhile, so that the run is still mid-load when it stops, however busy the machine.
+        with receiver.frozen():
+            wait_until(
+                lambda: stopped_outside_a_transaction(self.process, workspace.state_db),
+                30,
+                "the run to stop outside a state-store transaction",
+            )
+        # Its last heartbeat set the lease's end; nothing renews it now.
         wait_until(
-            lambda: self._stopped_outside_a_transaction(workspace),
-            30,
-            "the run to stop outside a state-store transaction",
+            lambda: lease_expired(workspace),
+            LEASE_TTL_S + 30,
+            "the stopped run's lease to expire",
+            interval_s=0.05,
         )
-        stopped_at = time.monotonic()
-        time.sleep(max(0.0, stopped_at + LEASE_TTL_S + 0.3 - time.monotonic()))
         # What it had acknowledged; a request written just before the stop may still arrive.
         self.kept = workspace.journaled_keys(self.run_id)
-
-    def _stopped_outside_a_transaction(self, workspace: Workspace) -> bool:
-        """Stop the run; True unless it stopped holding the state store's write lock.
-
-        Stopped inside its heartbeat's transaction, it would keep every other process from
-        writing until it resumes (SQLite cannot take a lock from a frozen process): the next
-        run could not start. That is not what this scenario is about, so let it out and
-        stop it again.
-        """
-        self.process.send_signal(signal.SIGSTOP)
-        wait_until(lambda: process_state(self.process.pid) == "T", 30, "the run to stop")
-        if state_store_writable(workspace):
-            return True
-        self.process.send_signal(signal.SIGCONT)
-        return False
 
     def resume(self, workspace: Workspace) -> dict[str, Any]:
         self.process.send_signal(signal.SIGCONT)

@@ -9,6 +9,7 @@ import json
 import os
 import pty
 import select
+import signal
 import subprocess
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from ebbtide.demo.receiver import Receiver
+from tests.e2e.harness import stopped_outside_a_transaction, wait_until
 from tests.integration.workspace_kit import (
     TOKEN,
     expected_data,
@@ -205,8 +207,17 @@ def test_reset_while_a_sync_of_the_mapping_runs_exits_4_and_changes_nothing(
             assert syncing.poll() is None, syncing.communicate()
             assert time.monotonic() < deadline, "the sync never reached the receiver"
             time.sleep(0.02)
-
-        done = ebbtide(workspace, receiver, "reset", MAPPING, "--yes")
+        # Held there (stopped, its lease kept) while the reset runs, however long a busy
+        # machine makes that: the receiver's hang alone might end first.
+        wait_until(
+            lambda: stopped_outside_a_transaction(syncing, workspace / ".ebbtide" / "state.db"),
+            30,
+            "the sync to stop outside a state-store transaction",
+        )
+        try:
+            done = ebbtide(workspace, receiver, "reset", MAPPING, "--yes")
+        finally:
+            syncing.send_signal(signal.SIGCONT)
 
         assert done.returncode == 4
         said = flat(done.stderr)

@@ -23,12 +23,18 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
+# Sockets that keep the ports closed_port() handed out: bound, never listening, open until
+# the test process exits. A port merely free a moment ago could be taken by a server another
+# test (or another pytest-xdist worker) starts in the meantime; a bound one cannot.
+_CLOSED_PORTS: list[socket.socket] = []
+
 
 def closed_port() -> int:
-    """A loopback port that was free a moment ago: connecting to it is refused."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A loopback port nothing listens on, nor will: connecting to it is refused."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))  # bound without SO_REUSEADDR: nobody else can bind it
+    _CLOSED_PORTS.append(holder)
+    return int(holder.getsockname()[1])
 
 
 class SilentServer:
@@ -116,6 +122,24 @@ class _Handler:
         return "250 OK"
 
 
+class _BoundController(Controller):
+    """aiosmtpd's Controller on a socket bound to a port the kernel chose (port 0).
+
+    Controller binds the port it is given; choosing a free port first and binding it later
+    races with every other server started in between (other tests, other xdist workers).
+    """
+
+    def __init__(self, handler: Any, **kwargs: Any) -> None:
+        self._socket = socket.socket()
+        self._socket.bind(("127.0.0.1", 0))
+        super().__init__(
+            handler, hostname="127.0.0.1", port=self._socket.getsockname()[1], **kwargs
+        )
+
+    def _create_server(self) -> Any:
+        return self.loop.create_server(self._factory_invoker, sock=self._socket)
+
+
 class SmtpServer:
     """aiosmtpd on 127.0.0.1; `login=(user, password)` makes it require that AUTH (no TLS)."""
 
@@ -129,16 +153,15 @@ class SmtpServer:
         self._controller: Controller | None = None
 
     def __enter__(self) -> SmtpServer:
-        self.port = closed_port()
-        self._controller = Controller(
+        self._controller = _BoundController(
             _Handler(self),
-            hostname="127.0.0.1",
-            port=self.port,
             authenticator=self._authenticate if self.login else None,
             auth_required=self.login is not None,
             auth_require_tls=False,
+            ready_timeout=30,  # aiosmtpd's 1 s is too short on a busy machine
         )
         self._controller.start()
+        self.port = self._controller.port
         return self
 
     def __exit__(self, *exc: object) -> None:

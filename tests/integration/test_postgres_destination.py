@@ -530,7 +530,7 @@ def test_concurrent_batches_use_at_most_concurrency_connections(pg_dsn: str, use
     assert connections_closed(pg_dsn, app)
 
 
-def connections_closed(dsn: str, application_name: str, wait_s: float = 5.0) -> bool:
+def connections_closed(dsn: str, application_name: str, wait_s: float = 30.0) -> bool:
     """Whether every session of the application ended (a backend exits just after close)."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
