@@ -147,6 +147,25 @@ class SnapshotMismatchError(EbbtideError):
     """The snapshot was taken with another primary key: syncing would delete and re-add all."""
 
 
+class StorageError(EbbtideError):
+    """ebbtide's own files or state store failed (unreachable, read-only, deleted, full).
+
+    The machine is at fault, not the sync: fix it there and run the command again.
+    """
+
+    exit_code = 5
+
+
+class DiskFullError(StorageError):
+    """No space was left where ebbtide writes (scratch, journals, snapshots, state store)."""
+
+
+class SnapshotDamagedError(EbbtideError):
+    """A mapping's snapshot or journal file is truncated or corrupt: only a reset mends it."""
+
+    exit_code = 6
+
+
 class MappingBusyError(EbbtideError):
     """Another run holds the mapping's lease."""
 

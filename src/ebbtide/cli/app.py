@@ -1,4 +1,4 @@
-"""`ebbtide`: exit 0 success, 3 partial success, 1 failed, 2 bad usage or config, 4 busy."""
+"""`ebbtide` exits 0 success, 3 partial, 1 failed, 2 bad usage, 4 busy, 5 storage, 6 damaged."""
 
 from __future__ import annotations
 
@@ -373,6 +373,16 @@ def _stop_on_sigterm(signum: int, frame: object) -> None:
 def main() -> None:
     """Console entry point: one clear message and an exit code, never a traceback."""
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
+    try:
+        _run_app()
+    finally:
+        # The outcome is recorded and said: a signal now would only print a traceback from
+        # whatever Python is tearing down (an event loop's __del__, say).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _run_app() -> None:
     try:
         app()
     except ConfigErrors as error:

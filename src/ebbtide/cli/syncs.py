@@ -25,8 +25,9 @@ EXIT_FOR_STATUS = {
     RunStatus.RUNNING: 1,
 }
 # Several syncs exit with the worst code, from least to most severe: success, partial success,
-# busy (that mapping did not sync at all), failed, bad usage or configuration.
-RANK = {0: 0, 3: 1, 4: 2, 1: 3, 2: 4}
+# busy (that mapping did not sync at all), failed, ebbtide's storage failed (disk full, state
+# store unreachable), a damaged snapshot (needs a reset), bad usage or configuration.
+RANK = {0: 0, 3: 1, 4: 2, 1: 3, 5: 4, 6: 5, 2: 6}
 
 
 @dataclass

@@ -15,7 +15,7 @@ import time
 
 from ebbtide.errors import EbbtideError, LeaseLostError
 from ebbtide.state.records import Lease
-from ebbtide.state.store import SqlStateStore
+from ebbtide.state.store import SqlStateStore, StateStoreGoneError
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +57,10 @@ class LeaseKeeper:
                 self.state.heartbeat(self.lease, self.ttl_s)
             except LeaseLostError:
                 log.warning("run %s lost its lease on %s", self.lease.run_id, self.lease.mapping)
+                self.lost = True
+                return
+            except StateStoreGoneError as error:  # nothing more the run does can be recorded
+                log.warning("%s", error)
                 self.lost = True
                 return
             except EbbtideError as error:  # the state store is unreachable: try again soon

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 from ebbtide.engine.outcome import RunStatus, Trigger
 from ebbtide.engine.retries import FailureStatus
 from ebbtide.engine.run import RunResult
-from ebbtide.errors import MappingBusyError
+from ebbtide.errors import MappingBusyError, SnapshotDamagedError
 from ebbtide.services.sync import SyncService
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
@@ -23,19 +24,24 @@ class ResetPlan:
     model: str
     destination: str
     model_rows: int  # what the next sync sends
-    snapshot_records: int  # what ebbtide believes the destination has now
+    snapshot_records: int | None  # what ebbtide believes the destination has (None: damaged)
     pending_failures: int
 
     def explain(self) -> str:
         return (
             f"Reset mapping {self.mapping!r}: its next sync sends all {self.model_rows:,}"
             f" record(s) of model {self.model!r} to {self.destination!r}, as if it had never"
-            f" synced. ebbtide forgets the {self.snapshot_records:,} record(s) it believes"
-            f" {self.destination!r} has: a record removed from the model before the next sync"
+            f" synced. ebbtide forgets {self._believed()} {self.destination!r} has:"
+            " a record removed from the model before the next sync"
             " can no longer be detected as deleted, so it stays in the destination."
             f" {self.pending_failures:,} failed record(s) pending retry are closed as `reset`"
             " (the next sync sends them with the rest)."
         )
+
+    def _believed(self) -> str:
+        if self.snapshot_records is None:
+            return "what its damaged snapshot held of what"
+        return f"the {self.snapshot_records:,} record(s) it believes"
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -57,11 +63,13 @@ class ResetService:
     def plan(self, name: str) -> ResetPlan:
         """Counts for the confirmation; reads the model's row count, changes nothing."""
         mapping = self.sync.compile(name)
-        snapshot = DuckDBSnapshotStore(self.sync.workspace.state_dir, mapping, read_only=True)
-        try:
-            held = snapshot.snapshot_size()
-        finally:
-            snapshot.close()
+        held: int | None = None
+        with contextlib.suppress(SnapshotDamagedError):  # what a reset is there to mend
+            snapshot = DuckDBSnapshotStore(self.sync.workspace.state_dir, mapping, read_only=True)
+            try:
+                held = snapshot.snapshot_size()
+            finally:
+                snapshot.close()
         return ResetPlan(
             mapping=name,
             model=mapping.model,
@@ -89,8 +97,10 @@ class ResetService:
                 " Reset once the sync has finished."
             ) from None
         state_dir = self.sync.workspace.state_dir
-        # A dead run's journal is dropped with the snapshot: credit it with what it delivered.
-        state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
+        # A dead run's journal is dropped with the snapshot: credit it with what it delivered
+        # (a damaged one tells nothing, and is dropped all the same).
+        with contextlib.suppress(SnapshotDamagedError):
+            state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
         drop_snapshot(state_dir, name)
         state.pending_failures.close_all(name, FailureStatus.RESET, utcnow())
         return state.finish_run(lease, RunStatus.SUCCESS, RunResult(status=RunStatus.SUCCESS))

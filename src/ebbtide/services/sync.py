@@ -23,11 +23,20 @@ from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryOutcome, RetryPolicy
 from ebbtide.engine.run import Replay, RunListener, RunResult, SyncJob, execute
-from ebbtide.errors import EbbtideError, LeaseLostError, MappingError, ModelError, SourceError
+from ebbtide.errors import (
+    EbbtideError,
+    LeaseLostError,
+    MappingError,
+    ModelError,
+    SnapshotDamagedError,
+    SourceError,
+    StorageError,
+)
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
@@ -129,8 +138,14 @@ class SyncService:
         `replay` (a past run's id and its records) resends those records instead of a diff.
         People subscribed to alerts hear about it once the run is committed.
         """
-        record = self._run(name, trigger, listener, force=force, actor=actor, replay=replay)
+        record, storage_error = self._run(
+            name, trigger, listener, force=force, actor=actor, replay=replay
+        )
         self.alerts.after_run(record)
+        if storage_error is not None:
+            # Recorded as a failed run like any other; the caller still hears that the
+            # machine, not the sync, is at fault (its own exit code).
+            raise storage_error
         return record
 
     def _run(
@@ -142,7 +157,7 @@ class SyncService:
         force: bool,
         actor: str | None,
         replay: tuple[int, Replay] | None,
-    ) -> RunRecord:
+    ) -> tuple[RunRecord, EbbtideError | None]:
         mapping = self.compile(name)
         prune(self.workspace.state_dir, self.workspace.spec.journals.keep_days)
         _, lease = self.state.start_run(
@@ -155,6 +170,7 @@ class SyncService:
         )
         result = RunResult()
         job = RunOptions(listener or RunListener(), force, replay[1] if replay else None)
+        storage_error: EbbtideError | None = None
         try:
             with LeaseKeeper(self.state, lease, self.lease_ttl_s) as keeper:
                 self._execute(mapping, keeper, result, job)
@@ -162,19 +178,34 @@ class SyncService:
         except LeaseLostError as error:
             # Fenced: the run that took the lease over owns the mapping and its history now.
             log.warning("%s", error)
-            return self.state.get_run(lease.run_id)
+            return self.state.get_run(lease.run_id), None
+        except (StorageError, SnapshotDamagedError) as error:
+            storage_error = error
         except EbbtideError as error:
             result.error = self.workspace.redact(str(error))
             status = RunStatus.FAILED
         except KeyboardInterrupt:
-            result.error = "cancelled; the next sync sends what this one did not deliver"
-            self._finish(lease, RunStatus.CANCELLED, result)
+            self._cancelled(lease, result)
             raise
         except Exception as error:  # noqa: BLE001 - a bug must still end the run in the history
-            result.error = self.workspace.redact(f"internal error: {type(error).__name__}: {error}")
-            self._finish(lease, RunStatus.FAILED, result)
-            raise
-        return self._finish(lease, status, result)
+            if was_interrupted(error):  # a signal that reached DuckDB mid-query
+                self._cancelled(lease, result)
+                raise KeyboardInterrupt from error
+            storage_error = storage_failure(error, self.workspace.state_dir, name)
+            if storage_error is None:
+                result.error = self.workspace.redact(
+                    f"internal error: {type(error).__name__}: {error}"
+                )
+                self._finish(lease, RunStatus.FAILED, result)
+                raise
+        if storage_error is not None:
+            result.error = self.workspace.redact(str(storage_error))
+            return self._finish(lease, RunStatus.FAILED, result), storage_error
+        return self._finish(lease, status, result), None
+
+    def _cancelled(self, lease: Lease, result: RunResult) -> None:
+        result.error = "cancelled; the next sync sends what this one did not deliver"
+        self._finish(lease, RunStatus.CANCELLED, result)
 
     def _finish(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
         try:

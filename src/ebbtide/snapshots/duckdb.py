@@ -29,6 +29,7 @@ from ebbtide.ports import (
     PendingFate,
 )
 from ebbtide.snapshots import duckdb_sql as sql
+from ebbtide.snapshots.failures import damaged_snapshot, is_damage, is_lock_conflict
 from ebbtide.snapshots.journal import (
     JOURNAL_COLUMN,
     AckJournal,
@@ -113,7 +114,11 @@ class DuckDBSnapshotStore:
         self._attached = False
         self.stage_schema: pa.Schema | None = None
         self.bound: BoundMapping | None = None
-        self.attach()
+        try:
+            self.attach()
+        except BaseException:
+            self.close()  # a damaged or busy snapshot leaves no scratch folder behind
+            raise
 
     def attach(self) -> None:
         """Open the snapshot file (waiting a little for another process to let go of it)."""
@@ -125,7 +130,11 @@ class DuckDBSnapshotStore:
             try:
                 self.con.execute(f"ATTACH {sql.literal(str(self._file))} AS snap{mode}")
                 break
-            except duckdb.IOException as exc:
+            except duckdb.Error as exc:
+                if is_damage(exc):
+                    raise damaged_snapshot(self.mapping.name, self._file, exc) from exc
+                if not is_lock_conflict(exc):
+                    raise
                 if time.monotonic() > deadline:
                     raise SnapshotBusyError(
                         f"the snapshot of mapping {self.mapping.name!r} is in use by another"
@@ -443,8 +452,10 @@ class DuckDBSnapshotStore:
         )
 
     def close(self) -> None:
-        self.con.close()
-        shutil.rmtree(self._scratch, ignore_errors=True)
+        try:
+            self.con.close()
+        finally:  # a full disk can fail the close: the scratch space goes all the same
+            shutil.rmtree(self._scratch, ignore_errors=True)
 
     # -- helpers -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from typing import cast
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ebbtide.errors import SnapshotDamagedError
 from ebbtide.ports import OP_COLUMN, ChangeCounts, Operation
 
 
@@ -94,6 +95,7 @@ REGROUP_ROWS = 65_536
 
 
 def _complete_batches(file: Path, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
+    _check_stream(file)
     try:
         reader = pa.ipc.open_stream(pa.memory_map(str(file)))
     except (pa.ArrowInvalid, OSError):
@@ -106,6 +108,24 @@ def _complete_batches(file: Path, schema: pa.Schema | None) -> Iterator[pa.Recor
         except (pa.ArrowInvalid, OSError):
             return  # torn by a crash: resent by the next run, like a batch in flight
         yield batch if schema is None or batch.schema.equals(schema) else batch.cast(schema)
+
+
+# Every Arrow IPC stream message starts with this continuation marker.
+_STREAM_START = b"\xff\xff\xff\xff"
+
+
+def _check_stream(file: Path) -> None:
+    """A crash can cut a journal short anywhere (its whole batches count, the rest is resent),
+    but never make it start with anything other than an Arrow stream: that is damage."""
+    with file.open("rb") as journal:
+        start = journal.read(len(_STREAM_START))
+    if start and not _STREAM_START.startswith(start):
+        mapping = file.parent.name.removesuffix(".journal")
+        raise SnapshotDamagedError(
+            f"the acknowledgement journal {file} of mapping {mapping!r} is damaged (it is not"
+            " an Arrow stream). Nothing was sent. Reset the mapping (`ebbtide reset"
+            f" {mapping}`): its next sync then sends the whole model."
+        )
 
 
 def _tagged(group: list[pa.RecordBatch], position: int) -> pa.RecordBatch:

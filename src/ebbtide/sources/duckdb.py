@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import duckdb
@@ -29,7 +30,7 @@ class DuckDBSource:
                 str(path), read_only=True, config={"memory_limit": memory_limit, "threads": 1}
             )
         except duckdb.Error as exc:
-            raise SourceError(f"cannot open DuckDB file {path}: {exc}") from exc
+            raise SourceError(_cannot_open(path, exc)) from exc
 
     def read(self, query: str) -> pa.RecordBatchReader:
         try:
@@ -39,6 +40,22 @@ class DuckDBSource:
 
     def close(self) -> None:
         self._con.close()
+
+
+def _cannot_open(path: Path, error: duckdb.Error) -> str:
+    holder = _LOCK_HOLDER.search(str(error))
+    if holder is None:
+        return f"cannot open DuckDB file {path}: {error}"
+    # DuckDB lets one process write a file, or any number read it, never both at once.
+    return (
+        f"the warehouse file {path} is locked by another process ({holder['program']},"
+        f" pid {holder['pid']}) that has it open for writing; nothing was read or sent. Run"
+        " the sync again once that process has closed the file, or point the source at a"
+        " copy that nothing writes to."
+    )
+
+
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (?P<program>.+?) \(PID (?P<pid>\d+)\)")
 
 
 def _connect(config: DuckDBSourceConfig, context: AdapterContext) -> DuckDBSource:

@@ -152,6 +152,12 @@ class PostgresSource:
                 rows = cursor.fetchmany(size)
             except psycopg.Error as exc:
                 self._end(cursor)
+                if self._con.broken or isinstance(exc, psycopg.OperationalError):
+                    raise SourceError(
+                        f"the connection to PostgreSQL at {self.where} was lost while reading"
+                        f" the model's rows ({self._say(exc)}); nothing was sent, and the next"
+                        " sync reads the model again from the start."
+                    ) from exc
                 raise SourceError(
                     f"reading the model's rows from PostgreSQL failed: {self._say(exc)}"
                 ) from exc

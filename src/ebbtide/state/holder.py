@@ -97,3 +97,45 @@ def _pid_exists(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def lock_holders(*files: Path) -> list[str]:
+    """The processes of this machine holding a write lock on any of `files` (from
+    /proc/locks), described for a person: `pid 812 (ebbtide sync run users, stopped)`."""
+    inodes: set[tuple[int, int, int]] = set()
+    for file in files:
+        try:
+            stat = file.stat()
+        except OSError:
+            continue
+        inodes.add((os.major(stat.st_dev), os.minor(stat.st_dev), stat.st_ino))
+    try:
+        table = (_PROC / "locks").read_text()
+    except OSError:
+        return []
+    pids: list[int] = []
+    for line in table.splitlines():
+        fields = line.split()
+        if "->" in fields or len(fields) < 6 or fields[3] != "WRITE":
+            continue  # a process waiting for the lock, not holding it
+        major, minor, inode = fields[5].split(":")
+        pid = int(fields[4])
+        if (int(major, 16), int(minor, 16), int(inode)) in inodes and pid != os.getpid():
+            pids.append(pid)
+    return [_described(pid) for pid in dict.fromkeys(pids)]
+
+
+def _described(pid: int) -> str:
+    try:
+        args = (_PROC / str(pid) / "cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    words = [a.decode(errors="replace") for a in args if a]
+    # `python -m ebbtide sync run users` and `ebbtide sync run users` both read as the latter.
+    for index, word in enumerate(words):
+        if word == "ebbtide" or word.endswith("/ebbtide"):
+            words = ["ebbtide", *words[index + 1 :]]
+            break
+    process = _process(pid)
+    stopped = ", stopped" if process is not None and process[0] in "Tt" else ""
+    return f"pid {pid} ({' '.join(words)[:80]}{stopped})"

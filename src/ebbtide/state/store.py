@@ -18,19 +18,22 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.run import RunResult
 from ebbtide.errors import (
-    EbbtideError,
+    DiskFullError,
     ErrorClass,
     LeaseLostError,
     MappingBusyError,
+    StorageError,
     UsageError,
 )
 from ebbtide.ports import Operation
 from ebbtide.state.alerts import AlertBook
-from ebbtide.state.holder import Holder
+from ebbtide.state.holder import Holder, lock_holders
 from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
@@ -47,10 +50,15 @@ def utcnow() -> datetime:
 _POSTGRES_STATEMENT_TIMEOUT_S = 120.0
 _POSTGRES_IDLE_IN_TRANSACTION_S = 60.0
 _POSTGRES_LOCK_NOT_AVAILABLE = "55P03"
+_SERVER_GONE = frozenset({"57P01", "57P02", "57P03"})  # shut down, crashed, not yet accepting
 
 
-class StateStoreError(EbbtideError):
-    """The state store cannot be reached or upgraded."""
+class StateStoreError(StorageError):
+    """The state store cannot be reached, written or upgraded, or was deleted."""
+
+
+class StateStoreGoneError(StateStoreError):
+    """The SQLite state store's file was deleted or replaced while a command used it."""
 
 
 class StateStoreLockedError(StateStoreError):
@@ -68,15 +76,25 @@ class SqlStateStore:
         # How long a write waits for another process's write lock on a SQLite state store;
         # EBBTIDE_STATE_LOCK_WAIT_S shortens it for tests.
         self.lock_wait_s = float(os.environ.get("EBBTIDE_STATE_LOCK_WAIT_S", "30"))
-        if self.url.startswith("sqlite"):
+        self.file = _sqlite_file(self.url)
+        self.read_only = self.file is not None and _read_only_file(self.file)
+        engine_url = self.url
+        if self.file is not None:
             connect_args = {"timeout": self.lock_wait_s}
-        self.engine = sa.create_engine(self.url, connect_args=connect_args)
-        if self.engine.dialect.name == "sqlite":
+            if self.read_only:
+                # SQLite cannot open a WAL file whose folder it cannot write (no -shm can be
+                # created) unless told that nobody writes it: the history can still be read.
+                engine_url = f"sqlite:///file:{self.file}?mode=ro&immutable=1&uri=true"
+        self.engine = sa.create_engine(engine_url, connect_args=connect_args)
+        if self.read_only:
+            pass  # no pragma that writes (journal mode) on a file that cannot be written
+        elif self.engine.dialect.name == "sqlite":
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
         elif self.engine.dialect.name == "postgresql":
             sa.event.listen(self.engine, "connect", self._postgres_timeouts)
-        sa.event.listen(self.engine, "handle_error", self._still_locked)
+        sa.event.listen(self.engine, "handle_error", self._explain)
         self._migrate()
+        self._identity = self._file_identity()
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
         self.ledger = RunLedger(self.engine)
@@ -94,25 +112,80 @@ class SqlStateStore:
                 cursor.execute(f"SET {setting} = {round(seconds * 1000)}")
         dbapi_connection.commit()
 
-    def _still_locked(self, context: sa.engine.ExceptionContext) -> None:
-        """A write still locked after the bounded wait (SQLite's "database is locked",
-        PostgreSQL's lock_timeout), said as what it means."""
+    def _explain(self, context: sa.engine.ExceptionContext) -> None:
+        """What the database driver says, said as what it means and what to do about it."""
         error = context.original_exception
-        sqlite_locked = isinstance(error, sqlite3.OperationalError) and "locked" in str(error)
-        if sqlite_locked or getattr(error, "sqlstate", None) == _POSTGRES_LOCK_NOT_AVAILABLE:
+        text = str(error).lower()
+        sqlstate = getattr(error, "sqlstate", None) or ""
+        sqlite = isinstance(error, sqlite3.Error)
+        if (sqlite and "locked" in text) or sqlstate == _POSTGRES_LOCK_NOT_AVAILABLE:
             raise StateStoreLockedError(
                 f"the state store {self._where()} stayed locked for"
-                f" {self.lock_wait_s:g} s: another process (another ebbtide sync, reset or"
-                " serve, perhaps stopped or hung) holds a write lock on it. This command"
-                " stopped there; run it again once that process has finished."
+                f" {self.lock_wait_s:g} s: {self._lock_holders()} a write lock on it. This"
+                " command stopped there; run it again once that process has finished."
             ) from error
+        if sqlite and ("disk is full" in text or "disk quota" in text):
+            raise DiskFullError(
+                f"out of disk space for the state store {self._where()} ({error}): free some"
+                " space there and run the command again."
+            ) from error
+        if sqlite and "readonly" in text:
+            raise StateStoreError(
+                f"the state store {self._where()} is read-only ({error}): the history can be"
+                " read, but syncs, resets and alerts write to it. Make the file and its folder"
+                " writable, or point `state:` in ebbtide.yml at a writable store."
+            ) from error
+        if sqlite and ("unable to open" in text or "no such table" in text or "i/o" in text):
+            raise StateStoreError(
+                f"the state store {self._where()} cannot be used ({error}): it was deleted,"
+                " moved or damaged, or its folder cannot be written. ebbtide creates a new one"
+                " when the file is missing at start."
+            ) from error
+        if self.engine.dialect.name == "postgresql" and _unreachable(
+            context, sqlstate, self.engine.dialect.loaded_dbapi.OperationalError
+        ):
+            raise StateStoreError(
+                f"cannot reach the state store {self._where()}:"
+                f" {' '.join(str(error).split())}. Check that the server runs and accepts"
+                " connections, then run the command again."
+            ) from error
+
+    def _lock_holders(self) -> str:
+        """Who holds the SQLite file's locks, as far as this machine can tell."""
+        file = self.file
+        holders = lock_holders(file, file.with_name(f"{file.name}-shm")) if file else []
+        if not holders:
+            return (
+                "another process (another ebbtide sync, reset or serve, perhaps stopped or"
+                " hung) holds"
+            )
+        return f"{', '.join(holders)} {'holds' if len(holders) == 1 else 'hold'}"
+
+    def _file_identity(self) -> tuple[int, int] | None:
+        if self.file is None:
+            return None
+        try:
+            stat = self.file.stat()
+        except OSError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def check_present(self) -> None:
+        """A SQLite state store deleted or replaced under a running command: what it writes
+        from now on would go nowhere (or into another store), so it stops here."""
+        if self._identity is not None and self._file_identity() != self._identity:
+            raise StateStoreGoneError(
+                f"the state store {self._where()} was deleted or replaced while this command"
+                " ran: it stopped, since nothing it did could be recorded. What the"
+                " destination acknowledged is kept in the mapping's journal; the next sync"
+                " starts a new history there and sends only what is missing."
+            )
 
     def _where(self) -> str:
         """The state store as a person finds it: its file, or its URL without the password."""
-        url = self.engine.url
-        if url.get_backend_name() == "sqlite":
-            return str(url.database)
-        return url.render_as_string(hide_password=True)
+        if self.file is not None:
+            return str(self.file)
+        return self.engine.url.render_as_string(hide_password=True)
 
     def _migrate(self) -> None:
         config = AlembicConfig()
@@ -120,6 +193,8 @@ class SqlStateStore:
             "script_location", str(resources.files("ebbtide.state") / "migrations")
         )
         try:
+            if self._up_to_date(config):
+                return  # nothing to write: a read-only store still shows its history
             # Alembic swaps module-level proxies while it runs: one upgrade at a time in this
             # process, and one at a time across processes opening a new store together.
             with _MIGRATING, self._across_processes(), self.engine.begin() as connection:
@@ -127,17 +202,28 @@ class SqlStateStore:
                     connection.execute(sa.text("SELECT pg_advisory_xact_lock(7216240513)"))
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
-        except sa.exc.OperationalError as exc:
-            raise StateStoreError(f"cannot open the state store: {exc.orig}") from exc
+        except sa.exc.DBAPIError as exc:
+            raise StateStoreError(
+                f"cannot open the state store {self._where()}: {exc.orig}"
+            ) from exc
+        except OSError as exc:  # the lock file beside it cannot be created
+            raise StateStoreError(
+                f"cannot open the state store {self._where()}: {exc.strerror}:"
+                f" {exc.filename}. Its folder must be writable to create or upgrade it."
+            ) from exc
+
+    def _up_to_date(self, config: AlembicConfig) -> bool:
+        with self.engine.connect() as connection:
+            current = set(MigrationContext.configure(connection).get_current_heads())
+        return current == set(ScriptDirectory.from_config(config).get_heads())
 
     @contextlib.contextmanager
     def _across_processes(self) -> Iterator[None]:
         """A file lock beside a SQLite database (PostgreSQL takes an advisory lock)."""
-        database = self.engine.url.database
-        if self.engine.dialect.name != "sqlite" or not database or database == ":memory:":
+        if self.file is None:
             yield
             return
-        with open(f"{database}.migrate-lock", "a") as lock:
+        with open(f"{self.file}.migrate-lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 yield
@@ -235,6 +321,7 @@ class SqlStateStore:
 
     def heartbeat(self, lease: Lease, lease_ttl_s: float) -> None:
         """Extend the lease; LeaseLostError when another run has taken it over."""
+        self.check_present()
         now = utcnow()
         with self.engine.begin() as conn:
             kept = conn.execute(
@@ -255,6 +342,7 @@ class SqlStateStore:
 
     def check_lease(self, lease: Lease) -> None:
         """Fencing: raise LeaseLostError when another run has taken this one's lease."""
+        self.check_present()
         if not self.holds(lease):
             raise LeaseLostError(
                 f"run {lease.run_id} lost its lease on {lease.mapping!r} (it stalled past the"
@@ -468,6 +556,19 @@ def _resolve_sqlite_path(url: str, root: Path) -> str:
     return f"{prefix}{path}"
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite state store (None for PostgreSQL or an in-memory store)."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url == "sqlite:///:memory:":
+        return None
+    return Path(url[len(prefix) :])
+
+
+def _read_only_file(file: Path) -> bool:
+    """An existing store whose folder cannot be written (a read-only mount, permissions)."""
+    return file.exists() and not os.access(file.parent, os.W_OK)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
@@ -484,3 +585,13 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
                 time.sleep(0.05 * (attempt + 1))
     finally:
         cursor.close()
+
+
+def _unreachable(
+    context: sa.engine.ExceptionContext, sqlstate: str, operational: type[Exception]
+) -> bool:
+    """The PostgreSQL server could not be reached, or the connection to it was lost."""
+    if context.is_disconnect or sqlstate.startswith("08") or sqlstate in _SERVER_GONE:
+        return True
+    # Refused or timed out before any session existed: the driver has no SQLSTATE then.
+    return not sqlstate and isinstance(context.original_exception, operational)
