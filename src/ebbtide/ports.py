@@ -132,10 +132,12 @@ class OutboundBatch:
     mode: SyncMode
     records: pa.RecordBatch
     part: str = ""  # ".1", ".2.1", … for halves of a batch split to find a bad record
+    origin: str = ""  # the state store's name: run ids repeat from one store to another
 
     @property
     def idempotency_key(self) -> str:
-        return f"{self.run_id}-{self.number}{self.part}"
+        origin = f"-{self.origin}" if self.origin else ""
+        return f"{self.run_id}-{self.number}{self.part}{origin}"
 
     def halves(self) -> tuple[OutboundBatch, OutboundBatch]:
         middle = self.records.num_rows // 2

@@ -138,7 +138,8 @@ def test_first_sync_delivers_every_key_once_in_batches_with_unique_idempotency_k
     receiver: Receiver, make_service: MakeService
 ) -> None:
     receiver.delay_s = 0.03  # long enough for concurrent requests to overlap
-    run = make_service().run("users_mirror")
+    service = make_service()
+    run = service.run("users_mirror")
 
     assert run.status is RunStatus.SUCCESS, run.error
     assert (run.extracted, run.added, run.updated, run.deleted) == (ROWS, ROWS, 0, 0)
@@ -153,7 +154,7 @@ def test_first_sync_delivers_every_key_once_in_batches_with_unique_idempotency_k
 
     batches = -(-ROWS // BATCH_SIZE)
     assert sorted(receiver.idempotency_keys) == sorted(
-        f"{run.id}-{n}" for n in range(1, batches + 1)
+        f"{run.id}-{n}-{service.state.name}" for n in range(1, batches + 1)
     )
     for exchange in receiver.exchanges:
         assert exchange.status == 200
@@ -164,6 +165,25 @@ def test_first_sync_delivers_every_key_once_in_batches_with_unique_idempotency_k
     per_key = Counter(r["idempotency_key"] for r in receiver.records)
     assert sum(per_key.values()) == ROWS and len(per_key) == batches
     assert 2 <= receiver.max_in_flight <= CONCURRENCY
+
+
+def test_idempotency_keys_never_repeat_across_state_stores(
+    tmp_path: Path, receiver: Receiver, make_service: MakeService
+) -> None:
+    """Run ids count from 1 in every store: two workspaces syncing to one destination, or a
+    workspace whose state store was deleted, must still never send a key twice."""
+    first = make_service()
+    assert first.run("users_mirror").id == 1
+    first_keys = set(receiver.idempotency_keys)
+    first.state.dispose()
+    (tmp_path / ".ebbtide" / "state.db").unlink()
+    (tmp_path / "warehouse.duckdb").unlink()
+    again = make_service(rows=ROWS + 50)  # a new store; the snapshot still knows the rest
+    run = again.run("users_mirror")
+    assert run.id == 1 and run.loaded_new == 50
+    assert again.state.name != first.state.name
+    assert not first_keys & set(receiver.idempotency_keys[len(first_keys) :])
+    assert len(set(receiver.idempotency_keys)) == len(receiver.idempotency_keys)
 
 
 def test_unchanged_model_sends_nothing_then_mirror_sends_exactly_the_changes(

@@ -77,6 +77,7 @@ class Loader:
     redact: Redactor  # the workspace's secrets; each batch adds its sensitive values
     on_progress: Callable[[int], None] = lambda n: None
     sent: SentLog | None = None  # every record with its outcome, for replays
+    origin: str = ""  # the state store's name, part of every idempotency key
     fatal: DestinationError | None = None
     fenced: bool = False
     _failing_in_a_row: int = 0
@@ -106,6 +107,7 @@ class Loader:
                     self.mapping.action,
                     self.mapping.mode,
                     records,
+                    origin=self.origin,
                 )
                 in_flight.add(asyncio.create_task(self._deliver(batch)))
             if in_flight:

@@ -83,6 +83,7 @@ class SyncJob:
     record_loaded: Callable[[RunCounts], None] = lambda counts: None  # before the commit
     replay: Replay | None = None  # resend a past run's records instead of a diff
     sent_log: SentLog | None = None  # where the records this run sends are kept for replays
+    origin: str = ""  # the state store's name: with the run id, unique idempotency keys
 
 
 @dataclass(frozen=True)
@@ -197,6 +198,7 @@ def _load(
         redact=job.redact,
         on_progress=job.listener.advance,
         sent=job.sent_log,
+        origin=job.origin,
     )
     try:
         if job.replay is not None and not job.replay.latest:

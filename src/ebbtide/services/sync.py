@@ -261,6 +261,7 @@ class SyncService:
                 record_size=lambda size: ledger.record_size(lease.run_id, size),
                 record_loaded=lambda counts: ledger.record_loaded(lease.run_id, counts),
                 replay=options.replay,
+                origin=self.state.name,
                 sent_log=SentJournal(
                     journal_path(self.workspace.state_dir, mapping.name, lease.run_id),
                     sent_as(mapping),

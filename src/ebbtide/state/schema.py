@@ -177,3 +177,8 @@ alert_states = sa.Table(
     # Fingerprints of the error groups the open incident announced (JSON list).
     sa.Column("announced", sa.JSON),
 )
+
+# One row: the store's own name, part of every idempotency key its runs send.
+store_identity = sa.Table(
+    "store_identity", metadata, sa.Column("name", sa.String(32), primary_key=True)
+)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import os
 import sqlite3
 import threading
@@ -37,7 +38,7 @@ from ebbtide.state.holder import Holder, lock_holders
 from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
-from ebbtide.state.schema import leases, run_failures, runs
+from ebbtide.state.schema import leases, run_failures, runs, store_identity
 
 _MIGRATING = threading.Lock()
 
@@ -169,6 +170,13 @@ class SqlStateStore:
         except OSError:
             return None
         return stat.st_dev, stat.st_ino
+
+    @functools.cached_property
+    def name(self) -> str:
+        """This store's own name (drawn when it was created): runs of two stores, or of a
+        store deleted and created anew, never send the same idempotency key."""
+        with self.engine.connect() as conn:
+            return str(conn.execute(sa.select(store_identity.c.name)).scalar_one())
 
     def check_present(self) -> None:
         """A SQLite state store deleted or replaced under a running command: what it writes
