@@ -21,6 +21,8 @@ from tests.e2e.harness import LEASE_TTL_S, MAPPING, Finished, Workspace
 
 # Read when ebbtide.services.sync is imported, so set before the CLI is.
 os.environ["EBBTIDE_LEASE_TTL_S"] = f"{LEASE_TTL_S:g}"
+# A sync frozen inside a state store write holds SQLite's lock: the others give up after this.
+os.environ["EBBTIDE_STATE_LOCK_WAIT_S"] = "5"
 
 from ebbtide.cli.app import main as ebbtide  # noqa: E402
 

@@ -20,6 +20,7 @@ SYNC_TIMEOUT_S = 120
 class Recovery:
     finished: Finished
     refused: int  # attempts refused as busy before one ran
+    lock_waits: int  # attempts that gave up on the state store a stopped sync kept locked
     wait_s: float  # from the signal to the start of the attempt that ran
     names: list[str] = field(default_factory=list)  # the attempts' output files
 
@@ -40,6 +41,7 @@ def recover(
     """Syncs until an attempt is not refused. A stopped sync is resumed once a later run has
     taken its lease over: resumed earlier, it would renew its lease and simply carry on."""
     names: list[str] = []
+    lock_waits = 0
     deadline = time.monotonic() + SYNC_TIMEOUT_S
     while True:
         started = time.monotonic()
@@ -48,13 +50,30 @@ def recover(
         if stopped is not None:
             _resume_after_takeover(workspace, attempt, stopped, kill.run_id or 0)
         attempt.wait(timeout=SYNC_TIMEOUT_S)
+        if stopped is not None and _locked_by(syncs.finished(attempt, name), stopped):
+            # Frozen inside a state store write: no one can take SQLite's lock from it. The
+            # refusal names the stopped process, and resuming it is what the operator does.
+            lock_waits += 1
+            stopped.send_signal(signal.SIGCONT)
+            continue
         if attempt.returncode != BUSY or started > deadline:  # busy for ever: a violation
             break
     if stopped is not None:
         stopped.send_signal(signal.SIGCONT)  # if the last attempt ended before it was seen
         stopped.wait(timeout=SYNC_TIMEOUT_S)
     finished = syncs.finished(attempt, names[-1])
-    return Recovery(finished, len(names) - 1, started - kill.at, names)
+    refused = len(names) - 1 - lock_waits
+    return Recovery(finished, refused, lock_waits, started - kill.at, names)
+
+
+def _locked_by(attempt: Finished, stopped: Forked) -> bool:
+    said = " ".join(attempt.stderr.split())
+    return (
+        attempt.returncode == BUSY
+        and "stayed locked" in said
+        and f"pid {stopped.pid} (" in said
+        and ", stopped) holds a write lock" in said
+    )
 
 
 def _resume_after_takeover(

@@ -19,6 +19,7 @@ COLUMNS = (
     "resent (total)",
     "resent (max)",
     "refused as busy",
+    "lock waits",
     "recovery wait max (s)",
     "median (s)",
     "violations",
@@ -41,6 +42,7 @@ def table(trials: list[Trial], total_s: float) -> Table:
 def _figures(trials: list[Trial]) -> list[str]:
     waits = [t.recovery.wait_s for t in trials if t.recovery and t.landed]
     refused = sum(t.recovery.refused for t in trials if t.recovery)
+    lock_waits = sum(t.recovery.lock_waits for t in trials if t.recovery)
     return [
         str(len(trials)),
         str(sum(t.landed for t in trials)),
@@ -48,6 +50,7 @@ def _figures(trials: list[Trial]) -> list[str]:
         str(sum(t.resent for t in trials)),
         str(max((t.resent for t in trials), default=0)),
         str(refused),
+        str(lock_waits),
         _seconds(max(waits, default=None)),
         _seconds(statistics.median(waits) if waits else None),
         str(sum(len(t.violations) for t in trials)),
@@ -61,7 +64,9 @@ def _seconds(value: float | None) -> str:
 def _caption(total_s: float) -> str:
     return (
         f"landed: the signal reached a running sync (missed: the sync had finished first)."
-        f" Recovery wait: from the signal to the start of the sync that ran."
+        f" Recovery wait: from the signal to the start of the sync that ran. Lock waits:"
+        f" a sync stopped inside a state store write kept SQLite's lock; the next gave up"
+        f" naming it, and it was resumed."
         f" Total time {total_s:.0f} s."
     )
 
