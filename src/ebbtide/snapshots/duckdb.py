@@ -29,7 +29,12 @@ from ebbtide.ports import (
     PendingFate,
 )
 from ebbtide.snapshots import duckdb_sql as sql
-from ebbtide.snapshots.failures import damaged_snapshot, is_damage, is_lock_conflict
+from ebbtide.snapshots.failures import (
+    damaged_snapshot,
+    is_damage,
+    is_lock_conflict,
+    lock_holder,
+)
 from ebbtide.snapshots.journal import (
     JOURNAL_COLUMN,
     AckJournal,
@@ -138,7 +143,8 @@ class DuckDBSnapshotStore:
                 if time.monotonic() > deadline:
                     raise SnapshotBusyError(
                         f"the snapshot of mapping {self.mapping.name!r} is in use by another"
-                        " process"
+                        f" process{lock_holder(exc)}: another sync, plan or reset of it, or"
+                        " a tool that opened the file; run the command again once it is done"
                     ) from exc
                 time.sleep(0.2)
         self.con.execute("USE snap")

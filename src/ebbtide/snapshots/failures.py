@@ -8,6 +8,7 @@ printing it as an internal error.
 from __future__ import annotations
 
 import errno
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,6 +31,12 @@ _LOCK_CONFLICT = ("could not set lock", "conflicting lock")
 def is_lock_conflict(error: BaseException) -> bool:
     """DuckDB refused to open a file another process holds: waiting may help."""
     return any(words in str(error).lower() for words in _LOCK_CONFLICT)
+
+
+def lock_holder(error: BaseException) -> str:
+    """` (pid 812)` when DuckDB said which process holds the file, else nothing."""
+    found = re.search(r"\(PID (\d+)\)", str(error))
+    return f" (pid {found[1]})" if found else ""
 
 
 def is_damage(error: BaseException) -> bool:
