@@ -446,7 +446,7 @@ class DuckDBSnapshotStore:
             self.con.execute("ROLLBACK")
             raise
         for file in files:
-            file.unlink()
+            file.unlink(missing_ok=True)  # a run that took over may have merged it already
         self.con.execute("DELETE FROM work.accepted")
         return merged
 
