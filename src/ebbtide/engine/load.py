@@ -116,6 +116,8 @@ class Loader:
         finally:
             for task in in_flight:
                 task.cancel()
+            # Awaited, so no task's error is left to be printed as "never retrieved".
+            await asyncio.gather(*in_flight, return_exceptions=True)
             await self.destination.close()
 
     async def _deliver(self, batch: OutboundBatch) -> None:
@@ -337,5 +339,9 @@ def _marked_too_large(records: pa.RecordBatch) -> dict[int, RecordRejection]:
 
 
 def _reraise(done: set[asyncio.Task[None]]) -> None:
-    for task in done:
-        task.result()
+    """The first error of the finished tasks; every task's error is retrieved (several
+    batches can fail at once, e.g. on a full disk)."""
+    errors = [task.exception() for task in done if not task.cancelled()]
+    for error in errors:
+        if error is not None:
+            raise error

@@ -16,11 +16,25 @@ from pathlib import Path
 _TAIL = re.compile(r"^(?P<mapping>.+)-(?P<pid>[0-9]+)-(?P<token>[0-9a-f]{8})$")
 
 
+# Space held for the whole run and given back with the scratch folder: a run that fills the
+# disk can still record its failure in a state store on the same disk.
+RESERVE_BYTES = 1 << 20
+
+
 def new_scratch(work: Path, mapping: str) -> Path:
-    """A fresh scratch folder for one run of `mapping`, after clearing out dead runs'."""
+    """A fresh scratch folder for one run of `mapping`, after clearing out dead runs'.
+
+    A disk without room for the reserve fails here, before anything is read or sent.
+    """
     remove_orphans(work, mapping)
     folder = work / f"{mapping}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     folder.mkdir(parents=True)
+    try:
+        with open(folder / "reserve", "wb") as reserve:
+            os.posix_fallocate(reserve.fileno(), 0, RESERVE_BYTES)
+    except OSError:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
     return folder
 
 
