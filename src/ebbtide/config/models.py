@@ -18,7 +18,13 @@ from pydantic import (
 )
 
 from ebbtide.config.alerts import AlertsSpec
-from ebbtide.config.schedule import Duration, check_schedule, duration
+from ebbtide.config.schedule import (
+    Duration,
+    check_schedule,
+    check_timezone,
+    duration,
+    parse_interval,
+)
 
 DEFAULT_STATE_URL = "sqlite:///.ebbtide/state.db"
 
@@ -233,6 +239,8 @@ class MappingSpec(Spec):
     mode: SyncMode = SyncMode.UPSERT
     fields: Annotated[dict[str, FieldSource], Field(min_length=1)]
     schedule: str = "manual"
+    # The zone a cron schedule's wall-clock times are read in (`0 2 * * *` at 02:00 Paris time).
+    timezone: str | None = None
     enabled: bool = True
     retry: RetrySpec = Field(default_factory=RetrySpec)
     guards: GuardSpec | None = None
@@ -245,6 +253,32 @@ class MappingSpec(Spec):
     @classmethod
     def _schedule(cls, value: str) -> str:
         return check_schedule(value)
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        check_timezone(value)
+        if value != value.strip():
+            raise ValueError(f"{value!r} is not a time zone: remove the spaces")
+        return value
+
+    @model_validator(mode="after")
+    def _timezone_for_cron(self) -> MappingSpec:
+        if self.timezone is not None and (
+            self.schedule == "manual" or parse_interval(self.schedule) is not None
+        ):
+            raise ValueError(
+                f"timezone applies to cron schedules only: {self.schedule!r} does not read"
+                ' the clock (use a cron expression such as "0 2 * * *" to run at a time of day)'
+            )
+        return self
+
+    @property
+    def schedule_timezone(self) -> str:
+        """The zone the schedule is read in: UTC unless `timezone:` says otherwise."""
+        return self.timezone or "UTC"
 
 
 class JournalsSpec(Spec):

@@ -1,10 +1,12 @@
-"""Schedules: `manual`, an interval such as `15m`, or a cron expression."""
+"""Schedules: `manual`, an interval such as `15m`, or a cron expression (in a time zone),
+and when each comes due."""
 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 from pydantic import AfterValidator
@@ -40,7 +42,10 @@ Duration = Annotated[str, AfterValidator(_check_duration)]
 
 def check_schedule(text: str) -> str:
     """Returns the schedule unchanged, or raises ValueError saying what is accepted."""
-    if text == "manual" or parse_interval(text) is not None:
+    interval = parse_interval(text)
+    if interval is not None and not interval:
+        raise ValueError(f"{text!r} is not a schedule: an interval must be longer than 0")
+    if text == "manual" or interval is not None:
         return text
     if len(text.split()) in (5, 6) and croniter.is_valid(text):
         return text
@@ -48,3 +53,65 @@ def check_schedule(text: str) -> str:
         f"{text!r} is not a schedule: use manual, an interval such as 15m, 1h or 1d,"
         ' or a cron expression such as "0 * * * *"'
     )
+
+
+def check_timezone(text: str) -> str:
+    """Returns an IANA time zone name unchanged, or raises ValueError naming what is accepted."""
+    try:
+        ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"{text!r} is not a time zone: use an IANA name such as UTC, Europe/Paris or"
+            " America/New_York"
+        ) from None
+    return text
+
+
+def first_due(schedule: str, now: datetime, timezone: str = "UTC") -> datetime | None:
+    """When a schedule first comes due: an interval at once, a cron expression at its next
+    slot after `now`; None for `manual`."""
+    if schedule == "manual":
+        return None
+    if parse_interval(schedule) is not None:
+        return now
+    return _next_cron_slot(schedule, now, ZoneInfo(timezone))
+
+
+def next_due(
+    schedule: str, due_at: datetime, now: datetime, timezone: str = "UTC"
+) -> datetime | None:
+    """The slot after `due_at` that is later than `now`: however many slots were missed, the
+    next one is in the future, so a schedule missed while nothing ran runs once, not once per
+    slot. An interval counts from its last due time (no drift); a cron expression is read in
+    `timezone`, on the wall clock of that zone across DST changes. None for `manual`."""
+    if schedule == "manual":
+        return None
+    interval = parse_interval(schedule)
+    if interval is not None:
+        if due_at > now:
+            return due_at + interval
+        return due_at + interval * ((now - due_at) // interval + 1)
+    return _next_cron_slot(schedule, max(now, due_at), ZoneInfo(timezone))
+
+
+# Wall-clock slots to look past before giving up: a slot before `after` comes up only when the
+# clock went back (the repeated hour of a DST change), so a handful suffices.
+_CRON_LOOKAHEAD = 1000
+
+
+def _next_cron_slot(expression: str, after: datetime, zone: ZoneInfo) -> datetime:
+    """The first slot of `expression` on `zone`'s wall clock strictly after `after` (UTC).
+
+    croniter walks naive wall-clock times, so each slot happens once per day as people read
+    it: a time in the hour skipped when clocks go forward runs just after the change (its
+    offset is the one before it), a time in the hour repeated when they go back runs at its
+    first occurrence only.
+    """
+    local = after.astimezone(zone).replace(tzinfo=None)
+    slots = croniter(expression, local)
+    for _ in range(_CRON_LOOKAHEAD):
+        wall: datetime = slots.get_next(datetime)
+        slot = wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+        if slot > after:
+            return slot
+    raise ValueError(f"{expression!r} has no slot after {after:%Y-%m-%d %H:%M} UTC")
