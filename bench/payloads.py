@@ -20,7 +20,7 @@ from pathlib import Path
 import duckdb
 
 from ebbtide.config.models import MappingSpec, ModelSpec
-from ebbtide.engine.mapping import compile_mapping
+from ebbtide.mapping.compiler import compile_mapping
 from ebbtide.ports import PROBLEM_COLUMN, RECORD_COLUMN, ActionSpec, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from ebbtide.destinations import webhook
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.services.sync import SyncService
+from ebbtide.values import RunStatus
 from tests.hostile_receiver import HostileReceiver
 from tests.integration.workspace_kit import (
     TOKEN,

@@ -19,10 +19,10 @@ import yaml
 
 from ebbtide.config.alerts import SubscriptionSpec
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.services.sync import SyncService
 from ebbtide.state.alerts import Delivery
 from ebbtide.state.store import utcnow
+from ebbtide.values import RunStatus
 from tests.integration.alert_servers import HttpEndpoints, SilentServer, SmtpServer, closed_port
 from tests.integration.workspace_kit import TOKEN, Kit, hook, mapping
 

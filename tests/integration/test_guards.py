@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.state.schema import runs
+from ebbtide.values import RunStatus
 from tests.integration.workspace_kit import Kit, mapping, sent
 
 ROWS = 200

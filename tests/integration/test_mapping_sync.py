@@ -22,11 +22,10 @@ from psycopg.types.json import Json, Jsonb
 
 from ebbtide.config.workspace import load_workspace
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus
-from ebbtide.engine.retries import FailureStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.services.advice import recommended_action
 from ebbtide.services.sync import SyncService
+from ebbtide.values import FailureStatus, RunStatus
 from tests.integration.workspace_kit import failed_records, sent
 
 MAPPING = "orders_out"

@@ -22,7 +22,6 @@ from ebbtide.config.models import SyncMode
 from ebbtide.config.workspace import load_workspace
 from ebbtide.destinations import DESTINATIONS
 from ebbtide.destinations.postgres import PostgresDestination
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import ConfigErrors, DestinationError, ErrorClass
 from ebbtide.ports import (
     HASH_COLUMN,
@@ -34,6 +33,7 @@ from ebbtide.ports import (
     OutboundBatch,
 )
 from ebbtide.services.sync import SyncService
+from ebbtide.values import RunStatus
 
 pytestmark = pytest.mark.postgres
 

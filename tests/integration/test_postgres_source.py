@@ -13,11 +13,11 @@ import pyarrow as pa
 import pytest
 
 from ebbtide.config.workspace import load_workspace
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import SourceError
 from ebbtide.services.sync import SyncService
 from ebbtide.sources import postgres as pg_source
 from ebbtide.sources.postgres import PostgresSource
+from ebbtide.values import RunStatus
 
 pytestmark = pytest.mark.postgres
 

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from ebbtide.alerts.http import AlertPostError, post_json
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.services.advice import recommended_action
 from ebbtide.services.sync import SyncService
+from ebbtide.values import RunStatus
 from tests.hostile_receiver import HostileReceiver
 from tests.integration.workspace_kit import TOKEN, Kit, hook, mapping, users_table, write_workspace
 

@@ -23,13 +23,12 @@ import pytest
 import yaml
 
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus, Trigger
-from ebbtide.engine.retries import FailureStatus
 from ebbtide.errors import EbbtideError, MappingBusyError, UsageError
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.state.records import RunRecord
+from ebbtide.values import FailureStatus, RunStatus, Trigger
 from tests.integration.workspace_kit import (
     Kit,
     expected_data,

@@ -15,12 +15,11 @@ import psycopg
 import pytest
 
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus
-from ebbtide.engine.retries import FailureStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.ports import Operation
 from ebbtide.services.advice import recommended_action
 from ebbtide.state.schema import pending_failures
+from ebbtide.values import FailureStatus, RunStatus
 from tests.integration.workspace_kit import (
     TOKEN,
     Kit,

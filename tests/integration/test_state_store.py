@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ebbtide.engine.outcome import RecordFailure, RunStatus
-from ebbtide.engine.run import RunResult
 from ebbtide.errors import ErrorClass, LeaseLostError, MappingBusyError, UsageError
 from ebbtide.ports import ChangeCounts, Operation
 from ebbtide.state.holder import Holder
 from ebbtide.state.schema import leases
 from ebbtide.state.store import SqlStateStore, StateStoreLockedError
+from ebbtide.values import RecordFailure, RunResult, RunStatus
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -25,10 +25,10 @@ import pytest
 
 from ebbtide.config.workspace import load_workspace
 from ebbtide.demo.receiver import Receiver
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.ports import Operation
 from ebbtide.services.sync import SyncService
+from ebbtide.values import RunStatus
 
 ROWS = 95
 BATCH_SIZE = 10

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ebbtide.config.models import MappingSpec, ModelSpec
-from ebbtide.engine.mapping import compile_mapping
+from ebbtide.mapping.compiler import compile_mapping
 from ebbtide.ports import ActionSpec, Operation
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, column_field
+from ebbtide.mapping.compiler import CompiledMapping, column_field
 from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 import pytest
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, column_field
+from ebbtide.mapping.compiler import CompiledMapping, column_field
 from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

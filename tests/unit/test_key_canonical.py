@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from ebbtide.config.models import SyncMode
 from ebbtide.engine.acknowledgement import canonical_key, rejected_positions
-from ebbtide.engine.mapping import CompiledMapping, column_field
 from ebbtide.errors import DestinationError, ErrorClass, ModelError
+from ebbtide.mapping.compiler import CompiledMapping, column_field
 from ebbtide.ports import KEY_COLUMN, BatchResult, Operation, RecordRejection
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

@@ -19,9 +19,9 @@ import pytest
 
 from ebbtide.config.models import FieldType, MappingSpec, ModelSpec
 from ebbtide.config.workspace import WORKSPACE_FILE, load_workspace
-from ebbtide.engine.binding import bind
-from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.errors import ConfigErrors, MappingError
+from ebbtide.mapping.binding import bind
+from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
 from ebbtide.ports import ActionSpec, FieldSpec
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

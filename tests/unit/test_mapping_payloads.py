@@ -18,7 +18,7 @@ import pyarrow as pa
 import pytest
 
 from ebbtide.config.models import FieldType, MappingSpec, ModelSpec
-from ebbtide.engine.mapping import compile_mapping
+from ebbtide.mapping.compiler import compile_mapping
 from ebbtide.ports import ActionSpec, FieldSpec, Operation
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pytest
 
 from ebbtide.config.models import SyncMode
-from ebbtide.engine.mapping import CompiledMapping, column_field
 from ebbtide.errors import MappingError, ModelError, SnapshotMismatchError
+from ebbtide.mapping.compiler import CompiledMapping, column_field
 from ebbtide.ports import KEY_PART_PREFIX, OP_COLUMN, ChangeCounts, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 from ebbtide.snapshots.journal import journal_files, read_journals

@@ -18,12 +18,12 @@ from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, advisor, run_one, show_syncs
 from ebbtide.config.workspace import Workspace
-from ebbtide.engine.retries import FailureStatus
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.workspace_init import init_workspace
+from ebbtide.values import FailureStatus
 
 EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
 

@@ -16,11 +16,11 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ebbtide.engine.outcome import RecordFailure, RunStatus
 from ebbtide.errors import ErrorClass
 from ebbtide.services.sync import SyncPlan
 from ebbtide.state.pending import FailedRecord
 from ebbtide.state.records import FailureGroup, RunRecord
+from ebbtide.values import RecordFailure, RunStatus
 
 STATUS_STYLE = {
     RunStatus.SUCCESS: "green",

@@ -10,11 +10,11 @@ from rich.markup import escape
 from ebbtide.cli import render
 from ebbtide.cli.context import err, out
 from ebbtide.cli.progress import ProgressListener
-from ebbtide.engine.outcome import RunStatus
 from ebbtide.errors import EbbtideError, ErrorClass
 from ebbtide.services.advice import recommended_action
 from ebbtide.services.sync import SyncService
 from ebbtide.state.records import RunRecord
+from ebbtide.values import RunStatus
 
 EXIT_FOR_STATUS = {
     RunStatus.SUCCESS: 0,

@@ -9,11 +9,12 @@ model that shrinks a little per run is stopped once the losses add up, at any si
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from ebbtide.config.models import GuardSpec, SyncMode
 from ebbtide.errors import EbbtideError
 from ebbtide.ports import ChangeCounts, Operation
+from ebbtide.values import PastSize
 
 # Mirror mappings delete for real: unless told otherwise, refuse to lose more than half of
 # what the destination has (or recently had), however few records that is.
@@ -26,18 +27,6 @@ DEFAULT_DELETE_WINDOW = timedelta(days=7)
 
 class GuardTripped(EbbtideError):
     """The change set exceeds a guard; nothing was sent."""
-
-
-@dataclass(frozen=True)
-class PastSize:
-    """The largest size the destination had at the start of a recent run."""
-
-    size: int
-    run_id: int
-    at: datetime
-
-    def describe(self) -> str:
-        return f"at the start of run {self.run_id} ({self.at:%Y-%m-%d %H:%M} UTC)"
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,10 @@ import pyarrow.compute as pc
 from ebbtide.config.redact import Redactor
 from ebbtide.engine.acknowledgement import Acknowledged, acknowledge
 from ebbtide.engine.backoff import Backoff
-from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.engine.masking import batch_redactor, payload_sample
-from ebbtide.engine.outcome import RecordFailure, RunCounts
 from ebbtide.engine.rate_limit import Unlimited
 from ebbtide.errors import DestinationError, ErrorClass
+from ebbtide.mapping.compiler import CompiledMapping
 from ebbtide.ports import (
     KEY_COLUMN,
     OP_COLUMN,
@@ -35,6 +34,7 @@ from ebbtide.ports import (
     SentLog,
     iter_batches,
 )
+from ebbtide.values import RecordFailure, RunCounts
 
 log = logging.getLogger(__name__)
 

@@ -6,22 +6,12 @@ latest data. This module only keeps the books (DESIGN invariant 6).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from enum import StrEnum
 
 from ebbtide.errors import ErrorClass
 from ebbtide.ports import PendingFate
-
-
-class FailureStatus(StrEnum):
-    """Where a failed record stands; the values are the words users see."""
-
-    PENDING = "pending"  # retried by every sync until it loads or expires
-    EXPIRED = "expired"  # given up: not retried until the row changes again
-    RESOLVED = "resolved"  # loaded later, or the destination already has its value
-    OBSOLETE = "obsolete"  # the row left the model before it could be retried
-    RESET = "reset"  # closed by a reset of the mapping
+from ebbtide.values import PendingFailure, RetryOutcome
 
 
 @dataclass(frozen=True)
@@ -34,25 +24,6 @@ class RetryPolicy:
     def expires(self, first_failed_at: datetime, failed_syncs: int, now: datetime) -> bool:
         too_old = now - first_failed_at >= timedelta(days=self.max_days)
         return failed_syncs >= self.max_syncs or too_old
-
-
-@dataclass(frozen=True)
-class PendingFailure:
-    """A record that failed in an earlier sync and is still being retried."""
-
-    key: str
-    first_failed_at: datetime
-    failed_syncs: int
-
-
-@dataclass
-class RetryOutcome:
-    """Transitions to record once the run is committed."""
-
-    retried: int = 0
-    resolved: list[str] = field(default_factory=list)
-    obsolete: list[str] = field(default_factory=list)
-    expired: list[str] = field(default_factory=list)
 
 
 def settle(

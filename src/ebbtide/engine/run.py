@@ -13,12 +13,12 @@ from enum import StrEnum
 import pyarrow as pa
 
 from ebbtide.config.redact import Redactor
-from ebbtide.engine.guards import Guards, GuardTripped, PastSize
+from ebbtide.engine.guards import Guards, GuardTripped
 from ebbtide.engine.load import Loader, LoadSettings
-from ebbtide.engine.mapping import CompiledMapping
-from ebbtide.engine.outcome import PhaseTimings, RecordFailure, RunCounts, RunStatus, status_of
-from ebbtide.engine.retries import PendingFailure, RetryOutcome, RetryPolicy, settle
+from ebbtide.engine.outcome import status_of
+from ebbtide.engine.retries import RetryPolicy, settle
 from ebbtide.errors import DestinationError, ErrorClass
+from ebbtide.mapping.compiler import CompiledMapping
 from ebbtide.ports import (
     OUTCOME_COLUMN,
     ChangeCounts,
@@ -27,6 +27,15 @@ from ebbtide.ports import (
     SentLog,
     SnapshotStore,
     Source,
+)
+from ebbtide.values import (
+    PastSize,
+    PendingFailure,
+    PhaseTimings,
+    RecordFailure,
+    RetryOutcome,
+    RunCounts,
+    RunResult,
 )
 
 
@@ -45,18 +54,6 @@ class RunListener:
 
     def advance(self, records: int) -> None:
         """Records done in the current phase."""
-
-
-@dataclass
-class RunResult:
-    """Everything the run found and did, whatever its status."""
-
-    status: RunStatus = RunStatus.RUNNING
-    counts: RunCounts = field(default_factory=RunCounts)
-    timings: PhaseTimings = field(default_factory=PhaseTimings)
-    error: str | None = None
-    fatal: DestinationError | None = None
-    retry: RetryOutcome | None = None
 
 
 @dataclass

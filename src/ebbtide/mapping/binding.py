@@ -16,8 +16,8 @@ from typing import Any
 import pyarrow as pa
 
 from ebbtide.config.models import DecimalsAs, FieldSource, FieldType, PropertySource
-from ebbtide.engine.mapping import CompiledField, CompiledMapping, check_static
 from ebbtide.errors import MappingError, ModelError
+from ebbtide.mapping.compiler import CompiledField, CompiledMapping, check_static
 from ebbtide.ports import FieldSpec
 from ebbtide.suggest import did_you_mean
 

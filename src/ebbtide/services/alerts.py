@@ -24,12 +24,12 @@ from ebbtide.alerts.message import AlertMessage, AlertTimeout, Notifier
 from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
 from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
-from ebbtide.engine.outcome import RunStatus, Trigger
 from ebbtide.errors import ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
 from ebbtide.state.alerts import AlertState, Delivery
 from ebbtide.state.records import FailureGroup, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
+from ebbtide.values import RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 

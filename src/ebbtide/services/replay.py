@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from ebbtide.engine.outcome import Trigger
 from ebbtide.engine.run import Replay, RunListener
 from ebbtide.errors import UsageError
 from ebbtide.ports import OUTCOME_COLUMN
 from ebbtide.services.sync import SyncService, sent_as
 from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent, sent_identity
 from ebbtide.state.records import RunRecord
+from ebbtide.values import Trigger
 
 
 @dataclass(frozen=True)

@@ -5,15 +5,13 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ebbtide.engine.outcome import RunStatus, Trigger
-from ebbtide.engine.retries import FailureStatus
-from ebbtide.engine.run import RunResult
 from ebbtide.errors import MappingBusyError, SnapshotDamagedError
 from ebbtide.services.sync import SyncService
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
 from ebbtide.state.records import RunRecord
 from ebbtide.state.store import utcnow
+from ebbtide.values import FailureStatus, RunResult, RunStatus, Trigger
 
 
 @dataclass(frozen=True)

@@ -14,15 +14,12 @@ from ebbtide.config.models import DestinationConfig, ModelSpec
 from ebbtide.config.redact import basic_credentials
 from ebbtide.config.workspace import Workspace
 from ebbtide.destinations import DESTINATIONS
-from ebbtide.engine.binding import BoundMapping, bind
 from ebbtide.engine.guards import Guards
 from ebbtide.engine.load import LoadSettings
-from ebbtide.engine.mapping import CompiledMapping, compile_mapping
 from ebbtide.engine.masking import masked_record
-from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
 from ebbtide.engine.rate_limit import limiter_for
-from ebbtide.engine.retries import RetryOutcome, RetryPolicy
-from ebbtide.engine.run import Replay, RunListener, RunResult, SyncJob, execute
+from ebbtide.engine.retries import RetryPolicy
+from ebbtide.engine.run import Replay, RunListener, SyncJob, execute
 from ebbtide.errors import (
     EbbtideError,
     LeaseLostError,
@@ -32,6 +29,8 @@ from ebbtide.errors import (
     SourceError,
     StorageError,
 )
+from ebbtide.mapping.binding import BoundMapping, bind
+from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
@@ -42,6 +41,7 @@ from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
 from ebbtide.state.records import Lease, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
+from ebbtide.values import RecordFailure, RetryOutcome, RunResult, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from ebbtide.engine.binding import BoundMapping, bind
-from ebbtide.engine.mapping import CompiledMapping
 from ebbtide.errors import EbbtideError, ModelError, SnapshotMismatchError
+from ebbtide.mapping.binding import BoundMapping, bind
+from ebbtide.mapping.compiler import CompiledMapping
 from ebbtide.ports import (
     HASH_COLUMN,
     KEY_PART_PREFIX,

@@ -8,8 +8,8 @@ from typing import Any
 import pyarrow as pa
 
 from ebbtide.config.models import DecimalsAs
-from ebbtide.engine.binding import BoundMapping, Kind, kind_of
-from ebbtide.engine.mapping import CompiledMapping
+from ebbtide.mapping.binding import BoundMapping, Kind, kind_of
+from ebbtide.mapping.compiler import CompiledMapping
 from ebbtide.ports import (
     HASH_COLUMN,
     KEY_COLUMN,

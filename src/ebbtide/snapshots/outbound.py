@@ -19,7 +19,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ebbtide.engine.binding import BoundMapping
+from ebbtide.mapping.binding import BoundMapping
 from ebbtide.ports import (
     KEY_COLUMN,
     KEY_PART_PREFIX,

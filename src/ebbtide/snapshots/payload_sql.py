@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow as pa
 
 from ebbtide.config.models import FieldType
-from ebbtide.engine.binding import (
+from ebbtide.mapping.binding import (
     JSON_TYPE,
     Access,
     BoundField,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ebbtide.config.models import DecimalsAs, FieldType
-from ebbtide.engine.binding import Access, Kind, element_type, kind_of, struct_fields, timezone_of
+from ebbtide.mapping.binding import Access, Kind, element_type, kind_of, struct_fields, timezone_of
 from ebbtide.snapshots.sql_text import literal
 
 _ISO_TIMESTAMP = '"%Y-%m-%dT%H:%M:%S.%f"'

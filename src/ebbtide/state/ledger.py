@@ -10,10 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
-from ebbtide.engine.guards import PastSize
-from ebbtide.engine.outcome import RunCounts, RunStatus, Trigger
 from ebbtide.ports import ChangeCounts
 from ebbtide.state.schema import run_failures, runs
+from ebbtide.values import PastSize, RunCounts, RunStatus, Trigger
 
 
 class RunLedger:

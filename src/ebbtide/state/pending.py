@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ebbtide.engine.retries import FailureStatus, PendingFailure, RetryOutcome
 from ebbtide.state.schema import pending_failures, run_failures
+from ebbtide.values import FailureStatus, PendingFailure, RetryOutcome
 
 _CHUNK = 500
 

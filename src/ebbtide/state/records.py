@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ebbtide.engine.outcome import RunStatus
+from ebbtide.values import RunStatus
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,6 @@ from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from ebbtide.engine.outcome import RecordFailure, RunStatus, Trigger
-from ebbtide.engine.run import RunResult
 from ebbtide.errors import (
     DiskFullError,
     ErrorClass,
@@ -39,6 +37,7 @@ from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
 from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs, store_identity
+from ebbtide.values import RecordFailure, RunResult, RunStatus, Trigger
 
 _MIGRATING = threading.Lock()
 

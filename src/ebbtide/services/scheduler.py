@@ -1,0 +1,346 @@
+"""The scheduler: mappings sync on their schedules, and when someone asks ("sync now").
+
+On each tick the scheduler brings the state store's due times in line with the workspace,
+claims the slots that are due (compare-and-set, state/schedules.py) and the waiting requests,
+and hands them to an executor. Any number of schedulers may share a state store: each due slot
+is claimed once. The mapping's lease stays the final authority on one run at a time: a mapping
+still syncing when it comes due again is skipped until its next due time, never queued twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from ebbtide.config.models import MappingSpec
+from ebbtide.config.schedule import first_due, next_due
+from ebbtide.config.workspace import Workspace
+from ebbtide.engine.run import Phase, RunListener
+from ebbtide.errors import EbbtideError, MappingBusyError
+from ebbtide.services.sync import SyncService
+from ebbtide.state.records import RunRecord
+from ebbtide.state.schedules import DueSlot, ScheduleBook, SyncRequest
+from ebbtide.state.store import SqlStateStore
+from ebbtide.values import Trigger
+
+log = logging.getLogger(__name__)
+
+
+class Clock(Protocol):
+    """Where the scheduler reads the time: the system's, or a test's."""
+
+    def now(self) -> datetime:
+        """The current time, UTC-aware."""
+        ...
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Reason(StrEnum):
+    SCHEDULE = "schedule"
+    REQUEST = "request"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A run this scheduler won the right to start."""
+
+    mapping: str
+    reason: Reason
+    due_at: datetime | None = None  # the slot claimed (schedule)
+    request: SyncRequest | None = None  # the request taken (sync now)
+
+    def describe(self) -> str:
+        if self.request is not None:
+            by = f" by {self.request.requested_by}" if self.request.requested_by else ""
+            return f"sync now{by}, requested {self.request.requested_at:%H:%M:%S}Z"
+        when = f", due {self.due_at:%Y-%m-%d %H:%M:%S}Z" if self.due_at else ""
+        return f"schedule{when}"
+
+
+class Executor(Protocol):
+    """Runs claimed syncs; the scheduler claims no more than it has room for."""
+
+    def room(self) -> int:
+        """How many more runs it can start now."""
+        ...
+
+    def running(self) -> frozenset[str]:
+        """Mappings it is syncing now."""
+        ...
+
+    def submit(self, claim: Claim, workspace: Workspace) -> None:
+        """Start the claimed run (in the background)."""
+        ...
+
+
+class Scheduler:
+    """Claims due mappings and sync requests from the state store, tick by tick."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        book: ScheduleBook,
+        executor: Executor,
+        clock: Clock | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.workspace, self.book, self.executor = workspace, book, executor
+        self.clock = clock or SystemClock()
+        self.name = name or f"{socket.gethostname()}:{threading.get_native_id()}"
+
+    def tick(self) -> list[Claim]:
+        """One round: sync the due table with the workspace, claim what is due, start it."""
+        now = self.clock.now()
+        slots = self.sync_slots(now)
+        claims = self._claim_requests(self.executor.room())
+        room = self.executor.room() - len(claims)
+        busy = self.executor.running() | {c.mapping for c in claims}
+        for slot in sorted(slots.values(), key=_due_order):
+            if room <= 0:
+                break  # left due: another scheduler, or this one next tick, takes it
+            spec = self.workspace.spec.mappings.get(slot.mapping)
+            if spec is None or not _runs_on_schedule(spec, slot, now):
+                continue
+            if slot.mapping in busy:
+                # Still syncing from an earlier slot: this one is skipped, not queued twice.
+                self._skip_busy(slot, spec, now)
+                continue
+            if self.book.claim(slot, now, self._after(spec, slot, now), self.name):
+                claims.append(Claim(slot.mapping, Reason.SCHEDULE, due_at=slot.due_at))
+                room -= 1
+        for claim in claims:
+            self.executor.submit(claim, self.workspace)
+        return claims
+
+    def sync_slots(self, now: datetime) -> dict[str, DueSlot]:
+        """New mappings get a first due time, removed ones are dropped, a changed schedule
+        (or time zone) is computed afresh. Returns the slots as they now stand."""
+        slots = self.book.slots()
+        mappings = self.workspace.spec.mappings
+        for name in set(slots) - set(mappings):
+            self.book.drop(name)
+        for name, spec in mappings.items():
+            slot = slots.get(name)
+            planned = (spec.schedule, spec.schedule_timezone)
+            if slot is not None and (slot.schedule, slot.timezone) == planned:
+                continue
+            due = first_due(spec.schedule, now, spec.schedule_timezone)
+            if slot is None:
+                self.book.add(name, *planned, due)
+            else:
+                self.book.replan(slot, *planned, due)
+        return {n: s for n, s in self.book.slots().items() if n in mappings}
+
+    def _after(self, spec: MappingSpec, slot: DueSlot, now: datetime) -> datetime | None:
+        assert slot.due_at is not None
+        return next_due(spec.schedule, slot.due_at, now, spec.schedule_timezone)
+
+    def _skip_busy(self, slot: DueSlot, spec: MappingSpec, now: datetime) -> None:
+        if self.book.claim(slot, now, self._after(spec, slot, now), self.name):
+            log.info("%s: still syncing, the slot due %s is skipped", slot.mapping, slot.due_at)
+
+    def _claim_requests(self, room: int) -> list[Claim]:
+        """Waiting "sync now" requests, oldest first. One whose mapping this scheduler is
+        syncing waits for that run to end; then it runs, since it asked for newer data."""
+        claims: list[Claim] = []
+        running = self.executor.running()
+        for request in self.book.requests():
+            if len(claims) >= room:
+                break
+            if request.mapping not in self.workspace.spec.mappings or request.mapping in running:
+                continue
+            if self.book.take(request):
+                claims.append(Claim(request.mapping, Reason.REQUEST, request=request))
+        return claims
+
+
+def _runs_on_schedule(spec: MappingSpec, slot: DueSlot, now: datetime) -> bool:
+    """Due, enabled, not paused, and computed from the schedule the workspace has."""
+    return (
+        spec.enabled
+        and not slot.paused
+        and slot.due_at is not None
+        and slot.due_at <= now
+        and (slot.schedule, slot.timezone) == (spec.schedule, spec.schedule_timezone)
+    )
+
+
+def _due_order(slot: DueSlot) -> tuple[bool, datetime]:
+    return slot.due_at is None, slot.due_at or datetime.max.replace(tzinfo=UTC)
+
+
+# -- requests and pauses, as the CLI and the API call them --------------------------------------
+
+
+@dataclass(frozen=True)
+class SyncRequestOutcome:
+    """What became of a "sync now": queued, or merged into the request already waiting."""
+
+    mapping: str
+    queued: bool
+    requested_at: datetime
+    requested_by: str | None
+
+    @property
+    def status(self) -> str:
+        return "queued" if self.queued else "merged"
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "mapping": self.mapping,
+            "status": self.status,
+            "requested_at": self.requested_at.isoformat(),
+            "requested_by": self.requested_by,
+        }
+
+
+class ScheduleService:
+    """Sync requests and pauses of one workspace's mappings, for the CLI and the API."""
+
+    def __init__(self, workspace: Workspace, state: SqlStateStore, clock: Clock | None = None):
+        self.workspace, self.book = workspace, ScheduleBook(state.engine)
+        self.clock = clock or SystemClock()
+
+    def request_sync(self, mapping: str, actor: str | None) -> SyncRequestOutcome:
+        """Ask a running `ebbtide serve` to sync `mapping` now (whatever its schedule)."""
+        self.workspace.mapping(mapping)
+        queued, request = self.book.request(mapping, self.clock.now(), actor)
+        return SyncRequestOutcome(mapping, queued, request.requested_at, request.requested_by)
+
+    def pause(self, mapping: str) -> None:
+        """Its schedule stops starting runs until resumed (requests still run)."""
+        self.workspace.mapping(mapping)
+        self.book.set_paused(mapping, True)
+
+    def resume(self, mapping: str) -> None:
+        self.workspace.mapping(mapping)
+        self.book.set_paused(mapping, False)
+
+
+# -- the in-process executor ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunEvent:
+    """What the executor tells whoever watches it (the serve log)."""
+
+    kind: str  # started, finished, skipped, failed, cancelled
+    claim: Claim
+    run_id: int | None = None
+    status: str | None = None
+    detail: str | None = None
+
+
+class _Cancellable(RunListener):
+    """Stops the run at its next phase or batch once cancel is asked, as Ctrl-C would: the
+    run is recorded as cancelled and the next sync sends the rest."""
+
+    def __init__(self, cancel: threading.Event, started: Callable[[], None]) -> None:
+        self.cancel, self.started = cancel, started
+        self._announced = False
+
+    def phase(self, phase: Phase, total: int | None = None) -> None:
+        if not self._announced:
+            self._announced = True
+            self.started()
+        self._check()
+
+    def advance(self, records: int) -> None:
+        self._check()
+
+    def _check(self) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
+
+
+class ThreadExecutor:
+    """Runs `SyncService.run` on up to N threads of this process (the embedded executor)."""
+
+    def __init__(
+        self,
+        state: SqlStateStore,
+        workers: int,
+        on_event: Callable[[RunEvent], None],
+        current_run: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.state, self.workers, self.on_event = state, workers, on_event
+        self.current_run = current_run or ScheduleBook(state.engine).running_run
+        self._lock = threading.Lock()
+        self._running: set[str] = set()
+        self._idle = threading.Condition(self._lock)
+        self.cancel = threading.Event()
+
+    def room(self) -> int:
+        with self._lock:
+            return self.workers - len(self._running)
+
+    def running(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._running)
+
+    def submit(self, claim: Claim, workspace: Workspace) -> None:
+        with self._lock:
+            if claim.mapping in self._running or len(self._running) >= self.workers:
+                raise RuntimeError(f"no room to run {claim.mapping}: claim within room()")
+            self._running.add(claim.mapping)
+        # A thread per run, at most `workers` at once. Daemon threads: a run still stuck in a
+        # request when serve must exit is abandoned, and its lease, whose process is gone, is
+        # taken over at once by the next run, which marks it interrupted.
+        name = f"ebbtide-run-{claim.mapping}"
+        threading.Thread(target=self._run, args=(claim, workspace), name=name, daemon=True).start()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """True once no run is in flight; False when `timeout_s` passed first."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._running, timeout_s)
+
+    def _run(self, claim: Claim, workspace: Workspace) -> None:
+        try:
+            self._sync(claim, workspace)
+        finally:
+            with self._idle:
+                self._running.discard(claim.mapping)
+                self._idle.notify_all()
+
+    def _sync(self, claim: Claim, workspace: Workspace) -> None:
+        service = SyncService(workspace, self.state)
+        run_id: list[int | None] = [None]
+
+        def started() -> None:
+            run_id[0] = self.current_run(claim.mapping)
+            self.on_event(RunEvent("started", claim, run_id[0]))
+
+        listener = _Cancellable(self.cancel, started)
+        try:
+            record = self._start(service, claim, listener)
+        except MappingBusyError as error:
+            if claim.request is not None:
+                ScheduleBook(self.state.engine).give_back(claim.request)
+            self.on_event(RunEvent("skipped", claim, detail=str(error)))
+        except KeyboardInterrupt:
+            self.on_event(RunEvent("cancelled", claim, run_id[0], "cancelled"))
+        except EbbtideError as error:
+            self.on_event(RunEvent("failed", claim, run_id[0], detail=str(error)))
+        except Exception as error:  # noqa: BLE001 - one run's bug must not stop the scheduler
+            log.exception("run of %s", claim.mapping)
+            what = workspace.redact(f"{type(error).__name__}: {error}")
+            self.on_event(RunEvent("failed", claim, run_id[0], detail=f"internal error: {what}"))
+        else:
+            self.on_event(RunEvent("finished", claim, record.id, record.status.value))
+
+    def _start(self, service: SyncService, claim: Claim, listener: RunListener) -> RunRecord:
+        if claim.request is not None:
+            return service.run(
+                claim.mapping, Trigger.MANUAL, listener, actor=claim.request.requested_by
+            )
+        return service.run(claim.mapping, Trigger.SCHEDULE, listener, actor="scheduler")

@@ -1,0 +1,143 @@
+"""Values that travel between the engine, the services and the stores that record them.
+
+They sit below the engine so that the state store and the snapshot stores can name a run's
+status, its counts and its failed records without importing the engine that produces them.
+The rules about them (which status counts imply, when a record expires) stay in `engine/`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+from ebbtide.errors import DestinationError, ErrorClass
+from ebbtide.ports import Operation
+
+
+class RunStatus(StrEnum):
+    """A run's status; the values are the words users see."""
+
+    RUNNING = "running"
+    SUCCESS = "success"
+    PARTIAL_SUCCESS = "partial_success"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    CANCELLED = "cancelled"
+
+
+class Trigger(StrEnum):
+    """What started a run; a reset is recorded in the history as a run of its own."""
+
+    MANUAL = "manual"
+    SCHEDULE = "schedule"
+    REPLAY = "replay"
+    RESET = "reset"
+
+
+class FailureStatus(StrEnum):
+    """Where a failed record stands; the values are the words users see."""
+
+    PENDING = "pending"  # retried by every sync until it loads or expires
+    EXPIRED = "expired"  # given up: not retried until the row changes again
+    RESOLVED = "resolved"  # loaded later, or the destination already has its value
+    OBSOLETE = "obsolete"  # the row left the model before it could be retried
+    RESET = "reset"  # closed by a reset of the mapping
+
+
+@dataclass(frozen=True)
+class RecordFailure:
+    """One record the destination did not accept, with what a person needs to fix it."""
+
+    key: str
+    operation: Operation
+    error_class: ErrorClass
+    message: str
+    code: str | None = None
+    http_status: int | None = None
+    payload: str | None = None
+
+
+@dataclass
+class RunCounts:
+    """Counts a run records (DESIGN invariant 8)."""
+
+    extracted: int = 0
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    loaded_new: int = 0
+    loaded_updated: int = 0
+    loaded_deleted: int = 0
+    failed: int = 0
+    failed_by_class: Counter[str] = field(default_factory=Counter)
+    retried: int = 0  # records of this run that had failed in an earlier run
+
+    @property
+    def loaded(self) -> int:
+        return self.loaded_new + self.loaded_updated + self.loaded_deleted
+
+    def count_loaded(self, operation: Operation, n: int) -> None:
+        if operation is Operation.ADDED:
+            self.loaded_new += n
+        elif operation is Operation.UPDATED:
+            self.loaded_updated += n
+        else:
+            self.loaded_deleted += n
+
+    def count_failed(self, error_class: ErrorClass, n: int) -> None:
+        self.failed += n
+        self.failed_by_class[error_class.value] += n
+
+
+@dataclass
+class PhaseTimings:
+    extract_s: float = 0.0
+    diff_s: float = 0.0
+    load_s: float = 0.0
+    commit_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class PendingFailure:
+    """A record that failed in an earlier sync and is still being retried."""
+
+    key: str
+    first_failed_at: datetime
+    failed_syncs: int
+
+
+@dataclass
+class RetryOutcome:
+    """Transitions to record once the run is committed."""
+
+    retried: int = 0
+    resolved: list[str] = field(default_factory=list)
+    obsolete: list[str] = field(default_factory=list)
+    expired: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class PastSize:
+    """The largest size the destination had at the start of a recent run."""
+
+    size: int
+    run_id: int
+    at: datetime
+
+    def describe(self) -> str:
+        return f"at the start of run {self.run_id} ({self.at:%Y-%m-%d %H:%M} UTC)"
+
+
+@dataclass
+class RunResult:
+    """Everything the run found and did, whatever its status."""
+
+    status: RunStatus = RunStatus.RUNNING
+    counts: RunCounts = field(default_factory=RunCounts)
+    timings: PhaseTimings = field(default_factory=PhaseTimings)
+    error: str | None = None
+    fatal: DestinationError | None = None
+    retry: RetryOutcome | None = None
