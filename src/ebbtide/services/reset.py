@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from ebbtide.errors import MappingBusyError, SnapshotDamagedError
 from ebbtide.services.sync import SyncService
-from ebbtide.snapshots.duckdb import DuckDBSnapshotStore, drop_snapshot, journal_dir
+from ebbtide.snapshots import open_snapshot_store
+from ebbtide.snapshots.duckdb import drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
 from ebbtide.state.records import RunRecord
 from ebbtide.state.store import utcnow
@@ -63,7 +64,7 @@ class ResetService:
         mapping = self.sync.compile(name)
         held: int | None = None
         with contextlib.suppress(SnapshotDamagedError):  # what a reset is there to mend
-            snapshot = DuckDBSnapshotStore(self.sync.workspace.state_dir, mapping, read_only=True)
+            snapshot = open_snapshot_store(self.sync.workspace.state_dir, mapping, read_only=True)
             try:
                 held = snapshot.snapshot_size()
             finally:

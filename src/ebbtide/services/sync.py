@@ -34,7 +34,7 @@ from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
 from ebbtide.ports import AdapterContext, Destination, Operation, Source
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
-from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.snapshots import open_snapshot_store
 from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
@@ -227,7 +227,7 @@ class SyncService:
         lease = keeper.lease
         source = self._source(mapping.model)
         limit = self.workspace.destinations[mapping.destination].max_record_bytes
-        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping, max_record_bytes=limit)
+        snapshot = open_snapshot_store(self.workspace.state_dir, mapping, max_record_bytes=limit)
         spec = self.workspace.mapping(mapping.name)
         guards = Guards.for_mapping(spec.guards, spec.mode)
         ledger = self.state.ledger
@@ -309,7 +309,7 @@ class SyncService:
         """Stage and diff without sending or committing anything."""
         mapping = self.compile(name)
         source = self._source(mapping.model)
-        snapshot = DuckDBSnapshotStore(self.workspace.state_dir, mapping, read_only=True)
+        snapshot = open_snapshot_store(self.workspace.state_dir, mapping, read_only=True)
         try:
             extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
             snapshot.check_keys()

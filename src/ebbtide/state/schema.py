@@ -182,3 +182,30 @@ alert_states = sa.Table(
 store_identity = sa.Table(
     "store_identity", metadata, sa.Column("name", sa.String(32), primary_key=True)
 )
+
+# -- the scheduler (state/schedules.py) --------------------------------------------------------
+
+# Per mapping: when its schedule next comes due. Schedulers sharing the store claim a due slot
+# with compare-and-set on (due_at, version), so each slot starts once whoever sees it.
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    # What due_at was computed from: a changed schedule or time zone is computed afresh.
+    sa.Column("schedule", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(100), nullable=False),
+    sa.Column("due_at", UTCDateTime),  # null: never due (manual)
+    sa.Column("paused", sa.Boolean, nullable=False, default=False),
+    sa.Column("version", sa.Integer, nullable=False, default=0),  # bumped by every change
+    sa.Column("claimed_at", UTCDateTime),
+    sa.Column("claimed_by", sa.String(200)),
+)
+
+# "Sync now": at most one request waits per mapping; a second one is merged into it.
+sync_requests = sa.Table(
+    "sync_requests",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("requested_by", sa.String(200)),
+)
