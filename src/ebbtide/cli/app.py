@@ -16,6 +16,7 @@ from ebbtide.cli import context, render
 from ebbtide.cli.alerts import alerts_app, notifications
 from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
+from ebbtide.cli.serve import serve, sync_now
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, advisor, run_one, show_syncs
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
@@ -44,6 +45,8 @@ journals_app = typer.Typer(
 app.add_typer(journals_app, name="journals")
 app.add_typer(alerts_app, name="alerts")
 app.command("notifications")(notifications)
+app.command("serve")(serve)
+sync_app.command("now")(sync_now)
 
 
 @app.callback()

@@ -207,9 +207,17 @@ class SyncRequestOutcome:
 class ScheduleService:
     """Sync requests and pauses of one workspace's mappings, for the CLI and the API."""
 
-    def __init__(self, workspace: Workspace, state: SqlStateStore, clock: Clock | None = None):
-        self.workspace, self.book = workspace, ScheduleBook(state.engine)
+    def __init__(
+        self, workspace: Workspace, state: SqlStateStore | None = None, clock: Clock | None = None
+    ) -> None:
+        self._own_state = state is None
+        self.state = state or SqlStateStore(workspace.spec.state, workspace.root)
+        self.workspace, self.book = workspace, ScheduleBook(self.state.engine)
         self.clock = clock or SystemClock()
+
+    def close(self) -> None:
+        if self._own_state:
+            self.state.dispose()
 
     def request_sync(self, mapping: str, actor: str | None) -> SyncRequestOutcome:
         """Ask a running `ebbtide serve` to sync `mapping` now (whatever its schedule)."""
@@ -336,7 +344,10 @@ class ThreadExecutor:
             what = workspace.redact(f"{type(error).__name__}: {error}")
             self.on_event(RunEvent("failed", claim, run_id[0], detail=f"internal error: {what}"))
         else:
-            self.on_event(RunEvent("finished", claim, record.id, record.status.value))
+            loaded = record.loaded_new + record.loaded_updated + record.loaded_deleted
+            counts = f"extracted {record.extracted}, loaded {loaded}, failed {record.failed}"
+            why = f"; {record.error}" if record.error else ""
+            self.on_event(RunEvent("finished", claim, record.id, record.status.value, counts + why))
 
     def _start(self, service: SyncService, claim: Claim, listener: RunListener) -> RunRecord:
         if claim.request is not None:

@@ -1,0 +1,106 @@
+"""`ebbtide serve` (the scheduler loop; the API comes next) and `ebbtide sync now`."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from ebbtide.cli import render
+from ebbtide.cli.context import JsonFlag, options, out
+from ebbtide.cli.context import workspace as current_workspace
+from ebbtide.config.workspace import find_workspace
+from ebbtide.server.scheduler import ServeLoop, ServeSettings
+from ebbtide.services.scheduler import ScheduleService
+
+
+def serve(
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Syncs that may run at once.")
+    ] = 2,
+    grace_s: Annotated[
+        float,
+        typer.Option(
+            "--grace-s",
+            min=0,
+            help="On SIGTERM, how long runs in flight may take to finish before they are"
+            " cancelled (as `sync run` is on SIGTERM).",
+        ),
+    ] = 30.0,
+    host: Annotated[
+        str, typer.Option(help="Reserved for the REST API, which is not built yet: unused.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option(help="Reserved for the REST API, which is not built yet: unused.")
+    ] = 8700,
+) -> None:
+    """Run mappings on their schedules, and the syncs `ebbtide sync now` asks for.
+
+    Logs one line per run claimed, started and finished on stderr. Editing ebbtide.yml takes
+    effect without a restart (an invalid edit is logged and the last valid workspace keeps
+    running). SIGTERM or Ctrl-C: nothing new starts, runs in flight get --grace-s to finish,
+    then are cancelled; exit 0. Several serve processes may share one state store: each due
+    run starts once. No HTTP server yet: --host and --port are reserved for the REST API.
+    """
+    root = (options.workspace or find_workspace(Path.cwd())).resolve()
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    loop = ServeLoop(ServeSettings(root, workers, grace_s), _say)
+    options.redact = loop.workspace.redact
+
+    def stop(signum: int, frame: object) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    loop.run()
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def sync_now(
+    mapping: str,
+    json_output: JsonFlag = False,
+) -> None:
+    """Ask a running `ebbtide serve` to sync MAPPING now, whatever its schedule.
+
+    The request waits in the state store until a serve process starts it; a second request
+    while one waits is merged into it.
+    """
+    workspace = current_workspace()
+    service = ScheduleService(workspace)
+    try:
+        outcome = service.request_sync(mapping, actor=_actor())
+    finally:
+        service.close()
+    if json_output:
+        render.print_json(out, outcome.to_json())
+    elif outcome.queued:
+        out.print(
+            f"queued: {escape(mapping)} syncs as soon as `ebbtide serve` picks it up"
+            " (runs list shows it)"
+        )
+    else:
+        by = f" by {outcome.requested_by}" if outcome.requested_by else ""
+        out.print(
+            f"merged: a sync of {escape(mapping)} requested{escape(by)} at"
+            f" {outcome.requested_at:%H:%M:%S} UTC is already waiting; it stands for this one"
+        )
+
+
+def _actor() -> str:
+    """Who asks, as the history records it."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return f"uid {os.getuid()}"

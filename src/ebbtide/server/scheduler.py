@@ -1,0 +1,166 @@
+"""The scheduler loop of `ebbtide serve`: tick, reload the workspace when it changes, drain.
+
+One line per event goes to `say` (the serve command prints them on stderr): each run claimed,
+started and finished, each reload, and each invalid edit with its errors. Runs go to the
+in-process executor; the state store's due times and the mapping's lease keep any number of
+serve processes from starting a slot twice.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ebbtide.config.workspace import WORKSPACE_FILE, load_workspace
+from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError
+from ebbtide.services.scheduler import (
+    Claim,
+    Clock,
+    RunEvent,
+    Scheduler,
+    SystemClock,
+    ThreadExecutor,
+)
+from ebbtide.state.schedules import ScheduleBook
+from ebbtide.state.store import SqlStateStore
+
+# After the grace period, cancelled runs stop at their next batch; one stuck inside a request
+# gets this long more, then is left to the next run, which takes its lease over at once.
+CANCEL_WAIT_S = 10.0
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    root: Path
+    workers: int = 2
+    grace_s: float = 30.0
+    tick_s: float = 0.5  # how often due times and the workspace file are looked at
+
+
+class WorkspaceFiles:
+    """Tells when `ebbtide.yml` or its `.env` changed since last asked."""
+
+    def __init__(self, root: Path) -> None:
+        self.files = (root / WORKSPACE_FILE, root / ".env")
+        self._seen = self._stamp()
+
+    def changed(self) -> bool:
+        stamp = self._stamp()
+        if stamp == self._seen:
+            return False
+        self._seen = stamp
+        return True
+
+    def _stamp(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for file in self.files:
+            try:
+                stat = file.stat()
+            except OSError:
+                stamps.append(None)
+                continue
+            stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino))
+        return tuple(stamps)
+
+
+class ServeLoop:
+    """Runs until `stop()`: then claims nothing more and lets runs in flight finish."""
+
+    def __init__(
+        self, settings: ServeSettings, say: Callable[[str], None], clock: Clock | None = None
+    ) -> None:
+        self.settings, self._say = settings, say
+        self.clock = clock or SystemClock()
+        self._stop = threading.Event()
+        self._files = WorkspaceFiles(settings.root)
+        self.workspace = load_workspace(settings.root)  # invalid at start: no serving
+        self.state = SqlStateStore(self.workspace.spec.state, self.workspace.root)
+        self.executor = ThreadExecutor(self.state, settings.workers, self._event)
+        book = ScheduleBook(self.state.engine)
+        self.scheduler = Scheduler(self.workspace, book, self.executor, self.clock)
+
+    def say(self, text: str) -> None:
+        self._say(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {text}")
+
+    def stop(self) -> None:
+        """Stop claiming; asked a second time, cancel the runs in flight at once."""
+        if self._stop.is_set():
+            self.executor.cancel.set()
+        self._stop.set()
+
+    def run(self) -> None:
+        mappings = self.workspace.spec.mappings
+        scheduled = sum(1 for m in mappings.values() if m.enabled and m.schedule != "manual")
+        self.say(
+            f"serving {self.settings.root}: {scheduled} of {len(mappings)} mapping(s) on a"
+            f" schedule, {self.settings.workers} worker(s)"
+        )
+        while not self._stop.is_set():
+            self._reload_if_changed()
+            try:
+                for claim in self.scheduler.tick():
+                    self.say(f"claimed {claim.mapping} ({claim.describe()})")
+            except EbbtideError as error:  # the state store is unreachable, say: try again
+                self.say(f"could not schedule: {self.workspace.redact(str(error))}")
+            self._stop.wait(self.settings.tick_s)
+        self._drain()
+        self.state.dispose()
+
+    def _reload_if_changed(self) -> None:
+        if not self._files.changed():
+            return
+        try:
+            workspace = load_workspace(self.settings.root)
+        except (ConfigErrors, ConfigError) as error:
+            errors = error.errors if isinstance(error, ConfigErrors) else [error]
+            self.say(
+                f"{WORKSPACE_FILE} changed but is invalid ({len(errors)} error(s)); the last"
+                " valid workspace keeps running:"
+            )
+            for item in errors:
+                self.say(f"  {item.describe()}")
+            return
+        if workspace.spec.state != self.workspace.spec.state:
+            self.say(
+                f"{WORKSPACE_FILE} changed its state store: restart ebbtide serve to use it; the"
+                " last valid workspace keeps running"
+            )
+            return
+        self.workspace = self.scheduler.workspace = workspace
+        self.say(f"reloaded {WORKSPACE_FILE}: {len(workspace.spec.mappings)} mapping(s)")
+
+    def _drain(self) -> None:
+        running = sorted(self.executor.running())
+        grace = self.settings.grace_s
+        if running:
+            self.say(f"stopping: waiting up to {grace:g} s for {', '.join(running)} to finish")
+        if self.executor.wait_idle(grace):
+            self.say("stopped")
+            return
+        self.say("grace period over: cancelling the runs in flight")
+        self.executor.cancel.set()
+        if self.executor.wait_idle(CANCEL_WAIT_S):
+            self.say("stopped")
+            return
+        left = ", ".join(sorted(self.executor.running()))
+        self.say(
+            f"stopped; {left} did not stop within {CANCEL_WAIT_S:g} s (inside a request): the"
+            " next run takes its lease over and marks it interrupted"
+        )
+
+    def _event(self, event: RunEvent) -> None:
+        claim: Claim = event.claim
+        run = f" run {event.run_id}" if event.run_id is not None else ""
+        if event.kind == "started":
+            self.say(f"started {claim.mapping}{run} ({claim.describe()})")
+        elif event.kind == "finished":
+            self.say(f"finished {claim.mapping}{run}: {event.status} ({event.detail})")
+        elif event.kind == "cancelled":
+            self.say(f"finished {claim.mapping}{run}: cancelled")
+        elif event.kind == "skipped":
+            self.say(f"skipped {claim.mapping}: {event.detail}")
+        else:
+            self.say(f"failed {claim.mapping}{run}: {event.detail}")
