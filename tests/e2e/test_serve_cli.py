@@ -248,3 +248,46 @@ def test_an_invalid_edit_is_logged_and_the_old_schedule_keeps_running_a_valid_on
     assert status == "success"
     assert serve.stop() == 0
     assert workspace.runs()[copy_run]["trigger"] == "schedule"
+
+
+def test_a_second_sigterm_cancels_the_run_in_flight_at_once(
+    tmp_path: Path, processes: Processes
+) -> None:
+    slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.3)
+    try:
+        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=3000)
+        configure(workspace, "manual")
+        sync_now(workspace)
+        serve = Serve(workspace, processes, "serve")  # a grace of 30 s
+        serve.wait_line("started users run")
+        wait_until(lambda: slow.count() > 0, 60, "the first records at the receiver")
+        serve.process.send_signal(signal.SIGTERM)
+        serve.wait_line("stopping: waiting up to 30 s for users to finish")
+        assert serve.stop() == 0
+        [(run_id, status)] = serve.finished()
+        assert status == "cancelled" and slow.count(run_id) < 3000
+        assert workspace.runs()[run_id]["status"] == "cancelled"
+    finally:
+        slow.stop()
+
+
+def test_serve_refuses_an_invalid_workspace_and_sync_now_an_unknown_mapping(
+    tmp_path: Path, processes: Processes
+) -> None:
+    workspace = Workspace.create(tmp_path / "ws", "http://127.0.0.1:9/unused", rows=1)
+    configure(workspace, "manual")
+    unknown = subprocess.run(
+        workspace.cli_args("sync", "now", "user"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=workspace.env,
+    )
+    assert unknown.returncode == 2
+    assert "unknown mapping 'user' (did you mean 'users'?)" in unknown.stderr
+    configure(workspace, "manual", more="    timezone: Mars/Olympus\n")
+    refused = subprocess.run(
+        workspace.cli_args("serve"), capture_output=True, text=True, timeout=60, env=workspace.env
+    )
+    assert refused.returncode == 2
+    assert "mappings.users.timezone: 'Mars/Olympus' is not a time zone" in refused.stderr
