@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
 
 import pyarrow as pa
 
@@ -19,6 +20,22 @@ from ebbtide.config.models import (
     SyncMode,
 )
 from ebbtide.errors import ErrorClass
+
+if TYPE_CHECKING:  # `ebbtide.values` names `Operation` from here: typing only, no cycle at run
+    from ebbtide.values import (
+        FailedRecord,
+        FailureGroup,
+        FailureStatus,
+        Lease,
+        PastSize,
+        PendingFailure,
+        RecordFailure,
+        RetryOutcome,
+        RunCounts,
+        RunRecord,
+        RunResult,
+        RunStatus,
+    )
 
 
 class Operation(StrEnum):
@@ -292,6 +309,113 @@ class SnapshotStore(Protocol):
 
     def close(self) -> None:
         """Release files; scratch data is dropped."""
+        ...
+
+
+class FailureBook(Protocol):
+    """Failed records across syncs, per mapping and key (DESIGN invariant 6)."""
+
+    def pending(self, mapping: str) -> dict[str, PendingFailure]:
+        """The mapping's records still being retried, by key."""
+        ...
+
+    def listed(
+        self, mapping: str, statuses: Sequence[FailureStatus], limit: int
+    ) -> list[FailedRecord]:
+        """The mapping's failed records in these statuses, oldest failure first."""
+        ...
+
+    def settle(self, mapping: str, run_id: int, outcome: RetryOutcome, now: datetime) -> None:
+        """Record what a run did to the failed records (retried, resolved, expired, …)."""
+        ...
+
+    def close_all(self, mapping: str, status: FailureStatus, now: datetime) -> int:
+        """Close every open failed record of the mapping with `status` (a reset)."""
+        ...
+
+
+class Ledger(Protocol):
+    """Counts a run writes before it finishes, so a killed run still shows them."""
+
+    def record_size(self, run_id: int, size: int) -> None:
+        """How many records the destination had when the run started."""
+        ...
+
+    def largest_recent(
+        self, mapping: str, window: timedelta, before_run: int | None = None
+    ) -> PastSize | None:
+        """The delete guard's reference: the largest size recorded within `window`."""
+        ...
+
+    def record_loaded(self, run_id: int, counts: RunCounts) -> None:
+        """A run's loaded counts before its commit."""
+        ...
+
+    def record_acknowledged(self, acknowledged: dict[int, ChangeCounts]) -> None:
+        """Credit dead runs with what their journals show the destination accepted."""
+        ...
+
+
+class StateStore(Protocol):
+    """Runtime state: runs and their leases, failed records, counts (SQLite or PostgreSQL).
+
+    What services use; `ebbtide.state.store.SqlStateStore` is the implementation.
+    """
+
+    @property
+    def name(self) -> str:
+        """The store's own name, drawn when it was created (part of idempotency keys)."""
+        ...
+
+    @property
+    def pending_failures(self) -> FailureBook: ...
+
+    @property
+    def ledger(self) -> Ledger: ...
+
+    def start_run(
+        self,
+        mapping: str,
+        trigger: str,
+        lease_ttl_s: float,
+        *,
+        actor: str | None = None,
+        replay_of: int | None = None,
+        forced: bool = False,
+    ) -> tuple[RunRecord, Lease]:
+        """Claim the mapping and record a running run, or raise MappingBusyError."""
+        ...
+
+    def heartbeat(self, lease: Lease, lease_ttl_s: float) -> None:
+        """Extend the lease; raise LeaseLostError if another run took it over."""
+        ...
+
+    def check_lease(self, lease: Lease) -> None:
+        """Raise LeaseLostError unless the run still holds its mapping."""
+        ...
+
+    def finish_run(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
+        """Record the run's outcome and release its mapping."""
+        ...
+
+    def add_failures(self, run_id: int, failures: Sequence[RecordFailure]) -> None:
+        """Record records that failed in the run."""
+        ...
+
+    def get_run(self, run_id: int) -> RunRecord:
+        """One run, or raise UsageError if there is no such run."""
+        ...
+
+    def list_runs(self, mapping: str | None = None, limit: int = 50) -> list[RunRecord]:
+        """Runs, newest first."""
+        ...
+
+    def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:
+        """Records that failed in one run."""
+        ...
+
+    def failure_groups(self, run_id: int, samples: int = 5) -> list[FailureGroup]:
+        """A run's failures grouped by error class and message, largest group first."""
         ...
 
 

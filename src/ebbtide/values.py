@@ -141,3 +141,80 @@ class RunResult:
     error: str | None = None
     fatal: DestinationError | None = None
     retry: RetryOutcome | None = None
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run in the sync history, as the state store recorded it."""
+
+    id: int
+    mapping: str
+    trigger: str
+    status: RunStatus
+    started_at: datetime
+    finished_at: datetime | None = None
+    extract_s: float | None = None
+    diff_s: float | None = None
+    load_s: float | None = None
+    commit_s: float | None = None
+    extracted: int = 0
+    added: int = 0
+    updated: int = 0
+    deleted: int = 0
+    skipped: int = 0
+    loaded_new: int = 0
+    loaded_updated: int = 0
+    loaded_deleted: int = 0
+    failed: int = 0
+    failed_by_class: dict[str, int] = field(default_factory=dict)
+    error: str | None = None
+    retried: int = 0
+    actor: str | None = None
+    replay_of: int | None = None
+    after_reset: bool = False
+    snapshot_size: int | None = None  # records the destination had when the run started
+    forced: bool = False
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return round((self.finished_at - self.started_at).total_seconds(), 3)
+
+
+@dataclass(frozen=True)
+class Lease:
+    """A run's claim on its mapping; `token` fences writes of a run that lost it."""
+
+    mapping: str
+    token: str
+    run_id: int
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failures of one run that share an error class and message."""
+
+    error_class: str
+    message: str
+    count: int
+    sample_keys: list[str]
+    sample_payloads: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class FailedRecord:
+    """A record of a mapping that failed, as `ebbtide records failed` lists it."""
+
+    key: str
+    status: FailureStatus
+    operation: str
+    first_failed_at: datetime
+    last_failed_at: datetime
+    failed_syncs: int
+    last_run_id: int
+    error_class: str
+    code: str | None
+    http_status: int | None
+    message: str
+    payload: str | None

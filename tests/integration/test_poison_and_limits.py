@@ -14,8 +14,7 @@ import pytest
 from ebbtide.demo.receiver import Receiver
 from ebbtide.errors import ErrorClass
 from ebbtide.services.advice import recommended_action
-from ebbtide.state.records import RunRecord
-from ebbtide.values import RunStatus
+from ebbtide.values import RunRecord, RunStatus
 from tests.integration.workspace_kit import Kit, ScriptedServer, hook, mapping, max_in_window
 
 # Loopback jitter between the limiter's send slot and the server's arrival stamp.

@@ -27,8 +27,8 @@ from ebbtide.errors import EbbtideError, MappingBusyError, UsageError
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
-from ebbtide.state.records import RunRecord
-from ebbtide.values import FailureStatus, RunStatus, Trigger
+from ebbtide.services.views import RunView
+from ebbtide.values import FailureStatus, RunRecord, RunStatus, Trigger
 from tests.integration.workspace_kit import (
     Kit,
     expected_data,
@@ -139,8 +139,8 @@ def test_sync_after_reset_sends_every_row_as_added_although_nothing_changed(
     later = service.run(MIRROR)
     assert (later.after_reset, later.added, receiver.requests) == (False, 0, 0)
     assert triggers(service) == ["manual", "manual", "reset", "manual", "manual"]
-    assert reset.to_json()["actor"] == "alice"
-    assert after.to_json()["after_reset"] is True
+    assert RunView.of(reset).model_dump(mode="json")["actor"] == "alice"
+    assert RunView.of(after).model_dump(mode="json")["after_reset"] is True
 
 
 def test_reset_closes_pending_failures_as_reset_and_the_next_sync_sends_them_with_the_rest(
@@ -363,7 +363,7 @@ def test_replay_as_sent_resends_the_runs_exact_records_even_after_the_warehouse_
     assert len(receiver.records) == ROWS
     assert (run.added, run.updated, run.deleted) == (ROWS, 0, 0)
     assert (run.loaded_new, run.failed, run.extracted) == (ROWS, 0, ROWS)
-    assert run.to_json()["replay_of"] == first.id
+    assert RunView.of(run).model_dump(mode="json")["replay_of"] == first.id
     assert triggers(service) == ["manual", "manual", "replay"]
 
 

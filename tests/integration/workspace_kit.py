@@ -24,8 +24,7 @@ from aiohttp import web
 from ebbtide.config.workspace import Workspace, load_workspace
 from ebbtide.demo.receiver import Receiver
 from ebbtide.services.sync import SyncService
-from ebbtide.state.pending import FailedRecord
-from ebbtide.values import FailureStatus
+from ebbtide.values import FailedRecord, FailureStatus
 
 TOKEN = "tok-kit-not-a-real-secret-4711"
 USERS_SQL = "select id, email, plan, ltv from users"

@@ -17,12 +17,14 @@ from ebbtide.cli.alerts import alerts_app, notifications
 from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
 from ebbtide.cli.serve import serve, sync_now
-from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, advisor, run_one, show_syncs
+from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, run_one, show_errors, show_syncs
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
+from ebbtide.services.history import DEFAULT_STATUSES, History
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
+from ebbtide.services.views import RunView
 from ebbtide.services.workspace_init import init_workspace
 from ebbtide.values import FailureStatus
 
@@ -68,6 +70,10 @@ def _global(
 
 _workspace = context.workspace
 _service = context.service
+
+
+def _history() -> History:
+    return context.history(_service())
 
 
 @app.command()
@@ -200,12 +206,9 @@ def runs_list(
     json_output: JsonFlag = False,
 ) -> None:
     """Recent runs, newest first."""
-    service = _service()
-    if mapping is not None:
-        service.workspace.mapping(mapping)
-    runs = service.state.list_runs(mapping, limit)
+    runs = _history().runs(mapping, limit)
     if json_output:
-        render.print_json(out, [r.to_json() for r in runs])
+        render.print_views(out, runs)
     else:
         out.print(render.runs_table(runs))
 
@@ -213,26 +216,11 @@ def runs_list(
 @runs_app.command("show")
 def runs_show(run_id: int, json_output: JsonFlag = False) -> None:
     """One run: status, phases, counts and failed records grouped by error."""
-    service = _service()
-    run = service.state.get_run(run_id)
-    groups = service.state.failure_groups(run_id)
+    details = _history().run_details(run_id)
     if json_output:
-        data = run.to_json()
-        data["failure_groups"] = [
-            {
-                "error_class": g.error_class,
-                "message": g.message,
-                "count": g.count,
-                "sample_keys": g.sample_keys,
-            }
-            for g in groups
-        ]
-        data["failures"] = render.failures_json(
-            service.state.failures(run_id, limit=100), advisor(service, run.mapping)
-        )
-        render.print_json(out, data)
+        render.print_views(out, details)
     else:
-        render.run_details(out, run, groups, advisor(service, run.mapping))
+        render.run_details(out, details)
 
 
 @runs_app.command("failed")
@@ -242,11 +230,9 @@ def runs_failed(
     json_output: JsonFlag = False,
 ) -> None:
     """The records that failed in one run, with error, payload and recommended action."""
-    service = _service()
-    run = service.state.get_run(run_id)
-    failures = service.state.failures(run_id, limit=limit)
+    failures = _history().run_failures(run_id, limit)
     if json_output:
-        render.print_json(out, render.failures_json(failures, advisor(service, run.mapping)))
+        render.print_views(out, failures)
     else:
         out.print(render.failures_table(failures, f"Failed records of run {run_id}"))
 
@@ -262,12 +248,9 @@ def records_failed(
     json_output: JsonFlag = False,
 ) -> None:
     """Records of a mapping that failed: pending retry, or expired (given up)."""
-    service = _service()
-    service.workspace.mapping(mapping)
-    statuses = status or [FailureStatus.PENDING, FailureStatus.EXPIRED]
-    records = service.state.pending_failures.listed(mapping, statuses, limit)
+    records = _history().failed_records(mapping, status or DEFAULT_STATUSES, limit)
     if json_output:
-        render.print_json(out, render.failed_records_json(records, advisor(service, mapping)))
+        render.print_views(out, records)
     else:
         out.print(render.failed_records_table(records, mapping))
 
@@ -285,7 +268,8 @@ def reset(
     _confirm(plan.explain(), yes, f"reset {mapping}")
     record = resets.reset(mapping, actor=_actor())
     if json_output:
-        render.print_json(out, {**plan.to_json(), "run": record.to_json()})
+        run = RunView.of(record).model_dump(mode="json")
+        render.print_json(out, {**plan.to_json(), "run": run})
     else:
         out.print(
             f"[green]✓[/] {escape(mapping)} reset (run {record.id}); the next sync sends all"
@@ -316,14 +300,10 @@ def replay(
         with ProgressListener(plan.run.mapping, err) as listener:
             record = replays.replay(plan, actor=_actor(), listener=listener)
     if json_output:
-        render.print_json(out, record.to_json())
+        render.print_views(out, RunView.of(record))
     else:
-        out.print(render.runs_table([record], title=f"Replay of run {run_id}"))
-        if record.error:
-            err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
-        if record.failed:
-            groups = service.state.failure_groups(record.id)
-            out.print(render.failure_groups_table(groups, advisor(service, record.mapping)))
+        out.print(render.runs_table([RunView.of(record)], title=f"Replay of run {run_id}"))
+        show_errors(service, record)
     raise typer.Exit(EXIT_FOR_STATUS[record.status])
 
 

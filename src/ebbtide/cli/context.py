@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
+from ebbtide.services.history import History
 from ebbtide.services.sync import SyncService
 
 out = Console()
@@ -39,3 +40,8 @@ def workspace() -> Workspace:
 
 def service() -> SyncService:
     return SyncService(workspace())
+
+
+def history(sync: SyncService) -> History:
+    """The read service over the same workspace and state store as `sync`."""
+    return History(sync.workspace, sync.state)

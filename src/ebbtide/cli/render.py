@@ -8,7 +8,7 @@ that showed it). Table cells are `Text` objects; strings printed with markup are
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -16,11 +16,16 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ebbtide.errors import ErrorClass
 from ebbtide.services.sync import SyncPlan
-from ebbtide.state.pending import FailedRecord
-from ebbtide.state.records import FailureGroup, RunRecord
-from ebbtide.values import RecordFailure, RunStatus
+from ebbtide.services.views import (
+    ErrorGroupView,
+    FailedRecordView,
+    RecordFailureView,
+    RunDetailsView,
+    RunView,
+    View,
+)
+from ebbtide.values import RunStatus
 
 STATUS_STYLE = {
     RunStatus.SUCCESS: "green",
@@ -36,6 +41,14 @@ def print_json(console: Console, value: Any) -> None:
     console.print_json(json.dumps(value, default=str))
 
 
+def print_views(console: Console, value: View | Sequence[View]) -> None:
+    """The `--json` of the history: the typed views, exactly as the API returns them."""
+    if isinstance(value, View):
+        print_json(console, value.model_dump(mode="json"))
+    else:
+        print_json(console, [v.model_dump(mode="json") for v in value])
+
+
 def status_text(status: RunStatus) -> Text:
     return Text(status.value, style=STATUS_STYLE[status])
 
@@ -49,13 +62,13 @@ def seconds(value: float | None) -> str:
     return "—" if value is None else f"{value:.2f}s"
 
 
-def trigger_text(run: RunRecord) -> str:
+def trigger_text(run: RunView) -> str:
     """`manual`, `replay of 12`, `schedule (after reset)`, …"""
     text = f"replay of {run.replay_of}" if run.replay_of is not None else run.trigger
     return f"{text} (after reset)" if run.after_reset else text
 
 
-def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
+def runs_table(runs: Sequence[RunView], title: str = "Sync history") -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("run", "mapping", "trigger", "status", "started (UTC)", "took"):
         table.add_column(column, no_wrap=column in ("run", "status"))
@@ -79,12 +92,7 @@ def runs_table(runs: Sequence[RunRecord], title: str = "Sync history") -> Table:
     return table
 
 
-Advise = Callable[[ErrorClass, str], str]
-
-
-def run_details(
-    console: Console, run: RunRecord, groups: Sequence[FailureGroup], advise: Advise
-) -> None:
+def run_details(console: Console, run: RunDetailsView) -> None:
     """Everything about one run: status, phases, counts, and why records failed."""
     console.print(
         Text.assemble(
@@ -98,8 +106,8 @@ def run_details(
     )
     console.print(
         f"started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, took {seconds(run.duration_s)}"
-        f" (extract {seconds(run.extract_s)}, diff {seconds(run.diff_s)},"
-        f" load {seconds(run.load_s)}, commit {seconds(run.commit_s)})"
+        f" (extract {seconds(run.phases_s.extract)}, diff {seconds(run.phases_s.diff)},"
+        f" load {seconds(run.phases_s.load)}, commit {seconds(run.phases_s.commit)})"
     )
     counts = Table(show_header=True, title="Records", title_justify="left")
     labels = (
@@ -132,16 +140,16 @@ def run_details(
     console.print(counts)
     if run.error:
         console.print(f"[red]Error:[/] {escape(run.error)}")
-    if groups:
-        console.print(failure_groups_table(groups, advise))
-        for group in groups:
+    if run.failure_groups:
+        console.print(failure_groups_table(run.failure_groups))
+        for group in run.failure_groups:
             for payload in group.sample_payloads[:1]:
                 console.print(
                     f"[dim]sample payload ({escape(group.error_class)}):[/] {escape(payload)}"
                 )
 
 
-def failure_groups_table(groups: Sequence[FailureGroup], advise: Advise) -> Table:
+def failure_groups_table(groups: Sequence[ErrorGroupView]) -> Table:
     table = Table(title="Failed records by error", title_justify="left", show_lines=True)
     for column in ("error class", "count", "message", "sample keys", "recommended action"):
         table.add_column(column, overflow="fold")
@@ -152,37 +160,21 @@ def failure_groups_table(groups: Sequence[FailureGroup], advise: Advise) -> Tabl
             f"{group.count:,}",
             group.message,
             ", ".join(group.sample_keys),
-            advise(ErrorClass(group.error_class), group.message),
+            group.recommended_action,
         )
     return table
 
 
-def failures_json(failures: Sequence[RecordFailure], advise: Advise) -> list[dict[str, Any]]:
-    return [
-        {
-            "key": json.loads(f.key) if f.key else None,
-            "operation": f.operation.value,
-            "error_class": f.error_class.value,
-            "code": f.code,
-            "http_status": f.http_status,
-            "message": f.message,
-            "payload": f.payload,
-            "recommended_action": advise(f.error_class, f.message),
-        }
-        for f in failures
-    ]
-
-
-def failures_table(failures: Sequence[RecordFailure], title: str) -> Table:
+def failures_table(failures: Sequence[RecordFailureView], title: str) -> Table:
     table = Table(title=title, title_justify="left")
     for column in ("key", "op", "error class", "code", "message", "payload"):
         table.add_column(column, overflow="fold")
     for f in failures:
         add_row(
             table,
-            f.key,
-            f.operation.value,
-            f.error_class.value,
+            f.key_text,
+            f.operation,
+            f.error_class,
             f.code or "",
             f.message,
             (f.payload or "")[:200],
@@ -190,7 +182,7 @@ def failures_table(failures: Sequence[RecordFailure], title: str) -> Table:
     return table
 
 
-def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table:
+def failed_records_table(records: Sequence[FailedRecordView], mapping: str) -> Table:
     table = Table(title=Text(f"Failed records of {mapping}"), title_justify="left")
     for column in (
         "key",
@@ -205,7 +197,7 @@ def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table
     for r in records:
         add_row(
             table,
-            r.key,
+            r.key_text,
             r.status.value,
             f"{r.first_failed_at:%Y-%m-%d %H:%M}",
             str(r.failed_syncs),
@@ -214,27 +206,6 @@ def failed_records_table(records: Sequence[FailedRecord], mapping: str) -> Table
             r.message,
         )
     return table
-
-
-def failed_records_json(records: Sequence[FailedRecord], advise: Advise) -> list[dict[str, Any]]:
-    return [
-        {
-            "key": json.loads(r.key),
-            "status": r.status.value,
-            "operation": r.operation,
-            "first_failed_at": r.first_failed_at.isoformat(),
-            "last_failed_at": r.last_failed_at.isoformat(),
-            "failed_syncs": r.failed_syncs,
-            "last_run_id": r.last_run_id,
-            "error_class": r.error_class,
-            "code": r.code,
-            "http_status": r.http_status,
-            "message": r.message,
-            "payload": r.payload,
-            "recommended_action": advise(ErrorClass(r.error_class), r.message),
-        }
-        for r in records
-    ]
 
 
 def plan_view(console: Console, plan: SyncPlan) -> None:

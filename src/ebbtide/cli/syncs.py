@@ -8,13 +8,12 @@ from dataclasses import dataclass, field
 from rich.markup import escape
 
 from ebbtide.cli import render
-from ebbtide.cli.context import err, out
+from ebbtide.cli.context import err, history, out
 from ebbtide.cli.progress import ProgressListener
-from ebbtide.errors import EbbtideError, ErrorClass
-from ebbtide.services.advice import recommended_action
+from ebbtide.errors import EbbtideError
 from ebbtide.services.sync import SyncService
-from ebbtide.state.records import RunRecord
-from ebbtide.values import RunStatus
+from ebbtide.services.views import RunView
+from ebbtide.values import RunRecord, RunStatus
 
 EXIT_FOR_STATUS = {
     RunStatus.SUCCESS: 0,
@@ -57,24 +56,20 @@ def show_syncs(service: SyncService, outcome: SyncOutcome, json_output: bool) ->
     if not outcome.records:
         pass  # no run started: the reasons below are all there is to say
     elif json_output:
-        render.print_json(out, [r.to_json() for r in outcome.records])
+        render.print_views(out, [RunView.of(r) for r in outcome.records])
     else:
-        out.print(render.runs_table(outcome.records, title="This sync"))
+        out.print(render.runs_table([RunView.of(r) for r in outcome.records], title="This sync"))
         for record in outcome.records:
-            if record.error:
-                err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
+            show_errors(service, record)
             if record.failed:
-                groups = service.state.failure_groups(record.id)
-                out.print(render.failure_groups_table(groups, advisor(service, record.mapping)))
                 out.print(f"Details: ebbtide runs show {record.id}")
     for name, error in outcome.refused:
         err.print(f"[red]{escape(name)}: not synced:[/] {escape(str(error))}", highlight=False)
 
 
-def advisor(service: SyncService, mapping: str) -> render.Advise:
-    """The recommended action for a mapping's failed records, naming what to fix where."""
-
-    def advise(error_class: ErrorClass, message: str) -> str:
-        return recommended_action(service.workspace, mapping, error_class, message)
-
-    return advise
+def show_errors(service: SyncService, record: RunRecord) -> None:
+    """A finished run's error and its failed records grouped by error, if any."""
+    if record.error:
+        err.print(f"[red]{escape(record.mapping)}:[/] {escape(record.error)}")
+    if record.failed:
+        out.print(render.failure_groups_table(history(service).error_groups(record.id)))

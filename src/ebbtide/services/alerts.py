@@ -27,9 +27,8 @@ from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
 from ebbtide.state.alerts import AlertState, Delivery
-from ebbtide.state.records import FailureGroup, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
-from ebbtide.values import RunStatus, Trigger
+from ebbtide.values import FailureGroup, RunRecord, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 

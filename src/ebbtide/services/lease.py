@@ -14,8 +14,9 @@ import threading
 import time
 
 from ebbtide.errors import EbbtideError, LeaseLostError
-from ebbtide.state.records import Lease
-from ebbtide.state.store import SqlStateStore, StateStoreGoneError
+from ebbtide.ports import StateStore
+from ebbtide.state.store import StateStoreGoneError
+from ebbtide.values import Lease
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ _POLL_S = 0.05
 class LeaseKeeper:
     """Heartbeats from a thread; `may_send()` says whether the run still owns its mapping."""
 
-    def __init__(self, state: SqlStateStore, lease: Lease, ttl_s: float) -> None:
+    def __init__(self, state: StateStore, lease: Lease, ttl_s: float) -> None:
         self.state, self.lease, self.ttl_s = state, lease, ttl_s
         self.lost = False
         # Renewed a little before the lease ends on the state store's clock.

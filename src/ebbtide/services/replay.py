@@ -11,8 +11,7 @@ from ebbtide.errors import UsageError
 from ebbtide.ports import OUTCOME_COLUMN
 from ebbtide.services.sync import SyncService, sent_as
 from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent, sent_identity
-from ebbtide.state.records import RunRecord
-from ebbtide.values import Trigger
+from ebbtide.values import RunRecord, Trigger
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,8 @@ from ebbtide.services.sync import SyncService
 from ebbtide.snapshots import open_snapshot_store
 from ebbtide.snapshots.duckdb import drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
-from ebbtide.state.records import RunRecord
 from ebbtide.state.store import utcnow
-from ebbtide.values import FailureStatus, RunResult, RunStatus, Trigger
+from ebbtide.values import FailureStatus, RunRecord, RunResult, RunStatus, Trigger
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ from ebbtide.errors import (
 )
 from ebbtide.mapping.binding import BoundMapping, bind
 from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
-from ebbtide.ports import AdapterContext, Destination, Operation, Source
+from ebbtide.ports import AdapterContext, Destination, Operation, Source, StateStore
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.snapshots import open_snapshot_store
@@ -39,9 +39,16 @@ from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
-from ebbtide.state.records import Lease, RunRecord
 from ebbtide.state.store import SqlStateStore, utcnow
-from ebbtide.values import RecordFailure, RetryOutcome, RunResult, RunStatus, Trigger
+from ebbtide.values import (
+    Lease,
+    RecordFailure,
+    RetryOutcome,
+    RunRecord,
+    RunResult,
+    RunStatus,
+    Trigger,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,9 +120,10 @@ class SyncService:
 
     def __init__(self, workspace: Workspace, state: SqlStateStore | None = None) -> None:
         self.workspace = workspace
-        self.state = state or SqlStateStore(workspace.spec.state, workspace.root)
+        store = state or SqlStateStore(workspace.spec.state, workspace.root)
+        self.state: StateStore = store
         self.lease_ttl_s = LEASE_TTL_S
-        self.alerts = AlertService(workspace, self.state)
+        self.alerts = AlertService(workspace, store)  # the alert book is SQL-only for now
 
     def compile(self, name: str) -> CompiledMapping:
         spec = self.workspace.mapping(name)

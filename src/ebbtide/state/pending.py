@@ -3,34 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 
 from ebbtide.state.schema import pending_failures, run_failures
-from ebbtide.values import FailureStatus, PendingFailure, RetryOutcome
+from ebbtide.values import FailedRecord, FailureStatus, PendingFailure, RetryOutcome
 
 _CHUNK = 500
-
-
-@dataclass(frozen=True)
-class FailedRecord:
-    """A record of a mapping that failed, as `ebbtide records failed` lists it."""
-
-    key: str
-    status: FailureStatus
-    operation: str
-    first_failed_at: datetime
-    last_failed_at: datetime
-    failed_syncs: int
-    last_run_id: int
-    error_class: str
-    code: str | None
-    http_status: int | None
-    message: str
-    payload: str | None
 
 
 class PendingFailures:

@@ -1,0 +1,218 @@
+"""The typed shapes the history is read in: the CLI's `--json` and the API return these.
+
+Each shape is defined once, here. Keys and value formats are a contract that scripts depend
+on: keys may be added, never renamed or removed. Times are written as Python's `isoformat()`
+writes them (`+00:00`, not pydantic's `Z`), as `--json` always has.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from ebbtide.values import (
+    FailedRecord,
+    FailureGroup,
+    FailureStatus,
+    RecordFailure,
+    RunRecord,
+    RunStatus,
+)
+
+IsoTime = Annotated[datetime, PlainSerializer(lambda t: t.isoformat(), return_type=str)]
+
+
+class View(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class PhaseSeconds(View):
+    """How long each phase of a run took; null for a phase it did not reach."""
+
+    extract: float | None
+    diff: float | None
+    load: float | None
+    commit: float | None
+
+
+class RunView(View):
+    """One run of the sync history (`runs list --json`)."""
+
+    id: int
+    mapping: str
+    status: RunStatus
+    trigger: str
+    started_at: IsoTime
+    finished_at: IsoTime | None
+    duration_s: float | None
+    extracted: int
+    added: int
+    updated: int
+    deleted: int
+    skipped: int  # changes the mapping's mode does not send
+    loaded_new: int
+    loaded_updated: int
+    loaded_deleted: int
+    failed: int
+    failed_by_class: dict[str, int]
+    retried: int  # records of this run that had failed in an earlier run
+    phases_s: PhaseSeconds
+    error: str | None
+    actor: str | None
+    replay_of: int | None
+    after_reset: bool
+    snapshot_size: int | None  # records the destination had when the run started
+    forced: bool
+
+    @classmethod
+    def of(cls, run: RunRecord) -> RunView:
+        return cls(
+            id=run.id,
+            mapping=run.mapping,
+            status=run.status,
+            trigger=run.trigger,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            duration_s=run.duration_s,
+            extracted=run.extracted,
+            added=run.added,
+            updated=run.updated,
+            deleted=run.deleted,
+            skipped=run.skipped,
+            loaded_new=run.loaded_new,
+            loaded_updated=run.loaded_updated,
+            loaded_deleted=run.loaded_deleted,
+            failed=run.failed,
+            failed_by_class=dict(run.failed_by_class),
+            retried=run.retried,
+            phases_s=PhaseSeconds(
+                extract=run.extract_s, diff=run.diff_s, load=run.load_s, commit=run.commit_s
+            ),
+            error=run.error,
+            actor=run.actor,
+            replay_of=run.replay_of,
+            after_reset=run.after_reset,
+            snapshot_size=run.snapshot_size,
+            forced=run.forced,
+        )
+
+
+class ErrorGroupView(View):
+    """A run's failed records that share an error class and message."""
+
+    error_class: str
+    message: str
+    count: int
+    sample_keys: list[str]
+    sample_payloads: list[str]  # masked as stored: secrets and sensitive fields never appear
+    recommended_action: str
+
+    @classmethod
+    def of(cls, group: FailureGroup, action: str) -> ErrorGroupView:
+        return cls(
+            error_class=group.error_class,
+            message=group.message,
+            count=group.count,
+            sample_keys=list(group.sample_keys),
+            sample_payloads=list(group.sample_payloads),
+            recommended_action=action,
+        )
+
+
+class RecordFailureView(View):
+    """One record that failed in a run (`runs failed --json`)."""
+
+    key: Any  # the primary key as JSON: a value, or a list for a composite key
+    operation: str
+    error_class: str
+    code: str | None
+    http_status: int | None
+    message: str
+    payload: str | None
+    recommended_action: str
+    key_text: str = Field(exclude=True)  # the key as stored, for tables
+
+    @classmethod
+    def of(cls, failure: RecordFailure, action: str) -> RecordFailureView:
+        return cls(
+            key=json.loads(failure.key) if failure.key else None,
+            operation=failure.operation.value,
+            error_class=failure.error_class.value,
+            code=failure.code,
+            http_status=failure.http_status,
+            message=failure.message,
+            payload=failure.payload,
+            recommended_action=action,
+            key_text=failure.key,
+        )
+
+
+class RunDetailsView(RunView):
+    """One run with why its records failed (`runs show --json`)."""
+
+    failure_groups: list[ErrorGroupView]
+    failures: list[RecordFailureView]
+
+
+class FailedRecordView(View):
+    """A mapping's record pending retry or given up (`records failed --json`)."""
+
+    key: Any
+    status: FailureStatus
+    operation: str
+    first_failed_at: IsoTime
+    last_failed_at: IsoTime
+    failed_syncs: int
+    last_run_id: int
+    error_class: str
+    code: str | None
+    http_status: int | None
+    message: str
+    payload: str | None
+    recommended_action: str
+    key_text: str = Field(exclude=True)
+
+    @classmethod
+    def of(cls, record: FailedRecord, action: str) -> FailedRecordView:
+        return cls(
+            key=json.loads(record.key),
+            status=record.status,
+            operation=record.operation,
+            first_failed_at=record.first_failed_at,
+            last_failed_at=record.last_failed_at,
+            failed_syncs=record.failed_syncs,
+            last_run_id=record.last_run_id,
+            error_class=record.error_class,
+            code=record.code,
+            http_status=record.http_status,
+            message=record.message,
+            payload=record.payload,
+            recommended_action=action,
+            key_text=record.key,
+        )
+
+
+class Health(StrEnum):
+    """How a mapping is doing, from its last finished run."""
+
+    HEALTHY = "healthy"  # it succeeded
+    FAILING = "failing"  # it failed, partly failed, was interrupted or cancelled
+    NEVER_RUN = "never_run"  # no run has finished yet
+
+
+class MappingView(View):
+    """A mapping as the workspace defines it, with how its syncs are going."""
+
+    name: str
+    model: str
+    destination: str
+    action: str
+    mode: str
+    schedule: str
+    enabled: bool
+    last_run: RunView | None  # the newest run, finished or not
+    health: Health
