@@ -35,9 +35,16 @@ from ebbtide.state.alerts import AlertBook
 from ebbtide.state.holder import Holder, lock_holders
 from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
-from ebbtide.state.records import FailureGroup, Lease, RunRecord
 from ebbtide.state.schema import leases, run_failures, runs, store_identity
-from ebbtide.values import RecordFailure, RunResult, RunStatus, Trigger
+from ebbtide.values import (
+    FailureGroup,
+    Lease,
+    RecordFailure,
+    RunRecord,
+    RunResult,
+    RunStatus,
+    Trigger,
+)
 
 _MIGRATING = threading.Lock()
 
@@ -220,9 +227,18 @@ class SqlStateStore:
             ) from exc
 
     def _up_to_date(self, config: AlembicConfig) -> bool:
+        """Whether the store is at this version's schema; an older one is upgraded after this,
+        one written by a newer ebbtide is refused (this code would misread its tables)."""
         with self.engine.connect() as connection:
             current = set(MigrationContext.configure(connection).get_current_heads())
-        return current == set(ScriptDirectory.from_config(config).get_heads())
+        scripts = ScriptDirectory.from_config(config)
+        unknown = sorted(current - {script.revision for script in scripts.walk_revisions()})
+        if unknown:
+            raise StateStoreError(
+                f"the state store {self._where()} was written by a newer ebbtide (revision"
+                f" {', '.join(unknown)}); upgrade ebbtide to use it. Nothing was changed."
+            )
+        return current == set(scripts.get_heads())
 
     @contextlib.contextmanager
     def _across_processes(self) -> Iterator[None]:
