@@ -252,6 +252,9 @@ def test_a_mapping_still_syncing_skips_its_slot_rather_than_queueing_twice(
     executor.busy.add("users")  # the first run goes on past the next slot
     clock.advance(seconds=31)
     scheduler.tick()
+    assert [(s.mapping, s.due_at) for s in scheduler.skipped] == [
+        ("users", T0 + timedelta(seconds=30))
+    ]
     executor.busy.clear()
     scheduler.tick()
     assert executor.names() == ["users"]

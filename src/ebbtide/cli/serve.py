@@ -51,8 +51,12 @@ def serve(
     """
     root = (options.workspace or find_workspace(Path.cwd())).resolve()
     logging.basicConfig(
-        stream=sys.stderr, level=logging.WARNING, format="%(asctime)s %(levelname)s %(message)s"
+        stream=sys.stderr,
+        level=logging.WARNING,
+        format="%(asctime)s %(levelname)s %(message)s",
     )
+    if options.debug:  # ebbtide's own details, a failed run's traceback among them
+        logging.getLogger("ebbtide").setLevel(logging.DEBUG)
     loop = ServeLoop(ServeSettings(root, workers, grace_s), _say)
     options.redact = loop.workspace.redact
 

@@ -103,6 +103,8 @@ class ServeLoop:
             try:
                 for claim in self.scheduler.tick():
                     self.say(f"claimed {claim.mapping} ({claim.describe()})")
+                for slot in self.scheduler.skipped:
+                    self.say(f"skipped {slot.mapping}: still syncing when due at {slot.due_at}")
             except EbbtideError as error:  # the state store is unreachable, say: try again
                 self.say(f"could not schedule: {self.workspace.redact(str(error))}")
             self._stop.wait(self.settings.tick_s)

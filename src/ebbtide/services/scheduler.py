@@ -10,6 +10,7 @@ still syncing when it comes due again is skipped until its next due time, never 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 from collections.abc import Callable
@@ -96,11 +97,13 @@ class Scheduler:
     ) -> None:
         self.workspace, self.book, self.executor = workspace, book, executor
         self.clock = clock or SystemClock()
-        self.name = name or f"{socket.gethostname()}:{threading.get_native_id()}"
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}"
+        self.skipped: list[DueSlot] = []  # slots the last tick skipped: their mapping was busy
 
     def tick(self) -> list[Claim]:
         """One round: sync the due table with the workspace, claim what is due, start it."""
         now = self.clock.now()
+        self.skipped = []
         slots = self.sync_slots(now)
         claims = self._claim_requests(self.executor.room())
         room = self.executor.room() - len(claims)
@@ -147,7 +150,7 @@ class Scheduler:
 
     def _skip_busy(self, slot: DueSlot, spec: MappingSpec, now: datetime) -> None:
         if self.book.claim(slot, now, self._after(spec, slot, now), self.name):
-            log.info("%s: still syncing, the slot due %s is skipped", slot.mapping, slot.due_at)
+            self.skipped.append(slot)
 
     def _claim_requests(self, room: int) -> list[Claim]:
         """Waiting "sync now" requests, oldest first. One whose mapping this scheduler is
@@ -340,7 +343,7 @@ class ThreadExecutor:
         except EbbtideError as error:
             self.on_event(RunEvent("failed", claim, run_id[0], detail=str(error)))
         except Exception as error:  # noqa: BLE001 - one run's bug must not stop the scheduler
-            log.exception("run of %s", claim.mapping)
+            log.debug("run of %s", claim.mapping, exc_info=True)  # shown with --debug
             what = workspace.redact(f"{type(error).__name__}: {error}")
             self.on_event(RunEvent("failed", claim, run_id[0], detail=f"internal error: {what}"))
         else:

@@ -213,7 +213,13 @@ class SqlStateStore:
             # process, and one at a time across processes opening a new store together.
             with _MIGRATING, self._across_processes(), self.engine.begin() as connection:
                 if connection.dialect.name == "postgresql":
-                    connection.execute(sa.text("SELECT pg_advisory_xact_lock(7216240513)"))
+                    # Keyed by schema: stores in other schemas of the database migrate freely.
+                    connection.execute(
+                        sa.text(
+                            "SELECT pg_advisory_xact_lock("
+                            "hashtextextended(current_schema(), 7216240513))"
+                        )
+                    )
                 config.attributes["connection"] = connection
                 command.upgrade(config, "head")
         except sa.exc.DBAPIError as exc:
