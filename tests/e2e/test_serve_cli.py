@@ -205,7 +205,7 @@ def test_a_serve_killed_mid_run_loses_nothing_the_next_serve_recovers(
 ) -> None:
     slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.2)
     try:
-        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=1500)
+        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=3000)
         configure(workspace, "2s")
         first = Serve(workspace, processes, "first")
         first.wait_line("started users run")
