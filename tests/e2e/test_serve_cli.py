@@ -5,6 +5,7 @@ Every wait is for a line serve prints, a row in the state store or a record at t
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -291,3 +292,26 @@ def test_serve_refuses_an_invalid_workspace_and_sync_now_an_unknown_mapping(
     )
     assert refused.returncode == 2
     assert "mappings.users.timezone: 'Mars/Olympus' is not a time zone" in refused.stderr
+
+
+def test_sync_now_wait_returns_the_run_serve_made_of_the_request(
+    tmp_path: Path, processes: Processes, receiver: ReceiverProcess
+) -> None:
+    workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=40)
+    configure(workspace, "manual")
+    serve = Serve(workspace, processes, "serve")
+    serve.wait_line("serving ")
+    done = subprocess.run(
+        workspace.cli_args("sync", "now", "users", "--wait", "--json"),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=workspace.env,
+    )
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert (answer["status"], answer["run"]["status"]) == ("queued", "success")
+    assert answer["run"]["trigger"] == "manual"
+    assert serve.finished() == [(answer["run"]["id"], "success")]
+    assert receiver.count(answer["run"]["id"]) == 40
+    assert serve.stop() == 0

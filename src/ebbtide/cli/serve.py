@@ -14,11 +14,13 @@ import typer
 from rich.markup import escape
 
 from ebbtide.cli import render
-from ebbtide.cli.context import JsonFlag, options, out
+from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.context import workspace as current_workspace
+from ebbtide.cli.syncs import EXIT_FOR_STATUS
 from ebbtide.config.workspace import find_workspace
 from ebbtide.server.scheduler import ServeLoop, ServeSettings
-from ebbtide.services.scheduler import ScheduleService
+from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
+from ebbtide.state.records import RunRecord
 
 
 def serve(
@@ -74,6 +76,10 @@ def _say(line: str) -> None:
 
 def sync_now(
     mapping: str,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="Wait for the run to end; exit with its status's code."),
+    ] = False,
     json_output: JsonFlag = False,
 ) -> None:
     """Ask a running `ebbtide serve` to sync MAPPING now, whatever its schedule.
@@ -85,8 +91,39 @@ def sync_now(
     service = ScheduleService(workspace)
     try:
         outcome = service.request_sync(mapping, actor=_actor())
+        if not wait:
+            _said(outcome, json_output)
+            return
+        if not json_output:
+            _said(outcome, json_output)
+        run = service.wait_for_run(outcome)
     finally:
         service.close()
+    if json_output:
+        render.print_json(out, {**outcome.to_json(), "run": _run_json(run)})
+    else:
+        loaded = run.loaded_new + run.loaded_updated + run.loaded_deleted
+        out.print(
+            f"{escape(mapping)} run {run.id}: {run.status.value} (extracted {run.extracted},"
+            f" loaded {loaded}, failed {run.failed}); details: ebbtide runs show {run.id}"
+        )
+        if run.error:
+            err.print(f"[red]{escape(mapping)}:[/] {escape(run.error)}")
+    raise typer.Exit(EXIT_FOR_STATUS[run.status])
+
+
+def _run_json(run: RunRecord) -> dict[str, object]:
+    return {
+        "id": run.id,
+        "mapping": run.mapping,
+        "status": run.status.value,
+        "trigger": run.trigger,
+        "error": run.error,
+    }
+
+
+def _said(outcome: SyncRequestOutcome, json_output: bool) -> None:
+    mapping = outcome.mapping
     if json_output:
         render.print_json(out, outcome.to_json())
     elif outcome.queued:

@@ -13,6 +13,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from ebbtide.services.sync import SyncService
 from ebbtide.state.records import RunRecord
 from ebbtide.state.schedules import DueSlot, ScheduleBook, SyncRequest
 from ebbtide.state.store import SqlStateStore
-from ebbtide.values import Trigger
+from ebbtide.values import RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +194,7 @@ class SyncRequestOutcome:
     queued: bool
     requested_at: datetime
     requested_by: str | None
+    since_run: int = 0  # the mapping's newest run when asked: the requested one comes after
 
     @property
     def status(self) -> str:
@@ -225,8 +227,31 @@ class ScheduleService:
     def request_sync(self, mapping: str, actor: str | None) -> SyncRequestOutcome:
         """Ask a running `ebbtide serve` to sync `mapping` now (whatever its schedule)."""
         self.workspace.mapping(mapping)
+        newest = self.state.list_runs(mapping, limit=1)
         queued, request = self.book.request(mapping, self.clock.now(), actor)
-        return SyncRequestOutcome(mapping, queued, request.requested_at, request.requested_by)
+        return SyncRequestOutcome(
+            mapping,
+            queued,
+            request.requested_at,
+            request.requested_by,
+            newest[0].id if newest else 0,
+        )
+
+    def wait_for_run(self, outcome: SyncRequestOutcome, poll_s: float = 0.2) -> RunRecord:
+        """Wait until a serve process has run the request and the run has ended."""
+        while True:
+            waiting = self.book.waiting(outcome.mapping)
+            if waiting is None or waiting.requested_at != outcome.requested_at:
+                for run in self.state.list_runs(outcome.mapping, limit=20):
+                    if run.id <= outcome.since_run:
+                        break
+                    if (
+                        run.trigger == Trigger.MANUAL.value
+                        and run.actor == outcome.requested_by
+                        and run.status != RunStatus.RUNNING
+                    ):
+                        return run
+            time.sleep(poll_s)  # serve runs in another process: its rows are all we see
 
     def pause(self, mapping: str) -> None:
         """Its schedule stops starting runs until resumed (requests still run)."""
