@@ -20,7 +20,7 @@ from ebbtide.cli.syncs import EXIT_FOR_STATUS
 from ebbtide.config.workspace import find_workspace
 from ebbtide.server.scheduler import ServeLoop, ServeSettings
 from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
-from ebbtide.state.records import RunRecord
+from ebbtide.values import RunRecord
 
 
 def serve(

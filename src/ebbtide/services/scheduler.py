@@ -26,10 +26,9 @@ from ebbtide.config.workspace import Workspace
 from ebbtide.engine.run import Phase, RunListener
 from ebbtide.errors import EbbtideError, MappingBusyError
 from ebbtide.services.sync import SyncService
-from ebbtide.state.records import RunRecord
 from ebbtide.state.schedules import DueSlot, ScheduleBook, SyncRequest
 from ebbtide.state.store import SqlStateStore
-from ebbtide.values import RunStatus, Trigger
+from ebbtide.values import RunRecord, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 
