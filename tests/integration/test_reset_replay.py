@@ -92,21 +92,20 @@ def wait_until(condition: Callable[[], object], timeout_s: float, what: str) -> 
 
 @contextmanager
 def sync_in_flight(service: SyncService, receiver: Receiver, name: str) -> Iterator[list[Any]]:
-    """A sync of `name` in a thread, held mid-load by a receiver that hangs for a while.
+    """A sync of `name` in a thread, held mid-load by a receiver that answers nothing yet.
 
     Yields once the receiver has the sync's first request (the run holds the mapping's lease);
     on exit the receiver answers and the sync finishes. The list receives the run's record.
     """
     finished: list[Any] = []
-    receiver.hang_s = 2.0
     before = receiver.requests
     thread = threading.Thread(target=lambda: finished.append(service.run(name)), daemon=True)
-    thread.start()
     try:
-        wait_until(lambda: receiver.requests > before, 30, "the sync's first request")
-        yield finished
+        with receiver.holding():
+            thread.start()
+            wait_until(lambda: receiver.requests > before, 30, "the sync's first request")
+            yield finished
     finally:
-        receiver.hang_s = 0.0
         thread.join(timeout=60)
     assert not thread.is_alive(), "the held sync did not finish"
 

@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -104,6 +105,8 @@ class Receiver:
         self.log_path = log_path
         self.url = ""
         self._lock = threading.Lock()
+        self._answering = threading.Event()
+        self._answering.set()
         self.clear_behaviours()
         self.reset()
         self._thread: threading.Thread | None = None
@@ -125,6 +128,16 @@ class Receiver:
             self.status_for_all: int | None = None
             self._fail_first = 0
             self._failed = 0
+
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[None]:
+        """Take requests in but answer none until the block ends: a sync stays mid-load, its
+        lease held, however long the caller takes (no hang to outlast)."""
+        self._answering.clear()
+        try:
+            yield
+        finally:
+            self._answering.set()
 
     def reject(
         self,
@@ -260,6 +273,7 @@ class Receiver:
                 self._remember(Exchange(time.monotonic(), idempotency_key, 400, 0))
                 return web.json_response({"error": str(exc)}, status=400)
             await self._wait(self.hang_s + self.delay_s)
+            await self._held_back()
             return self._answer(status, rejected)
         finally:
             with self._lock:
@@ -344,6 +358,10 @@ class Receiver:
         )
         self._log.writelines(lines)
         self._log.flush()
+
+    async def _held_back(self) -> None:
+        while not self._answering.is_set() and not (self._stopping and self._stopping.is_set()):
+            await asyncio.sleep(0.01)
 
     async def _wait(self, seconds: float) -> None:
         if seconds <= 0 or self._stopping is None:
