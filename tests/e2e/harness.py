@@ -123,9 +123,13 @@ class ReceiverProcess:
     _records: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def start(cls, log: Path, delay_s: float) -> ReceiverProcess:
+    def start(cls, log: Path, delay_s: float, hold_after: int | None = None) -> ReceiverProcess:
+        """`hold_after`: once that many records came in, nothing is answered until
+        `release()`, so a sync is held at that point of its load however busy the machine."""
         args = [sys.executable, "-m", "ebbtide.demo.receiver", "--port", "0"]
         args += ["--log", str(log), "--delay-s", str(delay_s)]
+        if hold_after is not None:
+            args += ["--hold-after", str(hold_after)]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
         assert process.stdout is not None
         line = process.stdout.readline()  # EOF (and a failure here) if it could not start
@@ -133,6 +137,10 @@ class ReceiverProcess:
             process.kill()
             raise AssertionError(f"the receiver did not start: {line!r}")
         return cls(process, line.removeprefix("listening on ").strip(), log)
+
+    def release(self) -> None:
+        """Answer again after `hold_after` held the answers back."""
+        self.process.send_signal(signal.SIGUSR1)
 
     @contextmanager
     def frozen(self) -> Iterator[None]:

@@ -43,9 +43,17 @@ DELAY_S = 0.12  # long enough that a signal sent at 40% of the load lands mid-lo
 KillPoint = Callable[[Workspace, ReceiverProcess, int], AbstractContextManager[None]]
 
 
+# Kill points in the load: the receiver stops answering once that share of the records came
+# in, so the run is still loading when it is killed, however busy the machine.
+HOLD_AT = {"load-10pct": 0.1, "load-50pct": 0.5, "load-90pct": 0.9}
+
+
 @pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
-    running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=DELAY_S)
+def receiver(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[ReceiverProcess]:
+    callspec = getattr(request.node, "callspec", None)
+    share = HOLD_AT.get(callspec.params.get("point", "") if callspec else "")
+    hold_after = round(share * ROWS) if share is not None else None
+    running = ReceiverProcess.start(tmp_path / "received.jsonl", DELAY_S, hold_after)
     yield running
     running.stop()
 
@@ -68,7 +76,10 @@ def in_load(share: float) -> KillPoint:
         wait_until(
             lambda: receiver.count(run_id) >= share * ROWS, 30, f"{share:.0%} of the records"
         )
-        yield
+        try:
+            yield  # the receiver answers nothing past this share (HOLD_AT): still loading
+        finally:
+            receiver.release()
 
     return point
 

@@ -126,8 +126,18 @@ class Receiver:
             self.hang_s = 0.0
             self.delay_s = 0.0
             self.status_for_all: int | None = None
+            # Once this many records came in, answer nothing more until `release()`: a
+            # sync is held at an exact point of its load.
+            self.hold_after: int | None = None
             self._fail_first = 0
             self._failed = 0
+
+    def release(self) -> None:
+        """Answer again after `hold_after` (or `holding()`) held the answers back; a hold not
+        yet reached is called off (a caller may see the records before the hold is set)."""
+        with self._lock:
+            self.hold_after = None
+            self._answering.set()
 
     @contextlib.contextmanager
     def holding(self) -> Iterator[None]:
@@ -272,6 +282,10 @@ class Receiver:
             except _BadRequest as exc:
                 self._remember(Exchange(time.monotonic(), idempotency_key, 400, 0))
                 return web.json_response({"error": str(exc)}, status=400)
+            with self._lock:  # as the records come in: a release can only follow the hold
+                if self.hold_after is not None and self.record_count >= self.hold_after:
+                    self.hold_after = None  # once: from here on, nothing is answered
+                    self._answering.clear()
             await self._wait(self.hang_s + self.delay_s)
             await self._held_back()
             return self._answer(status, rejected)
@@ -426,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log", type=Path, help="append every received record to this JSONL")
     parser.add_argument("--count-only", action="store_true", help="count records, keep none")
     parser.add_argument("--delay-s", type=float, default=0.0, help="latency per request")
+    parser.add_argument(
+        "--hold-after", type=int, help="answer nothing once N records came in, until SIGUSR1"
+    )
     args = parser.parse_args(argv)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -434,6 +451,8 @@ def main(argv: list[str] | None = None) -> None:
         args.host, args.port, path=args.path, count_only=args.count_only, log_path=args.log
     )
     receiver.delay_s = args.delay_s
+    receiver.hold_after = args.hold_after
+    signal.signal(signal.SIGUSR1, lambda *_: receiver.release())
     with receiver:
         print(f"listening on {receiver.url}", flush=True)
         while not stopping.wait(0.5):
