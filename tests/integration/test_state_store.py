@@ -319,3 +319,18 @@ def test_a_postgres_write_locked_past_the_bounded_wait_says_which_state_store_an
     finally:
         other.close()
         store.dispose()
+
+
+def test_known_revisions_are_alembics_and_the_newest_is_its_head() -> None:
+    """The store is checked without importing Alembic, from the migrations' file names: they
+    must name the revisions Alembic reads, and the newest must be the one head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from ebbtide.state.store import known_revisions
+
+    config = Config()
+    config.set_main_option("script_location", "ebbtide.state:migrations")
+    scripts = ScriptDirectory.from_config(config)
+    assert known_revisions() == {script.revision for script in scripts.walk_revisions()}
+    assert [max(known_revisions())] == scripts.get_heads()

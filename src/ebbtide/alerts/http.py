@@ -6,8 +6,6 @@ import asyncio
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
 from ebbtide.alerts.message import AlertMessage, AlertTimeout
 from ebbtide.config.alerts import SlackTarget, WebhookTarget
 
@@ -34,6 +32,8 @@ def post_json(
 ) -> None:
     """POST `body` within `timeout_s` in all; anything but a 2xx answer raises AlertPostError,
     no answer in time raises AlertTimeout."""
+
+    import aiohttp  # a fifth of a second to import: only when an alert goes out
 
     async def post() -> None:
         timeout = aiohttp.ClientTimeout(total=timeout_s)

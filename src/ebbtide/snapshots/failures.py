@@ -12,8 +12,6 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-import duckdb
-
 from ebbtide.errors import DiskFullError, EbbtideError, SnapshotDamagedError, StorageError
 
 _DISK_FULL = ("no space left on device", "database or disk is full", "disk quota exceeded")
@@ -46,6 +44,8 @@ def is_damage(error: BaseException) -> bool:
 def was_interrupted(error: BaseException) -> bool:
     """A query stopped by a signal (SIGTERM, Ctrl-C) that DuckDB turned into its own error
     (an InterruptException, or a RuntimeError when it was reading an Arrow stream)."""
+    import duckdb  # imported by the run that failed already; `ebbtide runs list` needs none
+
     return any(
         isinstance(e, duckdb.InterruptException | KeyboardInterrupt)
         or "query interrupted" in str(e).lower()
@@ -63,6 +63,8 @@ def damaged_snapshot(mapping: str, file: Path, error: BaseException) -> Snapshot
 
 def storage_failure(error: BaseException, state_dir: Path, mapping: str) -> EbbtideError | None:
     """The clear error `error` stands for when ebbtide's own storage failed, else None."""
+    import duckdb
+
     for cause in _chain(error):
         text = str(cause).lower()
         if _errno(cause) in (errno.ENOSPC, errno.EDQUOT) or any(w in text for w in _DISK_FULL):

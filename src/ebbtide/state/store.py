@@ -17,10 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 
 from ebbtide.errors import (
     DiskFullError,
@@ -202,13 +198,15 @@ class SqlStateStore:
         return self.engine.url.render_as_string(hide_password=True)
 
     def _migrate(self) -> None:
-        config = AlembicConfig()
-        config.set_main_option(
-            "script_location", str(resources.files("ebbtide.state") / "migrations")
-        )
         try:
-            if self._up_to_date(config):
+            if self._up_to_date():
                 return  # nothing to write: a read-only store still shows its history
+            # Alembic takes a fifth of a second to import: only a store to upgrade needs it.
+            from alembic import command
+            from alembic.config import Config as AlembicConfig
+
+            config = AlembicConfig()
+            config.set_main_option("script_location", str(_MIGRATIONS))
             # Alembic swaps module-level proxies while it runs: one upgrade at a time in this
             # process, and one at a time across processes opening a new store together.
             with _MIGRATING, self._across_processes(), self.engine.begin() as connection:
@@ -232,19 +230,22 @@ class SqlStateStore:
                 f" {exc.filename}. Its folder must be writable to create or upgrade it."
             ) from exc
 
-    def _up_to_date(self, config: AlembicConfig) -> bool:
+    def _up_to_date(self) -> bool:
         """Whether the store is at this version's schema; an older one is upgraded after this,
         one written by a newer ebbtide is refused (this code would misread its tables)."""
         with self.engine.connect() as connection:
-            current = set(MigrationContext.configure(connection).get_current_heads())
-        scripts = ScriptDirectory.from_config(config)
-        unknown = sorted(current - {script.revision for script in scripts.walk_revisions()})
+            current: set[str] = set()
+            if sa.inspect(connection).has_table("alembic_version"):
+                rows = connection.execute(sa.text("SELECT version_num FROM alembic_version"))
+                current = {str(row[0]) for row in rows}
+        known = known_revisions()
+        unknown = sorted(current - known)
         if unknown:
             raise StateStoreError(
                 f"the state store {self._where()} was written by a newer ebbtide (revision"
                 f" {', '.join(unknown)}); upgrade ebbtide to use it. Nothing was changed."
             )
-        return current == set(scripts.get_heads())
+        return current == {max(known)}
 
     @contextlib.contextmanager
     def _across_processes(self) -> Iterator[None]:
@@ -583,6 +584,20 @@ def _resolve_sqlite_path(url: str, root: Path) -> str:
         path = root / path
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"{prefix}{path}"
+
+
+_MIGRATIONS = resources.files("ebbtide.state") / "migrations"
+
+
+def known_revisions() -> set[str]:
+    """The schema revisions this version knows: each migration file is named after its
+    revision (`0008_store_identity.py` is revision 0008), the newest being the head."""
+    versions = _MIGRATIONS / "versions"
+    return {
+        entry.name.split("_", 1)[0]
+        for entry in versions.iterdir()
+        if entry.name.endswith(".py") and entry.name[:4].isdigit()
+    }
 
 
 def _sqlite_file(url: str) -> Path | None:
