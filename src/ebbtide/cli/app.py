@@ -18,6 +18,7 @@ from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.progress import ProgressListener
 from ebbtide.cli.serve import serve, sync_now
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, run_one, show_errors, show_syncs
+from ebbtide.cli.tokens import tokens_app
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
 from ebbtide.services.history import DEFAULT_STATUSES, History
@@ -46,6 +47,7 @@ journals_app = typer.Typer(
 )
 app.add_typer(journals_app, name="journals")
 app.add_typer(alerts_app, name="alerts")
+app.add_typer(tokens_app, name="tokens")
 app.command("notifications")(notifications)
 app.command("serve")(serve)
 sync_app.command("now")(sync_now)

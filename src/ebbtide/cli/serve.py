@@ -1,4 +1,4 @@
-"""`ebbtide serve` (the scheduler loop; the API comes next) and `ebbtide sync now`."""
+"""`ebbtide serve` (the scheduler loop and the REST API) and `ebbtide sync now`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -19,8 +19,12 @@ from ebbtide.cli.context import workspace as current_workspace
 from ebbtide.cli.syncs import EXIT_FOR_STATUS
 from ebbtide.config.workspace import find_workspace
 from ebbtide.server.scheduler import ServeLoop, ServeSettings
+from ebbtide.services.history import History
 from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
 from ebbtide.values import RunRecord
+
+if TYPE_CHECKING:
+    from ebbtide.server.api.server import ApiServer
 
 
 def serve(
@@ -36,11 +40,9 @@ def serve(
             " cancelled (as `sync run` is on SIGTERM).",
         ),
     ] = 30.0,
-    host: Annotated[
-        str, typer.Option(help="Reserved for the REST API, which is not built yet: unused.")
-    ] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="Where the REST API listens.")] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(help="Reserved for the REST API, which is not built yet: unused.")
+        int, typer.Option(min=0, max=65535, help="The REST API's port (0: any free port).")
     ] = 8700,
 ) -> None:
     """Run mappings on their schedules, and the syncs `ebbtide sync now` asks for.
@@ -67,7 +69,28 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    loop.run()
+    api = _api(loop, host, port)
+    loop.say(f"api listening on {api.start()}")
+    try:
+        loop.run()
+    finally:
+        api.stop()
+
+
+def _api(loop: ServeLoop, host: str, port: int) -> ApiServer:
+    """The REST API over the loop's workspace (as last reloaded) and state store."""
+    # Imported here: FastAPI and uvicorn would slow every other command's start.
+    from ebbtide.server.api.app import create_app
+    from ebbtide.server.api.context import ApiServices
+    from ebbtide.server.api.server import ApiServer
+    from ebbtide.state.tokens import TokenBook
+
+    services = ApiServices(
+        history=lambda: History(loop.workspace, loop.state),
+        schedules=lambda: ScheduleService(loop.workspace, loop.state),
+        verify_token=TokenBook(loop.state.engine).verify,
+    )
+    return ApiServer(create_app(services), host, port)
 
 
 def _say(line: str) -> None:

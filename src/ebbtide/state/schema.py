@@ -209,3 +209,17 @@ sync_requests = sa.Table(
     sa.Column("requested_at", UTCDateTime, nullable=False),
     sa.Column("requested_by", sa.String(200)),
 )
+
+# -- the REST API (state/tokens.py) ------------------------------------------------------------
+
+# API tokens: only the SHA-256 of each is kept; the token itself is printed once, when created.
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(200)),
+    sa.Column("scope", sa.String(10), nullable=False),  # read or write
+    sa.Column("token_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ux_api_tokens_sha256", "token_sha256", unique=True),
+)
