@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # `ebbtide.values` names `Operation` from here: typing only, 
         RecordFailure,
         RetryOutcome,
         RunCounts,
+        RunFilter,
         RunRecord,
         RunResult,
         RunStatus,
@@ -406,8 +407,10 @@ class StateStore(Protocol):
         """One run, or raise UsageError if there is no such run."""
         ...
 
-    def list_runs(self, mapping: str | None = None, limit: int = 50) -> list[RunRecord]:
-        """Runs, newest first."""
+    def list_runs(
+        self, mapping: str | None = None, limit: int = 50, *, where: RunFilter | None = None
+    ) -> list[RunRecord]:
+        """Runs, newest first, that pass `where`."""
         ...
 
     def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:

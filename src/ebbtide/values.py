@@ -183,6 +183,17 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class RunFilter:
+    """Which runs a history listing keeps; `before` pages by run id (newest first)."""
+
+    status: RunStatus | None = None
+    trigger: str | None = None
+    since: datetime | None = None  # started at or after
+    until: datetime | None = None  # started before
+    before: int | None = None  # run ids below this one: the next page after that run
+
+
+@dataclass(frozen=True)
 class Lease:
     """A run's claim on its mapping; `token` fences writes of a run that lost it."""
 

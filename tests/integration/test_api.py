@@ -100,6 +100,33 @@ def test_runs_list_has_the_fields_of_runs_list_json_and_filters(api: Api) -> Non
     assert len(limited.json()) == 1
 
 
+def test_runs_are_filtered_by_trigger_and_time_and_paged_by_id_in_the_state_store(
+    api: Api,
+) -> None:
+    ids = [api.service.run("users_mirror").id for _ in range(5)]
+    runs = History(api.service.workspace, api.service.state).runs(limit=20)
+    started = {run.id: run.started_at for run in runs}
+
+    def listed(**query: object) -> list[int]:
+        answer = api.client.get("/api/v1/runs", headers=api.read, params=query)
+        assert answer.status_code == 200, answer.text
+        return [run["id"] for run in answer.json()]
+
+    newest_first = sorted(ids, reverse=True)
+    page = listed(limit=2)
+    assert page == newest_first[:2]
+    assert listed(limit=2, before=page[-1]) == newest_first[2:4]
+    assert listed(limit=2, before=newest_first[3]) == newest_first[4:]
+    assert listed(trigger="manual", limit=10) == newest_first
+    assert listed(trigger="schedule") == []
+    since = started[ids[2]].isoformat()
+    assert listed(since=since) == newest_first[:3]
+    assert listed(until=since) == newest_first[3:]
+    assert listed(status="success", mapping="users_mirror", limit=3) == newest_first[:3]
+    bad = api.client.get("/api/v1/runs", headers=api.read, params={"trigger": "cron"})
+    assert bad.status_code == 422
+
+
 def test_run_details_and_failed_records(api: Api, receiver: Receiver) -> None:
     receiver.reject(3, message="bad email")
     run = api.service.run("users_mirror")

@@ -27,7 +27,7 @@ from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.views import RunView
 from ebbtide.services.workspace_init import init_workspace
-from ebbtide.values import FailureStatus
+from ebbtide.values import FailureStatus, RunFilter, RunStatus, Trigger
 
 EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
 
@@ -205,10 +205,16 @@ def _chosen(workspace: Workspace, mappings: list[str], all_mappings: bool) -> li
 def runs_list(
     mapping: Annotated[str | None, typer.Argument(help="Only this mapping's runs.")] = None,
     limit: Annotated[int, typer.Option(help="How many runs, newest first.")] = 20,
+    status: Annotated[RunStatus | None, typer.Option(help="Only runs of this status.")] = None,
+    trigger: Annotated[Trigger | None, typer.Option(help="Only runs started so.")] = None,
+    before: Annotated[
+        int | None, typer.Option(help="Only runs older than this run id (the next page).")
+    ] = None,
     json_output: JsonFlag = False,
 ) -> None:
     """Recent runs, newest first."""
-    runs = _history().runs(mapping, limit)
+    where = RunFilter(status=status, trigger=trigger.value if trigger else None, before=before)
+    runs = _history().runs(mapping, limit, where)
     if json_output:
         render.print_views(out, runs)
     else:

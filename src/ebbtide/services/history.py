@@ -20,7 +20,7 @@ from ebbtide.services.views import (
     RunDetailsView,
     RunView,
 )
-from ebbtide.values import FailureStatus, RunRecord, RunStatus
+from ebbtide.values import FailureStatus, RunFilter, RunRecord, RunStatus
 
 # How many runs back a mapping's health looks for one that finished (the newest may be running).
 _HEALTH_LOOKBACK = 20
@@ -34,11 +34,14 @@ class History:
         self.workspace = workspace
         self.state = state
 
-    def runs(self, mapping: str | None = None, limit: int = 20) -> list[RunView]:
-        """Runs newest first, of one mapping or all."""
+    def runs(
+        self, mapping: str | None = None, limit: int = 20, where: RunFilter | None = None
+    ) -> list[RunView]:
+        """Runs newest first, of one mapping or all, that pass `where` (status, trigger,
+        time range; `before` a run id for the next page)."""
         if mapping is not None:
             self.workspace.mapping(mapping)  # an unknown name is a usage error, not no runs
-        return [RunView.of(r) for r in self.state.list_runs(mapping, limit)]
+        return [RunView.of(r) for r in self.state.list_runs(mapping, limit, where=where)]
 
     def run(self, run_id: int) -> RunView:
         return RunView.of(self.state.get_run(run_id))

@@ -36,6 +36,7 @@ from ebbtide.values import (
     FailureGroup,
     Lease,
     RecordFailure,
+    RunFilter,
     RunRecord,
     RunResult,
     RunStatus,
@@ -449,10 +450,14 @@ class SqlStateStore:
             raise UsageError(f"there is no run {run_id}")
         return _run_record(row)
 
-    def list_runs(self, mapping: str | None = None, limit: int = 50) -> list[RunRecord]:
+    def list_runs(
+        self, mapping: str | None = None, limit: int = 50, *, where: RunFilter | None = None
+    ) -> list[RunRecord]:
         query = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
         if mapping is not None:
             query = query.where(runs.c.mapping == mapping)
+        if where is not None:
+            query = _filtered(query, where)
         with self.engine.connect() as conn:
             return [_run_record(row) for row in conn.execute(query)]
 
@@ -584,6 +589,21 @@ def _resolve_sqlite_path(url: str, root: Path) -> str:
         path = root / path
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"{prefix}{path}"
+
+
+def _filtered(query: sa.Select[Any], where: RunFilter) -> sa.Select[Any]:
+    """Each condition the filter sets, on indexed or primary-key columns where it matters."""
+    if where.status is not None:
+        query = query.where(runs.c.status == where.status.value)
+    if where.trigger is not None:
+        query = query.where(runs.c.trigger == where.trigger)
+    if where.since is not None:
+        query = query.where(runs.c.started_at >= where.since)
+    if where.until is not None:
+        query = query.where(runs.c.started_at < where.until)
+    if where.before is not None:
+        query = query.where(runs.c.id < where.before)
+    return query
 
 
 _MIGRATIONS = resources.files("ebbtide.state") / "migrations"
