@@ -9,7 +9,9 @@ import json
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +71,9 @@ class Serve:
 
     def __init__(self, workspace: Workspace, processes: Processes, name: str, *args: str):
         self.log = workspace.root.parent / f"{name}.err"
-        command = workspace.cli_args("serve", *args)
+        # Any free port for the API: tests run in parallel, each with its own serve.
+        port = () if "--port" in args else ("--port", "0")
+        command = workspace.cli_args("serve", *port, *args)
         env = {**workspace.env, "EBBTIDE_LEASE_TTL_S": "10"}
         self.process = processes.start(command, env, workspace.root.parent / name)
 
@@ -83,9 +87,20 @@ class Serve:
             if name == mapping
         ]
 
+    def seen(self, look: Callable[[], Any]) -> Any:
+        """What `look` finds in the log; once serve has exited, its complete log either has
+        it or the wait fails at once, showing the log (an exit is no reason to wait on)."""
+        found = look()
+        if found or self.process.poll() is None:
+            return found
+        found = look()
+        if not found:
+            raise AssertionError(f"serve exited {self.process.returncode}:\n{self.text()}")
+        return found
+
     def wait_finished(self, n: int, mapping: str = "users") -> list[tuple[int, str]]:
         return wait_until(
-            lambda: len(self.finished(mapping)) >= n and self.finished(mapping),
+            lambda: self.seen(lambda: len(self.finished(mapping)) >= n and self.finished(mapping)),
             120,
             f"{n} finished run(s) of {mapping} in {self.log}:\n{self.text()}",
         )
@@ -93,7 +108,7 @@ class Serve:
     def wait_line(self, text: str, after: int = 0) -> int:
         """Waits for `text` after position `after` of the log; returns where it ends."""
         found = wait_until(
-            lambda: self.text().find(text, after) + 1,
+            lambda: self.seen(lambda: self.text().find(text, after) + 1),
             120,
             f"{text!r} in {self.log}:\n{self.text()}",
         )
@@ -288,7 +303,11 @@ def test_serve_refuses_an_invalid_workspace_and_sync_now_an_unknown_mapping(
     assert "unknown mapping 'user' (did you mean 'users'?)" in unknown.stderr
     configure(workspace, "manual", more="    timezone: Mars/Olympus\n")
     refused = subprocess.run(
-        workspace.cli_args("serve"), capture_output=True, text=True, timeout=60, env=workspace.env
+        workspace.cli_args("serve", "--port", "0"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=workspace.env,
     )
     assert refused.returncode == 2
     assert "mappings.users.timezone: 'Mars/Olympus' is not a time zone" in refused.stderr
