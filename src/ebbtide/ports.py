@@ -313,6 +313,34 @@ class SnapshotStore(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class SnapshotPointer:
+    """The current version of a mapping's snapshot in a shared store (object store, folder).
+
+    `through_run`: the acknowledgement journals of runs up to this id are in the version (or
+    void); those of later runs are still to be applied. Generation 0: never published.
+    """
+
+    mapping: str
+    version: str | None  # None: empty (never published, or reset)
+    through_run: int
+    generation: int
+
+
+class SnapshotPointerBook(Protocol):
+    """Where the current shared snapshot version of each mapping is kept (the state store)."""
+
+    def current(self, mapping: str) -> SnapshotPointer:
+        """The version every worker fetches."""
+        ...
+
+    def advance(
+        self, lease: Lease, seen: SnapshotPointer, version: str | None, through_run: int
+    ) -> SnapshotPointer:
+        """Compare-and-set from `seen`, only while `lease` holds; LeaseLostError otherwise."""
+        ...
+
+
 class FailureBook(Protocol):
     """Failed records across syncs, per mapping and key (DESIGN invariant 6)."""
 

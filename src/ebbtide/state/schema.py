@@ -183,6 +183,23 @@ store_identity = sa.Table(
     "store_identity", metadata, sa.Column("name", sa.String(32), primary_key=True)
 )
 
+# -- snapshots in a shared store (state/snapshot_versions.py) ----------------------------------
+
+# Per mapping whose snapshot is kept in an object store or shared folder: the version every
+# worker fetches. Advanced with compare-and-set on `generation`, in one transaction with a check
+# of the publishing run's lease, so a run that lost its lease never makes its upload current.
+snapshot_versions = sa.Table(
+    "snapshot_versions",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("version", sa.String(100)),  # null: empty (never published, or reset)
+    # Acknowledgement journals of runs up to this id are in the version (or void).
+    sa.Column("through_run", sa.Integer, nullable=False),
+    sa.Column("generation", sa.Integer, nullable=False),
+    sa.Column("run_id", sa.Integer),  # the run (or reset) that published it
+    sa.Column("published_at", UTCDateTime, nullable=False),
+)
+
 # -- the scheduler (state/schedules.py) --------------------------------------------------------
 
 # Per mapping: when its schedule next comes due. Schedulers sharing the store claim a due slot
