@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 import signal
 import sys
 from pathlib import Path
@@ -20,13 +18,14 @@ from ebbtide.cli.serve import serve, sync_now
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, run_one, show_errors, show_syncs
 from ebbtide.cli.tokens import tokens_app
 from ebbtide.config.workspace import Workspace
-from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError, UsageError
+from ebbtide.errors import ConfigErrors, EbbtideError, UsageError
 from ebbtide.services.history import DEFAULT_STATUSES, History
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.views import RunView
 from ebbtide.services.workspace_init import init_workspace
+from ebbtide.services.workspace_services import check_mappings, default_actor
 from ebbtide.values import FailureStatus, RunFilter, RunStatus, Trigger
 
 EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
@@ -109,18 +108,7 @@ def validate(
     its model's columns and their types (the model is queried for no rows).
     """
     workspace = _workspace()
-    service = SyncService(workspace)
-    errors: list[ConfigError] = []
-    for name in workspace.spec.mappings:
-        try:
-            if offline:
-                service.compile(name)
-            else:
-                service.check(name)
-        except ConfigError as error:
-            errors.append(error)  # every mapping is checked: one pass fixes them all
-    if errors:  # mappings of one model share its errors: each is said once
-        raise ConfigErrors(list({e.describe(): e for e in errors}.values()))
+    check_mappings(SyncService(workspace), offline=offline)
     summary = {
         "ok": True,
         "file": str(workspace.file),
@@ -274,7 +262,7 @@ def reset(
     resets = ResetService(service)
     plan = resets.plan(mapping)
     _confirm(plan.explain(), yes, f"reset {mapping}")
-    record = resets.reset(mapping, actor=_actor())
+    record = resets.reset(mapping, actor=default_actor())
     if json_output:
         run = RunView.of(record).model_dump(mode="json")
         render.print_json(out, {**plan.to_json(), "run": run})
@@ -303,10 +291,10 @@ def replay(
     plan = replays.plan(run_id, latest=latest, only_failed=only_failed)
     _confirm(plan.explain(), yes, f"replay run {run_id}")
     if json_output or not sys.stderr.isatty():
-        record = replays.replay(plan, actor=_actor())
+        record = replays.replay(plan, actor=default_actor())
     else:
         with ProgressListener(plan.run.mapping, err) as listener:
-            record = replays.replay(plan, actor=_actor(), listener=listener)
+            record = replays.replay(plan, actor=default_actor(), listener=listener)
     if json_output:
         render.print_views(out, RunView.of(record))
     else:
@@ -346,14 +334,6 @@ def _confirm(explanation: str, yes: bool, what: str) -> None:
     if not typer.confirm(f"{what[0].upper()}{what[1:]}?", default=False, err=True):
         err.print("nothing was changed")
         raise typer.Exit(1)
-
-
-def _actor() -> str:
-    """Who runs the command, as the history records it."""
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return f"uid {os.getuid()}"
 
 
 def _stop_on_sigterm(signum: int, frame: object) -> None:

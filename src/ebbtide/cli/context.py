@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ebbtide.config.workspace import Workspace, find_workspace, load_workspace
+from ebbtide.config.workspace import Workspace
 from ebbtide.services.history import History
 from ebbtide.services.sync import SyncService
+from ebbtide.services.workspace_services import open_workspace
 
 out = Console()
 err = Console(stderr=True)
@@ -32,8 +33,7 @@ JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output 
 
 
 def workspace() -> Workspace:
-    root = options.workspace if options.workspace else find_workspace(Path.cwd())
-    loaded = load_workspace(root.resolve())
+    loaded = open_workspace(options.workspace)
     options.redact = loaded.redact
     return loaded
 

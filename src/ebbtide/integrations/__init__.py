@@ -1,0 +1,1 @@
+"""ebbtide inside orchestrators, each an optional extra: `ebbtide.integrations.dagster`."""
