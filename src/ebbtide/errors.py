@@ -114,6 +114,11 @@ class UsageError(EbbtideError):
     exit_code = 2
 
 
+class ConflictError(UsageError):
+    """What was asked cannot be done in the state things are in (a run that is not running,
+    a journal that was pruned): asking again later, or otherwise, may succeed."""
+
+
 class SourceError(EbbtideError):
     """The source could not be read (connection, SQL error, unsupported type)."""
 

@@ -23,6 +23,7 @@ from ebbtide.errors import ErrorClass
 
 if TYPE_CHECKING:  # `ebbtide.values` names `Operation` from here: typing only, no cycle at run
     from ebbtide.values import (
+        DueSlot,
         FailedRecord,
         FailureGroup,
         FailureStatus,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:  # `ebbtide.values` names `Operation` from here: typing only, 
         RetryOutcome,
         RunCounts,
         RunFilter,
+        RunProgress,
         RunRecord,
         RunResult,
         RunStatus,
@@ -349,7 +351,13 @@ class FailureBook(Protocol):
         ...
 
     def listed(
-        self, mapping: str, statuses: Sequence[FailureStatus], limit: int
+        self,
+        mapping: str,
+        statuses: Sequence[FailureStatus],
+        limit: int,
+        *,
+        error_class: str | None = None,
+        key_contains: str | None = None,
     ) -> list[FailedRecord]:
         """The mapping's failed records in these statuses, oldest failure first."""
         ...
@@ -385,6 +393,34 @@ class Ledger(Protocol):
         ...
 
 
+class ProgressBoard(Protocol):
+    """Where a running run says how far it is, and hears that someone asked it to stop."""
+
+    def report(
+        self, run_id: int, mapping: str, phase: str, done: int, total: int | None, now: datetime
+    ) -> bool:
+        """Record the run's phase and records done; True when a cancel was requested."""
+        ...
+
+    def get(self, run_id: int) -> RunProgress | None:
+        """Where the run is, if it has reported."""
+        ...
+
+    def cancelled_by(self, run_id: int) -> str | None:
+        """Who asked the run to stop."""
+        ...
+
+    def forget(self, run_id: int) -> None:
+        """The run ended."""
+        ...
+
+
+class ScheduleSlots(Protocol):
+    """What the scheduler keeps per mapping: its next due time, and whether it is paused."""
+
+    def slot(self, mapping: str) -> DueSlot | None: ...
+
+
 class StateStore(Protocol):
     """Runtime state: runs and their leases, failed records, counts (SQLite or PostgreSQL).
 
@@ -401,6 +437,12 @@ class StateStore(Protocol):
 
     @property
     def ledger(self) -> Ledger: ...
+
+    @property
+    def progress(self) -> ProgressBoard: ...
+
+    @property
+    def schedules(self) -> ScheduleSlots: ...
 
     def start_run(
         self,
@@ -441,8 +483,19 @@ class StateStore(Protocol):
         """Runs, newest first, that pass `where`."""
         ...
 
-    def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:
-        """Records that failed in one run."""
+    def failures(
+        self,
+        run_id: int,
+        limit: int = 100,
+        *,
+        error_class: str | None = None,
+        key_contains: str | None = None,
+    ) -> list[RecordFailure]:
+        """Records that failed in one run, of one error class, whose key contains a text."""
+        ...
+
+    def key_failures(self, mapping: str, keys: Sequence[str]) -> dict[int, RecordFailure]:
+        """Per run of the mapping, how a record with one of these key texts failed in it."""
         ...
 
     def failure_groups(self, run_id: int, samples: int = 5) -> list[FailureGroup]:

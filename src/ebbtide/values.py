@@ -229,3 +229,31 @@ class FailedRecord:
     http_status: int | None
     message: str
     payload: str | None
+
+
+@dataclass(frozen=True)
+class DueSlot:
+    """A mapping's row: the schedule its due time was computed from, and that time."""
+
+    mapping: str
+    schedule: str
+    timezone: str
+    due_at: datetime | None  # None: never due (manual)
+    paused: bool
+    version: int
+    claimed_at: datetime | None = None
+    claimed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a running run has got, and whether someone asked it to stop."""
+
+    run_id: int
+    mapping: str
+    phase: str
+    done: int
+    total: int | None
+    updated_at: datetime
+    cancel_requested_by: str | None = None
+    cancel_requested_at: datetime | None = None

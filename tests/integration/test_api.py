@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 
 from ebbtide.demo.receiver import Receiver
 from ebbtide.server.api.app import create_app
-from ebbtide.server.api.context import ApiServices
+from ebbtide.server.api.context import services_over
 from ebbtide.services.history import History
-from ebbtide.services.scheduler import ScheduleService
 from ebbtide.services.sync import SyncService
 from ebbtide.services.views import RunView
 from ebbtide.state.schedules import ScheduleBook
@@ -37,11 +36,7 @@ def api(kit: Kit, receiver: Receiver) -> Iterator[Api]:
     book = TokenBook(service.state.engine)
     read, _ = book.create(TokenScope.READ, "dashboards")
     write, _ = book.create(TokenScope.WRITE, "ops")
-    services = ApiServices(
-        history=lambda: History(service.workspace, service.state),
-        schedules=lambda: ScheduleService(service.workspace, service.state),
-        verify_token=book.verify,
-    )
+    services = services_over(lambda: service.workspace, service.state)
     with TestClient(create_app(services)) as client:
         yield Api(
             client,

@@ -5,14 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, out, service
-from ebbtide.config.alerts import DEFAULT_STATUSES, AlertStatus, Channel, SubscriptionSpec
+from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
 from ebbtide.errors import UsageError
 from ebbtide.services.alerts import AlertService
 from ebbtide.state.store import utcnow
@@ -43,22 +42,7 @@ def subscribe(
     ] = None,
 ) -> None:
     """Sign a person up for alerts, kept in the state store."""
-    alerts = _alerts()
-    for name in mapping or []:
-        alerts.workspace.mapping(name)
-    try:
-        spec = SubscriptionSpec(
-            email=[email],
-            statuses=status or list(DEFAULT_STATUSES),
-            mappings=mapping,
-            channels=channel or [Channel.EMAIL],
-        )
-    except ValidationError as exc:
-        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-        raise UsageError(reason) from None
-    if Channel.EMAIL in spec.delivered_by and alerts.workspace.spec.alerts.email is None:
-        raise UsageError("email alerts need the SMTP server: add alerts.email to ebbtide.yml")
-    number = alerts.book.subscribe(spec, utcnow())
+    number, spec = _alerts().subscribe(email, status, channel, mapping)
     out.print(
         f"subscription {number}: {email} hears about {_describe(spec)}",
         markup=False,
@@ -83,35 +67,21 @@ def unsubscribe(
 @alerts_app.command("list")
 def list_subscriptions(json_output: JsonFlag = False) -> None:
     """Every subscription: those in ebbtide.yml, then those in the state store."""
-    alerts = _alerts()
-    rows = [("ebbtide.yml", s) for s in alerts.workspace.spec.alerts.subscriptions]
-    rows += [(str(s.id), s.spec) for s in alerts.book.subscriptions()]
+    rows = _alerts().listed()
     if json_output:
-        render.print_json(
-            out,
-            [
-                {
-                    "id": where,
-                    "to": _target(spec),
-                    "statuses": [str(s) for s in spec.statuses],
-                    "mappings": spec.mappings,
-                    "channels": [str(c) for c in spec.delivered_by],
-                }
-                for where, spec in rows
-            ],
-        )
+        render.print_views(out, rows)
         return
     table = Table(title="Alert subscriptions", title_justify="left")
     for column in ("id", "to", "statuses", "mappings", "channels"):
         table.add_column(column)
-    for where, spec in rows:
+    for row in rows:
         render.add_row(
             table,
-            where,
-            _target(spec),
-            ", ".join(spec.statuses),
-            ", ".join(spec.mappings) if spec.mappings else "all",
-            ", ".join(spec.delivered_by),
+            row.id,
+            row.to,
+            ", ".join(row.statuses),
+            ", ".join(row.mappings) if row.mappings else "all",
+            ", ".join(row.channels),
         )
     out.print(table)
 
@@ -198,11 +168,3 @@ def notifications(
 def _describe(spec: SubscriptionSpec) -> str:
     mappings = ", ".join(spec.mappings) if spec.mappings else "every mapping"
     return f"{', '.join(spec.statuses)} of {mappings} by {', '.join(spec.delivered_by)}"
-
-
-def _target(spec: SubscriptionSpec) -> str:
-    if spec.slack:
-        return f"slack {spec.slack.channel}"
-    if spec.webhook:
-        return "webhook"
-    return ", ".join(spec.email or [])

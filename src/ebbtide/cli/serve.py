@@ -19,7 +19,6 @@ from ebbtide.cli.context import workspace as current_workspace
 from ebbtide.cli.syncs import EXIT_FOR_STATUS
 from ebbtide.config.workspace import find_workspace
 from ebbtide.server.scheduler import ServeLoop, ServeSettings
-from ebbtide.services.history import History
 from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
 from ebbtide.values import RunRecord
 
@@ -81,14 +80,11 @@ def _api(loop: ServeLoop, host: str, port: int) -> ApiServer:
     """The REST API over the loop's workspace (as last reloaded) and state store."""
     # Imported here: FastAPI and uvicorn would slow every other command's start.
     from ebbtide.server.api.app import create_app
-    from ebbtide.server.api.context import ApiServices
+    from ebbtide.server.api.context import services_over
     from ebbtide.server.api.server import ApiServer
-    from ebbtide.state.tokens import TokenBook
 
-    services = ApiServices(
-        history=lambda: History(loop.workspace, loop.state),
-        schedules=lambda: ScheduleService(loop.workspace, loop.state),
-        verify_token=TokenBook(loop.state.engine).verify,
+    services = services_over(
+        lambda: loop.workspace, loop.state, metrics=loop.metrics, not_ready=loop.not_ready
     )
     return ApiServer(create_app(services), host, port)
 

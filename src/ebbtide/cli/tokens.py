@@ -1,4 +1,4 @@
-"""`ebbtide tokens create|list`: API tokens for the REST API of `ebbtide serve`."""
+"""`ebbtide tokens create|list|revoke`: API tokens for the REST API of `ebbtide serve`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from rich.markup import escape
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, err, out
 from ebbtide.cli.context import workspace as current_workspace
+from ebbtide.errors import UsageError
 from ebbtide.state.store import SqlStateStore
 from ebbtide.state.tokens import TokenBook, TokenScope
 
@@ -69,3 +70,18 @@ def list_tokens(json_output: JsonFlag = False) -> None:
             markup=False,
             highlight=False,
         )
+
+
+@tokens_app.command("revoke")
+def revoke(
+    token_id: Annotated[int, typer.Argument(help="The token's id (`tokens list`).")],
+) -> None:
+    """Refuse a token from now on (401 at its next request)."""
+    book, state = _book()
+    try:
+        revoked = book.revoke(token_id)
+    finally:
+        state.dispose()
+    if not revoked:
+        raise UsageError(f"no valid token {token_id} (see `ebbtide tokens list`)")
+    out.print(f"token {token_id} revoked")

@@ -16,11 +16,14 @@ from pathlib import Path
 
 from ebbtide.config.workspace import WORKSPACE_FILE, load_workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError
+from ebbtide.server.metrics import ServeMetrics
+from ebbtide.services.history import History
 from ebbtide.services.scheduler import (
     Claim,
     Clock,
     RunEvent,
     Scheduler,
+    ScheduleService,
     SystemClock,
     ThreadExecutor,
 )
@@ -81,6 +84,11 @@ class ServeLoop:
         self.executor = ThreadExecutor(self.state, settings.workers, self._event)
         book = ScheduleBook(self.state.engine)
         self.scheduler = Scheduler(self.workspace, book, self.executor, self.clock)
+        self.invalid_edit: str | None = None  # why the workspace file as edited is not used
+        self.metrics = ServeMetrics(
+            lambda: ScheduleService(self.workspace, self.state, self.clock).queue_depth(),
+            lambda: History(self.workspace, self.state).last_successes(),
+        )
 
     def say(self, text: str) -> None:
         self._say(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {text}")
@@ -124,6 +132,7 @@ class ServeLoop:
             )
             for item in errors:
                 self.say(f"  {item.describe()}")
+            self.invalid_edit = "; ".join(item.describe() for item in errors)
             return
         if workspace.spec.state != self.workspace.spec.state:
             self.say(
@@ -132,7 +141,21 @@ class ServeLoop:
             )
             return
         self.workspace = self.scheduler.workspace = workspace
+        self.invalid_edit = None
         self.say(f"reloaded {WORKSPACE_FILE}: {len(workspace.spec.mappings)} mapping(s)")
+
+    def not_ready(self) -> str | None:
+        """Why this server cannot do its work now, or None: `/readyz`."""
+        if self.invalid_edit is not None:
+            return (
+                f"{WORKSPACE_FILE} as edited is invalid (the last valid workspace keeps"
+                f" running): {self.invalid_edit}"
+            )
+        try:
+            self.scheduler.book.slots()
+        except EbbtideError as error:
+            return f"the state store does not answer: {self.workspace.redact(str(error))}"
+        return None
 
     def _drain(self) -> None:
         running = sorted(self.executor.running())
@@ -160,6 +183,9 @@ class ServeLoop:
             self.say(f"started {claim.mapping}{run} ({claim.describe()})")
         elif event.kind == "finished":
             self.say(f"finished {claim.mapping}{run}: {event.status} ({event.detail})")
+            spec = self.workspace.spec.mappings.get(claim.mapping)
+            if event.record is not None and spec is not None:
+                self.metrics.observe(event.record, spec.destination)
         elif event.kind == "cancelled":
             self.say(f"finished {claim.mapping}{run}: cancelled")
         elif event.kind == "skipped":

@@ -18,14 +18,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from ebbtide.alerts.email import EmailNotifier
 from ebbtide.alerts.http import SlackNotifier, WebhookNotifier
 from ebbtide.alerts.message import AlertMessage, AlertTimeout, Notifier
-from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
+from ebbtide.config.alerts import DEFAULT_STATUSES, AlertStatus, Channel, SubscriptionSpec
 from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
+from ebbtide.services.views import SubscriptionView
 from ebbtide.state.alerts import AlertState, Delivery
 from ebbtide.state.store import SqlStateStore, utcnow
 from ebbtide.values import FailureGroup, RunRecord, RunStatus, Trigger
@@ -302,6 +305,45 @@ class AlertService:
             raise UsageError(f"no subscription delivers by {channel}: nothing to test")
         return deliveries
 
+    def subscribe(
+        self,
+        email: str,
+        statuses: list[AlertStatus] | None = None,
+        channels: list[Channel] | None = None,
+        mappings: list[str] | None = None,
+    ) -> tuple[int, SubscriptionSpec]:
+        """Sign a person up for alerts, kept in the state store: (its number, what it is)."""
+        for name in mappings or []:
+            self.workspace.mapping(name)
+        try:
+            spec = SubscriptionSpec(
+                email=[email],
+                statuses=statuses or list(DEFAULT_STATUSES),
+                mappings=mappings or None,
+                channels=channels or [Channel.EMAIL],
+            )
+        except ValidationError as exc:
+            reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+            raise UsageError(reason) from None
+        if Channel.EMAIL in spec.delivered_by and self.workspace.spec.alerts.email is None:
+            raise UsageError("email alerts need the SMTP server: add alerts.email to ebbtide.yml")
+        return self.book.subscribe(spec, self.clock()), spec
+
+    def listed(self) -> list[SubscriptionView]:
+        """Every subscription: those in ebbtide.yml, then those in the state store."""
+        rows = [("ebbtide.yml", s) for s in self.workspace.spec.alerts.subscriptions]
+        rows += [(str(s.id), s.spec) for s in self.book.subscriptions()]
+        return [
+            SubscriptionView(
+                id=where,
+                to=subscriber(spec),
+                statuses=[str(s) for s in spec.statuses],
+                mappings=spec.mappings,
+                channels=[str(c) for c in spec.delivered_by],
+            )
+            for where, spec in rows
+        ]
+
     def emails(self) -> list[str]:
         """Every address currently signed up to receive notifications by email."""
         return sorted(
@@ -330,3 +372,12 @@ def _target(route: _Route) -> str:
     if sub.webhook:
         return "webhook"
     return ", ".join(sub.email or [])
+
+
+def subscriber(spec: SubscriptionSpec) -> str:
+    """Who a subscription reaches, as lists show it: never a URL, which may hold a token."""
+    if spec.slack:
+        return f"slack {spec.slack.channel}"
+    if spec.webhook:
+        return "webhook"
+    return ", ".join(spec.email or [])

@@ -5,7 +5,10 @@ The one way the CLI and the API read the state store; both print what this retur
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ErrorClass
@@ -15,12 +18,16 @@ from ebbtide.services.views import (
     ErrorGroupView,
     FailedRecordView,
     Health,
+    KeyHistoryView,
+    KeyRunView,
     MappingView,
+    ProgressView,
     RecordFailureView,
     RunDetailsView,
     RunView,
 )
-from ebbtide.values import FailureStatus, RunFilter, RunRecord, RunStatus
+from ebbtide.snapshots.key_history import sent_records
+from ebbtide.values import FailureStatus, RecordFailure, RunFilter, RunRecord, RunStatus
 
 # How many runs back a mapping's health looks for one that finished (the newest may be running).
 _HEALTH_LOOKBACK = 20
@@ -63,12 +70,24 @@ class History:
             for g in self.state.failure_groups(run_id)
         ]
 
-    def run_failures(self, run_id: int, limit: int = 1000) -> list[RecordFailureView]:
-        """The records that failed in one run, each with its recommended action."""
+    def run_failures(
+        self,
+        run_id: int,
+        limit: int = 1000,
+        error_class: ErrorClass | None = None,
+        key_contains: str | None = None,
+    ) -> list[RecordFailureView]:
+        """The records that failed in one run, each with its recommended action; of one
+        error class, or whose key contains a text, when asked."""
         mapping = self.state.get_run(run_id).mapping
+        found = self.state.failures(
+            run_id,
+            limit=limit,
+            error_class=error_class.value if error_class else None,
+            key_contains=key_contains,
+        )
         return [
-            RecordFailureView.of(f, self._advice(mapping, f.error_class, f.message))
-            for f in self.state.failures(run_id, limit=limit)
+            RecordFailureView.of(f, self._advice(mapping, f.error_class, f.message)) for f in found
         ]
 
     def failed_records(
@@ -76,13 +95,77 @@ class History:
         mapping: str,
         statuses: Sequence[FailureStatus] = DEFAULT_STATUSES,
         limit: int = 1000,
+        error_class: ErrorClass | None = None,
+        key_contains: str | None = None,
     ) -> list[FailedRecordView]:
         """A mapping's records pending retry or given up, oldest failure first."""
         self.workspace.mapping(mapping)
+        found = self.state.pending_failures.listed(
+            mapping,
+            list(statuses),
+            limit,
+            error_class=error_class.value if error_class else None,
+            key_contains=key_contains,
+        )
         return [
-            FailedRecordView.of(r, self._advice(mapping, r.error_class, r.message))
-            for r in self.state.pending_failures.listed(mapping, list(statuses), limit)
+            FailedRecordView.of(r, self._advice(mapping, r.error_class, r.message)) for r in found
         ]
+
+    def key_history(self, mapping: str, key: str) -> KeyHistoryView:
+        """Every run that sent the record with this key (as written: `42`, `u1`, or JSON
+        such as `["eu", 42]` for a composite key), newest first, with what became of it."""
+        self.workspace.mapping(mapping)
+        texts = key_texts(key)
+        sent = sent_records(self.workspace.state_dir, mapping, texts)
+        failed = self.state.key_failures(mapping, sorted(texts))
+        runs = {r: self.state.get_run(r) for r in {s.run_id for s in sent} | set(failed)}
+        entries = [
+            _key_run(runs[s.run_id], s.operation, failed.get(s.run_id), s.outcome) for s in sent
+        ]
+        for run_id in sorted(set(failed) - {s.run_id for s in sent}, reverse=True):
+            # Its journal was pruned, but the failure is still in the history.
+            entries.append(_key_run(runs[run_id], failed[run_id].operation.value, failed[run_id]))
+        entries.sort(key=lambda e: e.run_id, reverse=True)
+        pending = [
+            r
+            for r in self.state.pending_failures.listed(mapping, list(DEFAULT_STATUSES), 1000)
+            if r.key in texts
+        ]
+        return KeyHistoryView(
+            mapping=mapping,
+            key=json.loads(pending[0].key) if pending else _key_value(key),
+            runs=entries,
+            pending=FailedRecordView.of(
+                pending[0], self._advice(mapping, pending[0].error_class, pending[0].message)
+            )
+            if pending
+            else None,
+            journals_kept_days=self.workspace.spec.journals.keep_days,
+        )
+
+    def last_successes(self) -> dict[str, datetime | None]:
+        """Per mapping, when its newest successful run finished (None: never)."""
+        found: dict[str, datetime | None] = {}
+        success = RunFilter(status=RunStatus.SUCCESS)
+        for name in self.workspace.spec.mappings:
+            runs = self.state.list_runs(name, 1, where=success)
+            found[name] = runs[0].finished_at if runs else None
+        return found
+
+    def progress(self, run_id: int) -> ProgressView:
+        """How far a run has got; a run that ended says so, with nothing more to come."""
+        run = self.state.get_run(run_id)
+        found = self.state.progress.get(run_id) if run.status is RunStatus.RUNNING else None
+        return ProgressView(
+            run_id=run.id,
+            mapping=run.mapping,
+            status=run.status,
+            phase=found.phase if found else None,
+            done=found.done if found else 0,
+            total=found.total if found else None,
+            updated_at=found.updated_at if found else None,
+            cancel_requested_by=found.cancel_requested_by if found else None,
+        )
 
     def mappings(self) -> list[MappingView]:
         """Every mapping of the workspace, with its last run and health."""
@@ -91,6 +174,9 @@ class History:
     def mapping(self, name: str) -> MappingView:
         spec = self.workspace.mapping(name)
         recent = self.state.list_runs(name, _HEALTH_LOOKBACK)
+        slot = self.state.schedules.slot(name)
+        paused = slot is not None and slot.paused
+        scheduled = spec.enabled and not paused and slot is not None and slot.schedule != ""
         return MappingView(
             name=name,
             model=spec.model,
@@ -101,6 +187,8 @@ class History:
             enabled=spec.enabled,
             last_run=RunView.of(recent[0]) if recent else None,
             health=health_of(recent),
+            paused=paused,
+            next_due_at=slot.due_at if scheduled and slot is not None else None,
         )
 
     def _advice(self, mapping: str, error_class: str | ErrorClass, message: str) -> str:
@@ -113,3 +201,41 @@ def health_of(runs: Sequence[RunRecord]) -> Health:
     if finished is None:
         return Health.NEVER_RUN
     return Health.HEALTHY if finished.status is RunStatus.SUCCESS else Health.FAILING
+
+
+def key_texts(key: str) -> set[str]:
+    """The texts the history may hold a key as: the value written as given, a string of it,
+    and a composite key written as JSON."""
+    texts = {json.dumps(key, ensure_ascii=False)}
+    try:
+        value = json.loads(key)
+    except ValueError:
+        return texts
+    texts.add(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+    texts.add(json.dumps(value, ensure_ascii=False))
+    return texts
+
+
+def _key_value(key: str) -> Any:
+    try:
+        return json.loads(key)
+    except ValueError:
+        return key
+
+
+def _key_run(
+    run: RunRecord, operation: str, failure: RecordFailure | None, outcome: str | None = None
+) -> KeyRunView:
+    failed_as = failure.error_class.value if failure else outcome
+    return KeyRunView(
+        run_id=run.id,
+        started_at=run.started_at,
+        trigger=run.trigger,
+        run_status=run.status,
+        operation=operation,
+        outcome="failed" if failed_as else "loaded",
+        error_class=failed_as,
+        code=failure.code if failure else None,
+        message=failure.message if failure else None,
+        payload=failure.payload if failure else None,
+    )

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from ebbtide.engine.run import Replay, RunListener
-from ebbtide.errors import UsageError
+from ebbtide.errors import ConflictError
 from ebbtide.ports import OUTCOME_COLUMN
 from ebbtide.services.sync import SyncService, sent_as
 from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent, sent_identity
@@ -52,11 +52,11 @@ class ReplayService:
         self.sync.workspace.mapping(run.mapping)  # the mapping must still exist
         state = journal_state(self.sync.workspace.state_dir, run.mapping, run.id)
         if not state.exists:
-            raise UsageError(self._why_no_journal(run, partial=state.partial))
+            raise ConflictError(self._why_no_journal(run, partial=state.partial))
         self._check_sent_as(run, sent_identity(state.path))
         records = read_sent(state.path, only_failed=only_failed)
         if only_failed and not records.num_rows:
-            raise UsageError(f"run {run.id} has no failed records to replay")
+            raise ConflictError(f"run {run.id} has no failed records to replay")
         return ReplayPlan(run, records, latest, only_failed)
 
     def replay(
@@ -78,7 +78,7 @@ class ReplayService:
         changed = [k for k in now if sent.get(k, now[k]) != now[k]]
         if changed:
             what = ", ".join(f"{k.replace('_', ' ')} {sent[k]!r} (now {now[k]!r})" for k in changed)
-            raise UsageError(
+            raise ConflictError(
                 f"run {run.id} sent its records with {what}: they cannot be replayed to the"
                 f" mapping as it is now. `ebbtide reset {run.mapping}` resends the whole model."
             )

@@ -9,6 +9,7 @@ still syncing when it comes due again is skipped until its next due time, never 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -24,11 +25,15 @@ from ebbtide.config.models import MappingSpec
 from ebbtide.config.schedule import first_due, next_due
 from ebbtide.config.workspace import Workspace
 from ebbtide.engine.run import Phase, RunListener
-from ebbtide.errors import EbbtideError, MappingBusyError
-from ebbtide.services.sync import SyncService
-from ebbtide.state.schedules import DueSlot, ScheduleBook, SyncRequest
+from ebbtide.errors import ConflictError, EbbtideError, MappingBusyError
+from ebbtide.services.replay import ReplayService
+from ebbtide.services.reset import ResetPlan, ResetService
+from ebbtide.services.sync import SyncPlan, SyncService
+from ebbtide.services.views import ActionView
+from ebbtide.state.actions import ActionLog
+from ebbtide.state.schedules import ReplayRequest, ScheduleBook, SyncRequest
 from ebbtide.state.store import SqlStateStore
-from ebbtide.values import RunRecord, RunStatus, Trigger
+from ebbtide.values import DueSlot, RunRecord, RunStatus, Trigger
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,7 @@ class SystemClock:
 class Reason(StrEnum):
     SCHEDULE = "schedule"
     REQUEST = "request"
+    REPLAY = "replay"
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,12 @@ class Claim:
     reason: Reason
     due_at: datetime | None = None  # the slot claimed (schedule)
     request: SyncRequest | None = None  # the request taken (sync now)
+    replay: ReplayRequest | None = None  # the replay taken
 
     def describe(self) -> str:
+        if self.replay is not None:
+            by = f" by {self.replay.requested_by}" if self.replay.requested_by else ""
+            return f"replay of run {self.replay.run_id}{by}"
         if self.request is not None:
             by = f" by {self.request.requested_by}" if self.request.requested_by else ""
             return f"sync now{by}, requested {self.request.requested_at:%H:%M:%S}Z"
@@ -156,7 +166,7 @@ class Scheduler:
         """Waiting "sync now" requests, oldest first. One whose mapping this scheduler is
         syncing waits for that run to end; then it runs, since it asked for newer data."""
         claims: list[Claim] = []
-        running = self.executor.running()
+        running = set(self.executor.running())
         for request in self.book.requests():
             if len(claims) >= room:
                 break
@@ -164,6 +174,15 @@ class Scheduler:
                 continue
             if self.book.take(request):
                 claims.append(Claim(request.mapping, Reason.REQUEST, request=request))
+                running.add(request.mapping)
+        for replay in self.book.replays():
+            if len(claims) >= room:
+                break
+            if replay.mapping not in self.workspace.spec.mappings or replay.mapping in running:
+                continue
+            if self.book.take_replay(replay):
+                claims.append(Claim(replay.mapping, Reason.REPLAY, replay=replay))
+                running.add(replay.mapping)
         return claims
 
 
@@ -217,6 +236,7 @@ class ScheduleService:
         self._own_state = state is None
         self.state = state or SqlStateStore(workspace.spec.state, workspace.root)
         self.workspace, self.book = workspace, ScheduleBook(self.state.engine)
+        self.actions = ActionLog(self.state.engine)
         self.clock = clock or SystemClock()
 
     def close(self) -> None:
@@ -228,6 +248,9 @@ class ScheduleService:
         self.workspace.mapping(mapping)
         newest = self.state.list_runs(mapping, limit=1)
         queued, request = self.book.request(mapping, self.clock.now(), actor)
+        self.actions.record(
+            self.clock.now(), actor, "sync_now", mapping, detail="queued" if queued else "merged"
+        )
         return SyncRequestOutcome(
             mapping,
             queued,
@@ -252,14 +275,84 @@ class ScheduleService:
                         return run
             time.sleep(poll_s)  # serve runs in another process: its rows are all we see
 
-    def pause(self, mapping: str) -> None:
+    def pause(self, mapping: str, actor: str | None = None) -> None:
         """Its schedule stops starting runs until resumed (requests still run)."""
         self.workspace.mapping(mapping)
         self.book.set_paused(mapping, True)
+        self.actions.record(self.clock.now(), actor, "pause", mapping)
 
-    def resume(self, mapping: str) -> None:
+    def resume(self, mapping: str, actor: str | None = None) -> None:
         self.workspace.mapping(mapping)
         self.book.set_paused(mapping, False)
+        self.actions.record(self.clock.now(), actor, "resume", mapping)
+
+    def queue_depth(self) -> dict[str, int]:
+        """What waits for a worker: sync requests, replays, and schedules past due."""
+        now = self.clock.now()
+        overdue = [
+            s
+            for s in self.book.slots().values()
+            if s.due_at is not None and s.due_at <= now and not s.paused
+        ]
+        return {
+            "sync_now": len(self.book.requests()),
+            "replay": len(self.book.replays()),
+            "schedule": len(overdue),
+        }
+
+    def paused(self, mapping: str) -> bool:
+        slot = self.book.slot(mapping)
+        return slot is not None and slot.paused
+
+    def request_replay(
+        self, run_id: int, *, latest: bool, only_failed: bool, actor: str | None
+    ) -> tuple[ReplayRequest, int]:
+        """Queue a replay of a past run for `serve`; refused at once (UsageError) when it
+        cannot be replayed. Returns the request and how many records it resends."""
+        plan = ReplayService(SyncService(self.workspace, self.state)).plan(
+            run_id, latest=latest, only_failed=only_failed
+        )
+        request = self.book.request_replay(
+            plan.run.mapping, run_id, latest, only_failed, self.clock.now(), actor
+        )
+        how = "latest data" if latest else "as sent"
+        which = "failed records" if only_failed else "all records"
+        self.actions.record(
+            self.clock.now(), actor, "replay", plan.run.mapping, run_id, f"{which}, {how}"
+        )
+        return request, plan.count
+
+    def reset(self, mapping: str, actor: str | None) -> RunRecord:
+        """Reset the mapping (its next sync sends the whole model), recorded with who asked."""
+        record = ResetService(SyncService(self.workspace, self.state)).reset(mapping, actor=actor)
+        self.actions.record(self.clock.now(), actor, "reset", mapping, record.id)
+        return record
+
+    def reset_plan(self, mapping: str) -> ResetPlan:
+        return ResetService(SyncService(self.workspace, self.state)).plan(mapping)
+
+    def plan(self, mapping: str, samples: int = 3) -> SyncPlan:
+        """What the next sync would send, from the real diff; nothing is sent."""
+        return SyncService(self.workspace, self.state).plan(mapping, samples)
+
+    def actions_taken(
+        self, mapping: str | None = None, limit: int = 50, before: int | None = None
+    ) -> list[ActionView]:
+        """What people did, newest first; `before` an id for the next page."""
+        if mapping is not None:
+            self.workspace.mapping(mapping)
+        return [
+            ActionView(**dataclasses.asdict(a)) for a in self.actions.listed(mapping, limit, before)
+        ]
+
+    def cancel(self, run_id: int, actor: str | None) -> RunRecord:
+        """Ask a running run to stop at its next batch (recorded as cancelled)."""
+        run = self.state.get_run(run_id)
+        if run.status is not RunStatus.RUNNING:
+            raise ConflictError(f"run {run_id} is not running: it ended {run.status.value}")
+        self.state.progress.request_cancel(run_id, run.mapping, actor, self.clock.now())
+        self.actions.record(self.clock.now(), actor, "cancel", run.mapping, run_id)
+        return run
 
 
 # -- the in-process executor ------------------------------------------------------------------
@@ -274,6 +367,7 @@ class RunEvent:
     run_id: int | None = None
     status: str | None = None
     detail: str | None = None
+    record: RunRecord | None = None  # finished: the run as the history records it
 
 
 class _Cancellable(RunListener):
@@ -361,6 +455,8 @@ class ThreadExecutor:
         except MappingBusyError as error:
             if claim.request is not None:
                 ScheduleBook(self.state.engine).give_back(claim.request)
+            if claim.replay is not None:
+                ScheduleBook(self.state.engine).give_back_replay(claim.replay)
             self.on_event(RunEvent("skipped", claim, detail=str(error)))
         except KeyboardInterrupt:
             self.on_event(RunEvent("cancelled", claim, run_id[0], "cancelled"))
@@ -374,9 +470,16 @@ class ThreadExecutor:
             loaded = record.loaded_new + record.loaded_updated + record.loaded_deleted
             counts = f"extracted {record.extracted}, loaded {loaded}, failed {record.failed}"
             why = f"; {record.error}" if record.error else ""
-            self.on_event(RunEvent("finished", claim, record.id, record.status.value, counts + why))
+            self.on_event(
+                RunEvent("finished", claim, record.id, record.status.value, counts + why, record)
+            )
 
     def _start(self, service: SyncService, claim: Claim, listener: RunListener) -> RunRecord:
+        if claim.replay is not None:
+            replays = ReplayService(service)
+            replay = claim.replay
+            plan = replays.plan(replay.run_id, latest=replay.latest, only_failed=replay.only_failed)
+            return replays.replay(plan, actor=replay.requested_by, listener=listener)
         if claim.request is not None:
             return service.run(
                 claim.mapping, Trigger.MANUAL, listener, actor=claim.request.requested_by

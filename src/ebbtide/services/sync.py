@@ -31,14 +31,17 @@ from ebbtide.errors import (
 )
 from ebbtide.mapping.binding import BoundMapping, bind
 from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
-from ebbtide.ports import AdapterContext, Destination, Operation, Source, StateStore
+from ebbtide.ports import AdapterContext, Destination, Operation, SentLog, Source, StateStore
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
-from ebbtide.snapshots import open_snapshot_store
+from ebbtide.services.progress import CancelRequested, ProgressReporter
+from ebbtide.snapshots import open_snapshot_store, shared_snapshots
 from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
+from ebbtide.snapshots.remote import SharedSnapshots
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
+from ebbtide.state.snapshot_versions import SnapshotVersions
 from ebbtide.state.store import SqlStateStore, utcnow
 from ebbtide.values import (
     Lease,
@@ -123,6 +126,8 @@ class SyncService:
         store = state or SqlStateStore(workspace.spec.state, workspace.root)
         self.state: StateStore = store
         self.lease_ttl_s = LEASE_TTL_S
+        # Which version of each mapping's snapshot is current, when `snapshots:` shares them.
+        self.snapshot_versions = SnapshotVersions(store.engine)
         self.alerts = AlertService(workspace, store)  # the alert book is SQL-only for now
 
     def compile(self, name: str) -> CompiledMapping:
@@ -177,7 +182,10 @@ class SyncService:
             forced=force,
         )
         result = RunResult()
-        job = RunOptions(listener or RunListener(), force, replay[1] if replay else None)
+        reporter = ProgressReporter(
+            self.state.progress, lease.run_id, name, listener or RunListener()
+        )
+        job = RunOptions(reporter, force, replay[1] if replay else None)
         storage_error: EbbtideError | None = None
         try:
             with LeaseKeeper(self.state, lease, self.lease_ttl_s) as keeper:
@@ -192,6 +200,9 @@ class SyncService:
         except EbbtideError as error:
             result.error = self.workspace.redact(str(error))
             status = RunStatus.FAILED
+        except CancelRequested:
+            self._cancelled(lease, result, by=self.state.progress.cancelled_by(lease.run_id))
+            raise
         except KeyboardInterrupt:
             self._cancelled(lease, result)
             raise
@@ -211,8 +222,9 @@ class SyncService:
             return self._finish(lease, RunStatus.FAILED, result), storage_error
         return self._finish(lease, status, result), None
 
-    def _cancelled(self, lease: Lease, result: RunResult) -> None:
-        result.error = "cancelled; the next sync sends what this one did not deliver"
+    def _cancelled(self, lease: Lease, result: RunResult, by: str | None = None) -> None:
+        who = f" by {by}" if by else ""
+        result.error = f"cancelled{who}; the next sync sends what this one did not deliver"
         self._finish(lease, RunStatus.CANCELLED, result)
 
     def _finish(self, lease: Lease, status: RunStatus, result: RunResult) -> RunRecord:
@@ -224,6 +236,8 @@ class SyncService:
         except LeaseLostError as error:
             log.warning("%s", error)
             return self.state.get_run(lease.run_id)
+        finally:
+            self.state.progress.forget(lease.run_id)
 
     def _execute(
         self,
@@ -235,7 +249,18 @@ class SyncService:
         lease = keeper.lease
         source = self._source(mapping.model)
         limit = self.workspace.destinations[mapping.destination].max_record_bytes
-        snapshot = open_snapshot_store(self.workspace.state_dir, mapping, max_record_bytes=limit)
+        shared = self.shared_snapshots(mapping.name)
+        try:  # with `snapshots:` set, the current version is fetched here (under the lease)
+            snapshot = open_snapshot_store(
+                self.workspace.state_dir,
+                mapping,
+                max_record_bytes=limit,
+                shared=shared,
+                lease=lease,
+            )
+        except BaseException:
+            source.close()
+            raise
         spec = self.workspace.mapping(mapping.name)
         guards = Guards.for_mapping(spec.guards, spec.mode)
         ledger = self.state.ledger
@@ -270,15 +295,34 @@ class SyncService:
                 record_loaded=lambda counts: ledger.record_loaded(lease.run_id, counts),
                 replay=options.replay,
                 origin=self.state.name,
-                sent_log=SentJournal(
-                    journal_path(self.workspace.state_dir, mapping.name, lease.run_id),
-                    sent_as(mapping),
-                ),
+                sent_log=self._sent_log(mapping, lease.run_id, shared),
             )
             execute(job, result)
         finally:
             snapshot.close()
             source.close()
+
+    def shared_snapshots(self, name: str) -> SharedSnapshots | None:
+        """Where the mapping's snapshot and journals are shared between workers (the
+        workspace's `snapshots:` setting); None: only in `.ebbtide/`, the default."""
+        return shared_snapshots(
+            self.workspace.spec.snapshots,
+            self.workspace.root,
+            self.workspace.state_dir,
+            name,
+            self.snapshot_versions,
+        )
+
+    def _sent_log(
+        self, mapping: CompiledMapping, run_id: int, shared: SharedSnapshots | None
+    ) -> SentLog:
+        path = journal_path(self.workspace.state_dir, mapping.name, run_id)
+        sent = SentJournal(path, sent_as(mapping))
+        if shared is None:
+            return sent
+        from ebbtide.snapshots.shared import MirroredSentLog
+
+        return MirroredSentLog(sent, path, shared, run_id)
 
     def check(self, name: str) -> BoundMapping:
         """Compile a mapping and bind it to its model's columns, reading no rows: what
@@ -317,7 +361,9 @@ class SyncService:
         """Stage and diff without sending or committing anything."""
         mapping = self.compile(name)
         source = self._source(mapping.model)
-        snapshot = open_snapshot_store(self.workspace.state_dir, mapping, read_only=True)
+        snapshot = open_snapshot_store(
+            self.workspace.state_dir, mapping, read_only=True, shared=self.shared_snapshots(name)
+        )
         try:
             extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
             snapshot.check_keys()

@@ -216,3 +216,92 @@ class MappingView(View):
     enabled: bool
     last_run: RunView | None  # the newest run, finished or not
     health: Health
+    paused: bool = False  # paused from the API or `ebbtide pause`, whatever `enabled` says
+    next_due_at: IsoTime | None = None  # None: manual, paused, disabled, or not yet scheduled
+
+
+class KeyRunView(View):
+    """One run that sent a record, and what became of it there."""
+
+    run_id: int
+    started_at: IsoTime
+    trigger: str
+    run_status: RunStatus
+    operation: str
+    outcome: str  # loaded, or failed
+    error_class: str | None
+    code: str | None
+    message: str | None
+    payload: str | None  # masked as stored; only kept for records that failed
+
+
+class KeyHistoryView(View):
+    """Every run that sent one record, newest first (`records history --json`)."""
+
+    mapping: str
+    key: Any
+    runs: list[KeyRunView]
+    pending: FailedRecordView | None  # its open failure, if it is being retried or gave up
+    journals_kept_days: float  # runs older than this no longer show what they sent
+
+
+class ProgressView(View):
+    """How far a run has got (`GET /runs/{id}/progress`, streamed as Server-Sent Events)."""
+
+    run_id: int
+    mapping: str
+    status: RunStatus
+    phase: str | None  # extract, diff, load, commit; None once the run has ended
+    done: int
+    total: int | None
+    updated_at: IsoTime | None
+    cancel_requested_by: str | None
+
+
+class ActionView(View):
+    """Something a person (or a token) did, and who."""
+
+    id: int
+    at: IsoTime
+    actor: str | None
+    action: str
+    mapping: str | None
+    run_id: int | None
+    detail: str | None
+
+
+class SourceView(View):
+    """A source, never its connection settings (they hold credentials)."""
+
+    name: str
+    type: str
+    models: list[str]
+
+
+class ModelView(View):
+    name: str
+    source: str
+    primary_key: list[str]
+    query: str  # table, sql or file: which one defines it
+    description: str | None
+    mappings: list[str]
+
+
+class DestinationView(View):
+    """A destination, never its credentials or URLs."""
+
+    name: str
+    type: str
+    batch_size: int
+    concurrency: int
+    mappings: list[str]
+
+
+class SubscriptionView(View):
+    """Who hears about which syncs, and how (`alerts list --json`)."""
+
+    id: str  # its number, or `ebbtide.yml` for one written there
+    to: str
+    statuses: list[str]
+    mappings: list[str] | None
+    channels: list[str]

@@ -39,7 +39,13 @@ class PendingFailures:
             }
 
     def listed(
-        self, mapping: str, statuses: Sequence[FailureStatus], limit: int
+        self,
+        mapping: str,
+        statuses: Sequence[FailureStatus],
+        limit: int,
+        *,
+        error_class: str | None = None,
+        key_contains: str | None = None,
     ) -> list[FailedRecord]:
         query = (
             sa.select(pending_failures)
@@ -50,6 +56,12 @@ class PendingFailures:
             .order_by(pending_failures.c.first_failed_at, pending_failures.c.record_key)
             .limit(limit)
         )
+        if error_class is not None:
+            query = query.where(pending_failures.c.error_class == error_class)
+        if key_contains:
+            query = query.where(
+                pending_failures.c.record_key.contains(key_contains, autoescape=True)
+            )
         with self.engine.connect() as conn:
             return [_failed_record(row) for row in conn.execute(query)]
 

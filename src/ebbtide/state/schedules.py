@@ -17,21 +17,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ebbtide.state.schema import leases, schedules, sync_requests
-
-
-@dataclass(frozen=True)
-class DueSlot:
-    """A mapping's row: the schedule its due time was computed from, and that time."""
-
-    mapping: str
-    schedule: str
-    timezone: str
-    due_at: datetime | None  # None: never due (manual)
-    paused: bool
-    version: int
-    claimed_at: datetime | None = None
-    claimed_by: str | None = None
+from ebbtide.state.schema import leases, replay_requests, schedules, sync_requests
+from ebbtide.values import DueSlot
 
 
 @dataclass(frozen=True)
@@ -39,6 +26,19 @@ class SyncRequest:
     """A "sync now" waiting for a scheduler to start it."""
 
     mapping: str
+    requested_at: datetime
+    requested_by: str | None
+
+
+@dataclass(frozen=True)
+class ReplayRequest:
+    """A replay of a past run waiting for a scheduler to start it."""
+
+    id: int
+    mapping: str
+    run_id: int
+    latest: bool
+    only_failed: bool
     requested_at: datetime
     requested_by: str | None
 
@@ -215,6 +215,72 @@ class ScheduleBook:
                 )
         except sa.exc.IntegrityError:
             pass  # another request waits already: it stands for this one too
+
+    # -- replay requests -------------------------------------------------------------------
+
+    def request_replay(
+        self,
+        mapping: str,
+        run_id: int,
+        latest: bool,
+        only_failed: bool,
+        now: datetime,
+        by: str | None,
+    ) -> ReplayRequest:
+        values = {
+            "mapping": mapping,
+            "run_id": run_id,
+            "latest": latest,
+            "only_failed": only_failed,
+            "requested_at": now,
+            "requested_by": by,
+        }
+        with self.engine.begin() as conn:
+            (request_id,) = conn.execute(
+                replay_requests.insert().values(**values)
+            ).inserted_primary_key or (0,)
+        return ReplayRequest(int(request_id), mapping, run_id, latest, only_failed, now, by)
+
+    def replays(self) -> list[ReplayRequest]:
+        """Replays waiting, oldest first."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(replay_requests).order_by(replay_requests.c.id))
+            return [_replay(row) for row in rows]
+
+    def take_replay(self, request: ReplayRequest) -> bool:
+        """Take a waiting replay to run it: True for exactly one taker."""
+        with self.engine.begin() as conn:
+            taken = conn.execute(
+                replay_requests.delete().where(replay_requests.c.id == request.id)
+            ).rowcount
+        return bool(taken == 1)
+
+    def give_back_replay(self, request: ReplayRequest) -> None:
+        """A taken replay that could not start (its mapping was busy) waits again."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                replay_requests.insert().values(
+                    id=request.id,
+                    mapping=request.mapping,
+                    run_id=request.run_id,
+                    latest=request.latest,
+                    only_failed=request.only_failed,
+                    requested_at=request.requested_at,
+                    requested_by=request.requested_by,
+                )
+            )
+
+
+def _replay(row: Any) -> ReplayRequest:
+    return ReplayRequest(
+        id=row.id,
+        mapping=row.mapping,
+        run_id=row.run_id,
+        latest=bool(row.latest),
+        only_failed=bool(row.only_failed),
+        requested_at=row.requested_at,
+        requested_by=row.requested_by,
+    )
 
 
 def _slot(row: Any) -> DueSlot:

@@ -227,6 +227,52 @@ sync_requests = sa.Table(
     sa.Column("requested_by", sa.String(200)),
 )
 
+# A replay asked for through the API, waiting for a scheduler to run it (oldest first).
+replay_requests = sa.Table(
+    "replay_requests",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("run_id", sa.Integer, nullable=False),  # the run to replay
+    sa.Column("latest", sa.Boolean, nullable=False),
+    sa.Column("only_failed", sa.Boolean, nullable=False),
+    sa.Column("requested_at", UTCDateTime, nullable=False),
+    sa.Column("requested_by", sa.String(200)),
+)
+
+# -- runs in flight (state/progress.py) --------------------------------------------------------
+
+# Per running run: its phase and records done, written by the run a few times a second at
+# most, and a cancel request it reads back on the same write.
+run_progress = sa.Table(
+    "run_progress",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("mapping", sa.String(200), nullable=False),
+    sa.Column("phase", sa.String(20), nullable=False),
+    sa.Column("done", sa.BigInteger, nullable=False),
+    sa.Column("total", sa.BigInteger),  # null: not known in this phase
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Column("cancel_requested_at", UTCDateTime),
+    sa.Column("cancel_requested_by", sa.String(200)),
+)
+
+# -- what people did (state/actions.py) --------------------------------------------------------
+
+# Every action taken on a mapping or run (sync now, pause, reset, replay, cancel, …), with who.
+actions = sa.Table(
+    "actions",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("actor", sa.String(200)),
+    sa.Column("action", sa.String(50), nullable=False),
+    sa.Column("mapping", sa.String(200)),
+    sa.Column("run_id", sa.Integer),
+    sa.Column("detail", sa.Text),
+    sa.Index("ix_actions_mapping_id", "mapping", "id"),
+)
+
 # -- the REST API (state/tokens.py) ------------------------------------------------------------
 
 # API tokens: only the SHA-256 of each is kept; the token itself is printed once, when created.
@@ -238,5 +284,6 @@ api_tokens = sa.Table(
     sa.Column("scope", sa.String(10), nullable=False),  # read or write
     sa.Column("token_sha256", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("revoked_at", UTCDateTime),  # a revoked token is refused, and kept for the record
     sa.Index("ux_api_tokens_sha256", "token_sha256", unique=True),
 )

@@ -31,6 +31,8 @@ from ebbtide.state.alerts import AlertBook
 from ebbtide.state.holder import Holder, lock_holders
 from ebbtide.state.ledger import RunLedger, failed_counts
 from ebbtide.state.pending import PendingFailures
+from ebbtide.state.progress import ProgressBook
+from ebbtide.state.schedules import ScheduleBook
 from ebbtide.state.schema import leases, run_failures, runs, store_identity
 from ebbtide.values import (
     FailureGroup,
@@ -102,6 +104,8 @@ class SqlStateStore:
         self.pending_failures = PendingFailures(self.engine)
         self.alerts = AlertBook(self.engine)
         self.ledger = RunLedger(self.engine)
+        self.progress = ProgressBook(self.engine)
+        self.schedules = ScheduleBook(self.engine)
 
     def _postgres_timeouts(self, dbapi_connection: Any, _record: Any) -> None:
         """A process frozen or hung inside one of its transactions must not wedge the others:
@@ -461,26 +465,37 @@ class SqlStateStore:
         with self.engine.connect() as conn:
             return [_run_record(row) for row in conn.execute(query)]
 
-    def failures(self, run_id: int, limit: int = 100) -> list[RecordFailure]:
+    def failures(
+        self,
+        run_id: int,
+        limit: int = 100,
+        *,
+        error_class: str | None = None,
+        key_contains: str | None = None,
+    ) -> list[RecordFailure]:
+        """A run's failed records in the order they failed; `key_contains` searches keys."""
         query = (
             sa.select(run_failures)
             .where(run_failures.c.run_id == run_id)
             .order_by(run_failures.c.id)
             .limit(limit)
         )
+        if error_class is not None:
+            query = query.where(run_failures.c.error_class == error_class)
+        if key_contains:
+            query = query.where(run_failures.c.record_key.contains(key_contains, autoescape=True))
         with self.engine.connect() as conn:
-            return [
-                RecordFailure(
-                    key=row.record_key,
-                    operation=Operation(row.operation),
-                    error_class=ErrorClass(row.error_class),
-                    message=row.message,
-                    code=row.code,
-                    http_status=row.http_status,
-                    payload=row.payload,
-                )
-                for row in conn.execute(query)
-            ]
+            return [_record_failure(row) for row in conn.execute(query)]
+
+    def key_failures(self, mapping: str, keys: Sequence[str]) -> dict[int, RecordFailure]:
+        """Per run of `mapping`, how the record with one of these key texts failed in it."""
+        query = (
+            sa.select(run_failures)
+            .join(runs, runs.c.id == run_failures.c.run_id)
+            .where(runs.c.mapping == mapping, run_failures.c.record_key.in_(list(keys)))
+        )
+        with self.engine.connect() as conn:
+            return {row.run_id: _record_failure(row) for row in conn.execute(query)}
 
     def failure_groups(self, run_id: int, samples: int = 5) -> list[FailureGroup]:
         """Failures grouped by error class and message, largest group first."""
@@ -519,6 +534,18 @@ class SqlStateStore:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _record_failure(row: Any) -> RecordFailure:
+    return RecordFailure(
+        key=row.record_key,
+        operation=Operation(row.operation),
+        error_class=ErrorClass(row.error_class),
+        message=row.message,
+        code=row.code,
+        http_status=row.http_status,
+        payload=row.payload,
+    )
 
 
 def _claim(token: str, holder: Holder, expires_at: datetime) -> dict[str, Any]:

@@ -63,15 +63,29 @@ class TokenBook:
 
     def verify(self, token: str) -> ApiToken | None:
         """The token's record, or None when no token with that hash exists."""
-        query = sa.select(api_tokens).where(api_tokens.c.token_sha256 == token_hash(token))
+        query = sa.select(api_tokens).where(
+            api_tokens.c.token_sha256 == token_hash(token), api_tokens.c.revoked_at.is_(None)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(query).first()
         return _token(row) if row is not None else None
 
+    def revoke(self, token_id: int) -> bool:
+        """Refuse the token from now on (kept, so the history still names it); False when
+        there is no such token, or it was revoked already."""
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                api_tokens.update()
+                .where(api_tokens.c.id == token_id, api_tokens.c.revoked_at.is_(None))
+                .values(revoked_at=datetime.now(UTC))
+            ).rowcount
+        return bool(changed == 1)
+
     def listed(self) -> list[ApiToken]:
+        """Tokens that are valid, oldest first."""
+        query = sa.select(api_tokens).where(api_tokens.c.revoked_at.is_(None))
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(api_tokens).order_by(api_tokens.c.id))
-            return [_token(row) for row in rows]
+            return [_token(row) for row in conn.execute(query.order_by(api_tokens.c.id))]
 
 
 def _token(row: Any) -> ApiToken:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, FastAPI
 
-from ebbtide.server.api import health, mappings, runs
+from ebbtide.server.api import actions, alerts, catalog, health, mappings, metrics, runs
 from ebbtide.server.api.auth import caller
 from ebbtide.server.api.context import ApiServices
 from ebbtide.server.api.errors import install_handlers
@@ -13,7 +13,8 @@ PREFIX = "/api/v1"
 
 
 def create_app(services: ApiServices) -> FastAPI:
-    """The API; every /api/v1 route needs a bearer token, /healthz none."""
+    """The API; every /api/v1 route needs a bearer token; /healthz, /readyz and /metrics
+    none."""
     app = FastAPI(
         title="ebbtide",
         summary="Reverse ETL: mappings, syncs and their history.",
@@ -25,8 +26,9 @@ def create_app(services: ApiServices) -> FastAPI:
     app.state.services = services
     install_handlers(app)
     app.include_router(health.router)
+    app.include_router(metrics.router)
     v1 = APIRouter(prefix=PREFIX, dependencies=[Depends(caller)])
-    v1.include_router(mappings.router)
-    v1.include_router(runs.router)
+    for resource in (mappings, runs, catalog, alerts, actions):
+        v1.include_router(resource.router)
     app.include_router(v1)
     return app

@@ -12,8 +12,14 @@ from typing import Annotated, Protocol
 
 from fastapi import Depends, Request
 
+from ebbtide.config.workspace import Workspace
+from ebbtide.server.metrics import ServeMetrics
+from ebbtide.services.alerts import AlertService
+from ebbtide.services.catalog import Catalog
 from ebbtide.services.history import History
 from ebbtide.services.scheduler import ScheduleService
+from ebbtide.state.store import SqlStateStore
+from ebbtide.state.tokens import TokenBook
 
 
 class TokenHolder(Protocol):
@@ -35,6 +41,36 @@ class ApiServices:
     history: Callable[[], History]  # over the workspace as last reloaded
     schedules: Callable[[], ScheduleService]
     verify_token: Callable[[str], TokenHolder | None]
+    catalog: Callable[[], Catalog]
+    alerts: Callable[[], AlertService]
+    metrics: Callable[[], ServeMetrics]
+    # Why the server is not ready (state store unreachable, last edit of the workspace
+    # invalid), or None when it is.
+    not_ready: Callable[[], str | None] = lambda: None
+
+
+def services_over(
+    workspace: Callable[[], Workspace],
+    state: SqlStateStore,
+    metrics: ServeMetrics | None = None,
+    not_ready: Callable[[], str | None] = lambda: None,
+) -> ApiServices:
+    """The API's services over the workspace as `workspace()` gives it now (serve reloads
+    it) and one state store."""
+    tokens = TokenBook(state.engine)
+    found = metrics or ServeMetrics(
+        lambda: ScheduleService(workspace(), state).queue_depth(),
+        lambda: History(workspace(), state).last_successes(),
+    )
+    return ApiServices(
+        history=lambda: History(workspace(), state),
+        schedules=lambda: ScheduleService(workspace(), state),
+        verify_token=tokens.verify,
+        catalog=lambda: Catalog(workspace()),
+        alerts=lambda: AlertService(workspace(), state),
+        metrics=lambda: found,
+        not_ready=not_ready,
+    )
 
 
 def services(request: Request) -> ApiServices:
@@ -53,5 +89,15 @@ def schedules(found: Services) -> ScheduleService:
     return found.schedules()
 
 
+def catalog(found: Services) -> Catalog:
+    return found.catalog()
+
+
+def alerts(found: Services) -> AlertService:
+    return found.alerts()
+
+
 HistoryDep = Annotated[History, Depends(history)]
 SchedulesDep = Annotated[ScheduleService, Depends(schedules)]
+CatalogDep = Annotated[Catalog, Depends(catalog)]
+AlertsDep = Annotated[AlertService, Depends(alerts)]

@@ -9,7 +9,13 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from ebbtide.errors import EbbtideError, StorageError, UsageError
+from ebbtide.errors import (
+    ConflictError,
+    EbbtideError,
+    MappingBusyError,
+    StorageError,
+    UsageError,
+)
 
 
 class ApiError(Exception):
@@ -22,6 +28,8 @@ class ApiError(Exception):
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(ConflictError, _conflict)
+    app.add_exception_handler(MappingBusyError, _conflict)
     app.add_exception_handler(UsageError, _not_found)
     app.add_exception_handler(EbbtideError, _ebbtide_error)
     app.add_exception_handler(RequestValidationError, _invalid)
@@ -35,6 +43,11 @@ async def _api_error(request: Request, error: Exception) -> JSONResponse:
 async def _not_found(request: Request, error: Exception) -> JSONResponse:
     # A usage error names what does not exist: a mapping, a run.
     return JSONResponse({"error": str(error)}, 404)
+
+
+async def _conflict(request: Request, error: Exception) -> JSONResponse:
+    # Not now, or not in this state: the message says what would make it possible.
+    return JSONResponse({"error": str(error)}, 409)
 
 
 async def _ebbtide_error(request: Request, error: Exception) -> JSONResponse:

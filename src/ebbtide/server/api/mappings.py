@@ -1,15 +1,26 @@
-"""`/api/v1/mappings`: the workspace's mappings, sync now, pause and resume."""
+"""`/api/v1/mappings`: the workspace's mappings and everything done to one of them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter
-from pydantic import BaseModel
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
 
+from ebbtide.errors import ErrorClass
 from ebbtide.server.api.auth import Writer
 from ebbtide.server.api.context import HistoryDep, SchedulesDep
-from ebbtide.services.views import MappingView
+from ebbtide.server.api.errors import ApiError
+from ebbtide.server.api.export import ExportFormat, export
+from ebbtide.services.views import (
+    ActionView,
+    FailedRecordView,
+    KeyHistoryView,
+    MappingView,
+    RunView,
+)
+from ebbtide.values import FailureStatus
 
 router = APIRouter(prefix="/mappings", tags=["mappings"])
 
@@ -28,9 +39,49 @@ class PauseView(BaseModel):
     paused: bool
 
 
+class ResetPlanView(BaseModel):
+    """What a reset changes, for the person who confirms it."""
+
+    mapping: str
+    model: str
+    destination: str
+    model_rows: int  # what the next sync sends
+    snapshot_records: int | None  # what ebbtide believes the destination has (null: damaged)
+    pending_failures: int  # closed as `reset`
+    explanation: str
+
+
+class ResetBody(BaseModel):
+    confirm: bool = Field(
+        default=False, description="true: I understand what happens when a sync is reset"
+    )
+
+
+class SyncPlanView(BaseModel):
+    """What the next sync would send, from the real diff; nothing sent."""
+
+    mapping: str
+    mode: str
+    extracted: int
+    added: int
+    updated: int
+    deleted: int
+    would_send: int
+    operations_sent: list[str]
+    samples: list[dict[str, Any]]
+    guard_tripped: str | None
+
+
+Statuses = Annotated[
+    list[FailureStatus] | None,
+    Query(description="pending (being retried) and/or expired (given up); default both"),
+]
+Limit = Annotated[int, Query(ge=1, le=100_000)]
+
+
 @router.get("")
 def list_mappings(history: HistoryDep) -> list[MappingView]:
-    """Every mapping of the workspace, with its last run and health."""
+    """Every mapping of the workspace, with its schedule, next due time, last run and health."""
     return history.mappings()
 
 
@@ -54,11 +105,90 @@ def sync_now(name: str, holder: Writer, schedules: SchedulesDep) -> SyncRequestV
 @router.post("/{name}/pause")
 def pause(name: str, holder: Writer, schedules: SchedulesDep) -> PauseView:
     """Its schedule starts no run until resumed ("sync now" still runs)."""
-    schedules.pause(name)
+    schedules.pause(name, actor=f"api: {holder.label}")
     return PauseView(mapping=name, paused=True)
 
 
 @router.post("/{name}/resume")
 def resume(name: str, holder: Writer, schedules: SchedulesDep) -> PauseView:
-    schedules.resume(name)
+    schedules.resume(name, actor=f"api: {holder.label}")
     return PauseView(mapping=name, paused=False)
+
+
+@router.get("/{name}/reset")
+def reset_plan(name: str, schedules: SchedulesDep) -> ResetPlanView:
+    """What a reset of the mapping would do; changes nothing."""
+    plan = schedules.reset_plan(name)
+    return ResetPlanView(**plan.to_json(), explanation=plan.explain())
+
+
+@router.post("/{name}/reset")
+def reset(name: str, body: ResetBody, holder: Writer, schedules: SchedulesDep) -> RunView:
+    """Forget what the destination has: the next sync sends the whole model. Refused
+    without `{"confirm": true}`, and while the mapping syncs (409)."""
+    if not body.confirm:
+        plan = schedules.reset_plan(name)
+        raise ApiError(
+            422,
+            f'confirm: a reset needs {{"confirm": true}}; nothing was changed. {plan.explain()}',
+        )
+    return RunView.of(schedules.reset(name, actor=f"api: {holder.label}"))
+
+
+@router.get("/{name}/plan")
+def plan(
+    name: str, schedules: SchedulesDep, samples: Annotated[int, Query(ge=0, le=100)] = 3
+) -> SyncPlanView:
+    """What the next sync would send (`sync plan`): reads the model, sends nothing."""
+    return SyncPlanView(**schedules.plan(name, samples).to_json())
+
+
+@router.get("/{name}/failed-records")
+def failed_records(
+    name: str,
+    history: HistoryDep,
+    status: Statuses = None,
+    error_class: ErrorClass | None = None,
+    key: Annotated[str | None, Query(description="keys containing this text")] = None,
+    limit: Limit = 1000,
+) -> list[FailedRecordView]:
+    """The mapping's records being retried or given up, oldest failure first, each with its
+    last error, payload (masked) and recommended action."""
+    return history.failed_records(name, _statuses(status), limit, error_class, key)
+
+
+@router.get("/{name}/failed-records/export")
+def export_failed_records(
+    name: str,
+    history: HistoryDep,
+    format: ExportFormat = ExportFormat.CSV,
+    status: Statuses = None,
+    error_class: ErrorClass | None = None,
+    key: str | None = None,
+    limit: Limit = 100_000,
+) -> StreamingResponse:
+    """The same records as a CSV or JSON Lines download."""
+    rows = history.failed_records(name, _statuses(status), limit, error_class, key)
+    return export(rows, format, f"{name}-failed-records")
+
+
+@router.get("/{name}/records/{key}/history")
+def key_history(name: str, key: str, history: HistoryDep) -> KeyHistoryView:
+    """Every run that sent the record with this key, newest first: operation, outcome, error.
+    A composite key is written as JSON (`["eu", 42]`)."""
+    return history.key_history(name, key)
+
+
+@router.get("/{name}/actions")
+def actions(
+    name: str,
+    schedules: SchedulesDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+    before: int | None = None,
+) -> list[ActionView]:
+    """What people did to the mapping (sync now, pause, reset, replay, cancel) and who."""
+    return schedules.actions_taken(name, limit, before)
+
+
+def _statuses(given: list[FailureStatus] | None) -> list[FailureStatus]:
+    return given or [FailureStatus.PENDING, FailureStatus.EXPIRED]

@@ -1,0 +1,103 @@
+"""`/api/v1/alerts` and `/api/v1/notifications`: who hears about failed syncs, and the in-app
+notifications people read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from ebbtide.config.alerts import AlertStatus, Channel
+from ebbtide.errors import UsageError
+from ebbtide.server.api.auth import Writer
+from ebbtide.server.api.context import AlertsDep, SchedulesDep
+from ebbtide.services.views import SubscriptionView
+
+router = APIRouter(tags=["alerts"])
+
+
+class SubscriptionBody(BaseModel):
+    email: str = Field(description="The person, by email address.")
+    statuses: list[AlertStatus] | None = Field(
+        default=None, description="failed, partial_success, recovered (default: the first two)"
+    )
+    channels: list[Channel] | None = Field(default=None, description="email and/or in_app")
+    mappings: list[str] | None = Field(default=None, description="only these (default: all)")
+
+
+class NotificationView(BaseModel):
+    id: int
+    email: str
+    run_id: int | None
+    mapping: str
+    event: str
+    title: str
+    body: str
+    created_at: str
+    read: bool
+
+
+class ReadBody(BaseModel):
+    email: str
+
+
+class MarkedView(BaseModel):
+    email: str
+    marked_read: int
+
+
+@router.get("/alerts/subscriptions")
+def subscriptions(alerts: AlertsDep) -> list[SubscriptionView]:
+    """Every subscription: those in ebbtide.yml, then those kept in the state store."""
+    return alerts.listed()
+
+
+@router.post("/alerts/subscriptions", status_code=201)
+def subscribe(
+    body: SubscriptionBody, holder: Writer, alerts: AlertsDep, schedules: SchedulesDep
+) -> SubscriptionView:
+    number, _ = alerts.subscribe(body.email, body.statuses, body.channels, body.mappings)
+    schedules.actions.record(
+        datetime.now(UTC), f"api: {holder.label}", "subscribe", detail=body.email
+    )
+    return next(s for s in alerts.listed() if s.id == str(number))
+
+
+@router.delete("/alerts/subscriptions/{number}")
+def unsubscribe(
+    number: int, holder: Writer, alerts: AlertsDep, schedules: SchedulesDep
+) -> dict[str, int]:
+    """Remove a subscription kept in the state store (those in ebbtide.yml live in Git)."""
+    if not alerts.book.unsubscribe(subscription_id=number):
+        raise UsageError(f"no subscription {number} in the state store")
+    schedules.actions.record(
+        datetime.now(UTC), f"api: {holder.label}", "unsubscribe", detail=str(number)
+    )
+    return {"removed": number}
+
+
+@router.get("/alerts/emails")
+def emails(alerts: AlertsDep) -> list[str]:
+    """The email addresses currently signed up to receive notifications."""
+    return alerts.emails()
+
+
+@router.get("/notifications")
+def notifications(
+    alerts: AlertsDep,
+    email: Annotated[str, Query(description="whose notifications")],
+    unread: bool = False,
+) -> list[NotificationView]:
+    """A person's in-app notifications, newest first."""
+    found = alerts.book.notifications(email, unread_only=unread)
+    return [NotificationView(**n.to_json()) for n in found]
+
+
+@router.post("/notifications/read")
+def mark_read(body: ReadBody, holder: Writer, alerts: AlertsDep) -> MarkedView:
+    """Mark every notification of the person read."""
+    return MarkedView(
+        email=body.email, marked_read=alerts.book.mark_read(body.email, datetime.now(UTC))
+    )
