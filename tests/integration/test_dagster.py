@@ -81,8 +81,12 @@ def test_one_asset_per_enabled_mapping_tagged_with_model_and_destination(root: P
     assert spec.tags["ebbtide/model"] == "users"
     assert spec.tags["ebbtide/destination"] == "crm-hook"
     assert spec.kinds == {"ebbtide"}
-    chosen = ebbtide_assets(root, mappings=["paused"], group_name="reverse_etl")
-    assert [s.key for a in chosen for s in a.specs] == [dg.AssetKey(["paused"])]
+    chosen = ebbtide_assets(
+        root, mappings=["paused"], group_name="reverse_etl", deps={"users": ["dbt_users"]}
+    )
+    (paused,) = [s for a in chosen for s in a.specs]
+    assert (paused.key, paused.group_name) == (dg.AssetKey(["paused"]), "reverse_etl")
+    assert [d.asset_key for d in paused.deps] == [dg.AssetKey(["dbt_users"])]
     with pytest.raises(ebbtide.errors.UsageError, match="users_to_crn"):
         ebbtide_assets(root, mappings=["users_to_crn"])
 

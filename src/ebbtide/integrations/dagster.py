@@ -15,12 +15,15 @@ warning in the log. This is the one module that imports Dagster.
 """
 
 # No `from __future__ import annotations`: Dagster reads the asset function's annotations.
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from os import PathLike
+from pathlib import Path
 
 import dagster as dg
 
-from ebbtide.services.views import MappingView, RunView
+from ebbtide.config.models import MappingSpec
+from ebbtide.services.views import RunView
+from ebbtide.services.workspace_services import open_workspace
 from ebbtide.values import RunStatus
 from ebbtide.workspace_api import Workspace
 
@@ -59,42 +62,57 @@ def ebbtide_assets(
     mappings: Sequence[str] | None = None,
     key_prefix: Sequence[str] = (),
     group_name: str = "ebbtide",
+    deps: Mapping[str, Sequence[dg.AssetKey | str]] | None = None,
     resource_key: str = RESOURCE_KEY,
 ) -> list[dg.AssetsDefinition]:
     """One asset per mapping (every enabled one, or those named), keyed by the mapping's name.
 
-    The workspace is read now, to list its mappings: a bad one raises ConfigErrors here.
-    Each asset is tagged with its model and destination, and syncs through the resource
-    bound to `resource_key`.
+    Only `ebbtide.yml` is read now (the state store is not opened), to list the mappings: a
+    bad workspace raises ConfigErrors here, an unknown name UsageError. Each asset is tagged
+    with its model and destination; `deps` maps a model's name to the upstream assets that
+    build it (a dbt model, say), and syncs go through the resource bound to `resource_key`.
     """
-    with Workspace.load(workspace_path) as workspace:
-        found = {view.name: view for view in workspace.mappings()}
-    names = list(mappings) if mappings is not None else [n for n, v in found.items() if v.enabled]
-    for name in names:
-        if name not in found:
-            with Workspace.load(workspace_path) as workspace:
-                workspace.mapping(name)  # the unknown name, said as the CLI says it
-    return [_asset(found[n], list(key_prefix), group_name, resource_key) for n in names]
+    config = open_workspace(Path(workspace_path))
+    if mappings is None:
+        mappings = [name for name, spec in config.spec.mappings.items() if spec.enabled]
+    upstream = deps or {}
+    return [
+        _asset(
+            name,
+            config.mapping(name),
+            [*key_prefix, name],
+            group_name,
+            upstream.get(config.mapping(name).model, ()),
+            resource_key,
+        )
+        for name in mappings
+    ]
 
 
 def _asset(
-    mapping: MappingView, key_prefix: list[str], group_name: str, resource_key: str
+    name: str,
+    spec: MappingSpec,
+    key: list[str],
+    group_name: str,
+    deps: Sequence[dg.AssetKey | str],
+    resource_key: str,
 ) -> dg.AssetsDefinition:
     @dg.asset(
-        key=dg.AssetKey([*key_prefix, mapping.name]),
+        key=dg.AssetKey(key),
         group_name=group_name,
+        deps=deps,
         description=(
-            f"ebbtide mapping {mapping.name}: model {mapping.model} to"
-            f" {mapping.destination} ({mapping.action}, mode {mapping.mode})"
+            f"ebbtide mapping {name}: model {spec.model} to {spec.destination}"
+            f" ({spec.action}, mode {spec.mode})"
         ),
-        tags={"ebbtide/model": mapping.model, "ebbtide/destination": mapping.destination},
+        tags={"ebbtide/model": spec.model, "ebbtide/destination": spec.destination},
         kinds={"ebbtide"},
-        metadata={"model": mapping.model, "destination": mapping.destination},
+        metadata={"model": spec.model, "destination": spec.destination},
         required_resource_keys={resource_key},
     )
     def sync_mapping(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
         resource: EbbtideResource = getattr(context.resources, resource_key)
-        run = resource.sync(mapping.name, actor=f"dagster run {context.run.run_id}")
+        run = resource.sync(name, actor=f"dagster run {context.run.run_id}")
         return materialization(run, context.log)
 
     return sync_mapping
