@@ -1,4 +1,4 @@
-"""Real processes for the crash-safety tests: a workspace, the receiver, the CLI.
+"""Real processes for the end-to-end tests: a workspace, the receiver, the CLI, serve.
 
 Everything runs as it would in production: `python -m ebbtide` subprocesses syncing a DuckDB
 warehouse to `python -m ebbtide.demo.receiver` on 127.0.0.1, killed, stopped and signalled by
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -25,6 +26,7 @@ from typing import IO, Any, cast
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 MAPPING = "users"
 LEASE_TTL_S = 2.0
@@ -38,9 +40,11 @@ SLOW_SQL = (
     " where (select sum(hash(x)) % 2 from range(150000000) t(x)) >= 0"
 )
 
+DUCKDB_SOURCE = "{type: duckdb, path: warehouse.duckdb}"
+FIELDS = "{email: email, plan: plan}"
 CONFIG = """\
 sources:
-  warehouse: {{type: duckdb, path: warehouse.duckdb}}
+  warehouse: {source}
 models:
   users:
     source: warehouse
@@ -59,8 +63,10 @@ mappings:
     destination: hook
     action: upsert
     mode: mirror
-    fields: {{email: email, plan: plan}}
-"""
+    fields: {fields}
+{more}"""
+# `ebbtide serve` prints one such line on stderr as each run ends.
+FINISHED = re.compile(r"finished (\S+) run (\d+): (\w+)")
 
 
 def wait_until(
@@ -138,6 +144,12 @@ class ReceiverProcess:
             raise AssertionError(f"the receiver did not start: {line!r}")
         return cls(process, line.removeprefix("listening on ").strip(), log)
 
+    def __enter__(self) -> ReceiverProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def release(self) -> None:
         """Answer again after `hold_after` held the answers back."""
         self.process.send_signal(signal.SIGUSR1)
@@ -146,9 +158,8 @@ class ReceiverProcess:
     def frozen(self) -> Iterator[None]:
         """The receiver stopped (SIGSTOP) for the block: requests wait unanswered, so a sync
         stays mid-load however long the test takes, on a busy machine too."""
-        self.process.send_signal(signal.SIGSTOP)
         try:
-            wait_until(lambda: process_state(self.process.pid) == "T", 30, "the receiver to stop")
+            stop_and_wait(self.process, "the receiver")
             yield
         finally:
             self.process.send_signal(signal.SIGCONT)
@@ -181,6 +192,18 @@ class ReceiverProcess:
         return [r for r in self.records() if run_of(r) == run_id]
 
 
+def receiver_fixture(delay_s: float) -> Any:
+    """A `receiver` fixture for a test module (`receiver = receiver_fixture(0.05)`): a
+    ReceiverProcess answering each request after `delay_s`, stopped at teardown."""
+
+    @pytest.fixture
+    def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
+        with ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=delay_s) as running:
+            yield running
+
+    return receiver
+
+
 def run_of(record: dict[str, Any]) -> int:
     """The run that sent a record: idempotency keys are `<run id>-<batch number>`."""
     return int(str(record["idempotency_key"]).split("-")[0])
@@ -193,6 +216,13 @@ def batch_of(record: dict[str, Any]) -> str:
 def duplicates(records: list[dict[str, Any]]) -> int:
     """How many deliveries were repeats of a key already delivered."""
     return sum(n - 1 for n in Counter(r["key"] for r in records).values())
+
+
+def received_everything(workspace: Workspace, receiver: ReceiverProcess) -> None:
+    """The receiver holds every key of the model, and no more repeats than a crash allows."""
+    records = receiver.records()
+    assert {r["key"] for r in records} == workspace.keys
+    assert duplicates(records) <= IN_FLIGHT_RECORDS
 
 
 def _close(stream: IO[str] | None) -> None:
@@ -226,9 +256,30 @@ class Workspace:
         return workspace
 
     def use_model_sql(self, sql: str) -> None:
-        (self.root / "ebbtide.yml").write_text(
-            CONFIG.format(sql=sql, batch_size=BATCH_SIZE, concurrency=CONCURRENCY)
+        self.configure(sql)
+
+    def configure(
+        self,
+        sql: str = FAST_SQL,
+        *,
+        source: str = DUCKDB_SOURCE,
+        fields: str = FIELDS,
+        schedule: str | None = None,
+        more: str = "",
+    ) -> None:
+        """Write `ebbtide.yml`: the users model, `sql` on `source`, mirrored to the hook.
+        `schedule` goes on the users mapping; `more` (YAML lines) after it."""
+        if schedule is not None:
+            more = f"    schedule: {schedule}\n{more}"
+        text = CONFIG.format(
+            source=source,
+            sql=sql,
+            fields=fields,
+            more=more,
+            batch_size=BATCH_SIZE,
+            concurrency=CONCURRENCY,
         )
+        (self.root / "ebbtide.yml").write_text(text)
 
     @property
     def keys(self) -> set[int]:
@@ -318,15 +369,21 @@ class Workspace:
         assert process.returncode is not None
         return Finished(process.returncode, out, err)
 
-    def runs(self) -> dict[int, dict[str, Any]]:
-        """`ebbtide runs list --json`, by run id."""
-        done = subprocess.run(
-            self.cli_args("runs", "list", "--json"),
+    def cli(
+        self, *args: str, timeout_s: float = 60, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`ebbtide <args>` run to its end, its output captured."""
+        return subprocess.run(
+            self.cli_args(*args),
             capture_output=True,
             text=True,
-            timeout=60,
-            env=self.env,
+            timeout=timeout_s,
+            env=self.env if env is None else env,
         )
+
+    def runs(self) -> dict[int, dict[str, Any]]:
+        """`ebbtide runs list --json`, by run id."""
+        done = self.cli("runs", "list", "--json")
         assert done.returncode == 0, done.stderr
         return {run["id"]: run for run in json.loads(done.stdout)}
 
@@ -342,6 +399,62 @@ class Finished:
         [run] = json.loads(self.stdout)
         assert isinstance(run, dict)
         return run
+
+
+# -- serve ----------------------------------------------------------------------------------
+
+
+class Serve:
+    """One `ebbtide serve` process and the lines it printed on stderr."""
+
+    def __init__(self, workspace: Workspace, processes: Processes, name: str, *args: str):
+        self.log = workspace.root.parent / f"{name}.err"
+        # Any free port for the API: tests run in parallel, each with its own serve.
+        port = () if "--port" in args else ("--port", "0")
+        command = workspace.cli_args("serve", *port, *args)
+        env = {**workspace.env, "EBBTIDE_LEASE_TTL_S": "10"}
+        self.process = processes.start(command, env, workspace.root.parent / name)
+
+    def text(self) -> str:
+        return self.log.read_text() if self.log.exists() else ""
+
+    def finished(self, mapping: str = MAPPING) -> list[tuple[int, str]]:
+        return [
+            (int(run), status)
+            for name, run, status in FINISHED.findall(self.text())
+            if name == mapping
+        ]
+
+    def seen(self, look: Callable[[], Any]) -> Any:
+        """What `look` finds in the log; once serve has exited, its complete log either has
+        it or the wait fails at once, showing the log (an exit is no reason to wait on)."""
+        found = look()
+        if found or self.process.poll() is None:
+            return found
+        found = look()
+        if not found:
+            raise AssertionError(f"serve exited {self.process.returncode}:\n{self.text()}")
+        return found
+
+    def wait_finished(self, n: int, mapping: str = MAPPING) -> list[tuple[int, str]]:
+        return wait_until(
+            lambda: self.seen(lambda: len(self.finished(mapping)) >= n and self.finished(mapping)),
+            120,
+            f"{n} finished run(s) of {mapping} in {self.log}:\n{self.text()}",
+        )
+
+    def wait_line(self, text: str, after: int = 0) -> int:
+        """Waits for `text` after position `after` of the log; returns where it ends."""
+        found = wait_until(
+            lambda: self.seen(lambda: self.text().find(text, after) + 1),
+            120,
+            f"{text!r} in {self.log}:\n{self.text()}",
+        )
+        return int(found) - 1 + len(text)
+
+    def stop(self, timeout_s: float = 120) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout_s)
 
 
 @contextmanager
@@ -372,6 +485,12 @@ def process_state(pid: int) -> str:
     return stat[stat.rindex(")") + 2]
 
 
+def stop_and_wait(process: subprocess.Popen[str], what: str) -> None:
+    """SIGSTOP `process` and wait until it is stopped (`what` names it in a timeout)."""
+    process.send_signal(signal.SIGSTOP)
+    wait_until(lambda: process_state(process.pid) == "T", 30, f"{what} to stop")
+
+
 def state_store_writable(state_db: Path) -> bool:
     """Whether a write transaction can begin on a SQLite state store now, without waiting."""
     con = sqlite3.connect(str(state_db), timeout=0, isolation_level=None)
@@ -392,8 +511,7 @@ def stopped_outside_a_transaction(process: subprocess.Popen[str], state_db: Path
     writing until it resumes (SQLite cannot take a lock from a frozen process). Then let it
     out and return False: call again (with `wait_until`) to stop it elsewhere.
     """
-    process.send_signal(signal.SIGSTOP)
-    wait_until(lambda: process_state(process.pid) == "T", 30, "the sync to stop")
+    stop_and_wait(process, "the sync")
     if state_store_writable(state_db):
         return True
     process.send_signal(signal.SIGCONT)

@@ -24,12 +24,12 @@ import psycopg
 import pytest
 
 from tests.e2e.harness import (
-    IN_FLIGHT_RECORDS,
     Finished,
     Processes,
     ReceiverProcess,
     Workspace,
-    duplicates,
+    received_everything,
+    receiver_fixture,
     running_run,
     wait_until,
 )
@@ -39,12 +39,7 @@ EXIT_STORAGE = 5
 EXIT_DAMAGED = 6
 EXIT_CANCELLED = 130
 
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
-    running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.05)
-    yield running
-    running.stop()
+receiver = receiver_fixture(delay_s=0.05)
 
 
 @pytest.fixture
@@ -64,16 +59,7 @@ def said_clearly(finished: Finished | subprocess.CompletedProcess[str], *words: 
 
 
 def cli(workspace: Workspace, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        workspace.cli_args(*args), capture_output=True, text=True, timeout=120, env=workspace.env
-    )
-
-
-def received_everything(workspace: Workspace, receiver: ReceiverProcess) -> None:
-    """The receiver holds every key of the model, and no more repeats than a crash allows."""
-    records = receiver.records()
-    assert {r["key"] for r in records} == workspace.keys
-    assert duplicates(records) <= IN_FLIGHT_RECORDS
+    return workspace.cli(*args, timeout_s=120)
 
 
 def run_statuses(workspace: Workspace, namespace: MountNamespace | None = None) -> list[str]:
@@ -134,8 +120,7 @@ def test_an_unreachable_state_store_is_named_without_its_password(
 def test_a_state_store_deleted_mid_run_stops_the_run_and_the_next_sync_sends_the_rest(
     tmp_path: Path, processes: Processes
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "slow.jsonl", delay_s=0.1)
-    try:
+    with ReceiverProcess.start(tmp_path / "slow.jsonl", delay_s=0.1) as slow:
         workspace = Workspace.create(tmp_path / "ws", slow.url, 3_000)
         workspace.lease_ttl_s = 1.0  # heartbeats every 0.25 s: the loss is seen at once
         sync = workspace.start_sync(processes, "first")
@@ -152,8 +137,6 @@ def test_a_state_store_deleted_mid_run_stops_the_run_and_the_next_sync_sends_the
         assert again.returncode == 0, again.stderr
         assert again.run["status"] == "success"
         received_everything(workspace, slow)
-    finally:
-        slow.stop()
 
 
 # -- a full disk ----------------------------------------------------------------------------
@@ -194,8 +177,7 @@ def test_a_disk_full_mid_sync_fails_the_run_and_loses_nothing(
     moment: str,
     leave_kb: int,
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "slow.jsonl", delay_s=0.3)
-    try:
+    with ReceiverProcess.start(tmp_path / "slow.jsonl", delay_s=0.3) as slow:
         workspace = Workspace.create(tmp_path / "ws", slow.url, 2_000)
         state_dir = workspace.root / ".ebbtide"
         namespace.small_disk(state_dir, "16m")
@@ -218,8 +200,6 @@ def test_a_disk_full_mid_sync_fails_the_run_and_loses_nothing(
         again = namespace.run(args, env=workspace.env)
         assert again.returncode == 0, again.stderr
         received_everything(workspace, slow)
-    finally:
-        slow.stop()
 
 
 # -- the source -----------------------------------------------------------------------------
@@ -246,19 +226,6 @@ def test_a_warehouse_file_locked_by_another_writer_fails_the_run_naming_it(
     received_everything(workspace, receiver)
 
 
-POSTGRES_CONFIG = """\
-sources:
-  warehouse: {{type: postgres, url: "{url}"}}
-models:
-  users:
-    source: warehouse
-    primary_key: id
-    sql: "{sql}"
-destinations:
-  hook: {{type: webhook, url: "${{HOOK_URL}}", batch_size: 100}}
-mappings:
-  users: {{model: users, destination: hook, action: upsert, mode: mirror, fields: {{email: email}}}}
-"""
 ROWS_SQL = "select i as id, 'user' || i || '@example.com' as email from generate_series(1, 3000) i"
 # A millisecond per row: the first fetch is still being answered when the connection is cut.
 SLOW_ROWS_SQL = f"{ROWS_SQL} where pg_sleep(0.001) is not null"
@@ -270,8 +237,8 @@ def test_a_source_connection_dropped_mid_extract_fails_the_run_and_sends_nothing
     application = f"ebbtide_test_{uuid.uuid4().hex[:8]}"
     url = f"{pg_dsn}?application_name={application}"
     workspace = Workspace.create(tmp_path / "ws", receiver.url, 3_000)
-    config = workspace.root / "ebbtide.yml"
-    config.write_text(POSTGRES_CONFIG.format(url=url, sql=SLOW_ROWS_SQL))
+    postgres = f'{{type: postgres, url: "{url}"}}'
+    workspace.configure(SLOW_ROWS_SQL, source=postgres, fields="{email: email}")
 
     sync = workspace.start_sync(processes, "cut")
     with psycopg.connect(pg_dsn, autocommit=True) as admin:
@@ -298,7 +265,7 @@ def test_a_source_connection_dropped_mid_extract_fails_the_run_and_sends_nothing
         assert words in cut.run["error"]
     assert receiver.count() == 0
 
-    config.write_text(POSTGRES_CONFIG.format(url=url, sql=ROWS_SQL))
+    workspace.configure(ROWS_SQL, source=postgres, fields="{email: email}")
     again = workspace.sync(processes, "again")
     assert again.returncode == 0, again.stderr
     received_everything(workspace, receiver)

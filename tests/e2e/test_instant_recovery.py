@@ -10,18 +10,18 @@ from __future__ import annotations
 import re
 import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import (
-    IN_FLIGHT_RECORDS,
     Processes,
     ReceiverProcess,
     Workspace,
-    duplicates,
+    received_everything,
+    receiver_fixture,
     running_run,
+    stop_and_wait,
     wait_until,
 )
 
@@ -29,12 +29,7 @@ ROWS = 4_000
 DELAY_S = 0.12
 LONG_LEASE_S = 600.0
 
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
-    running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=DELAY_S)
-    yield running
-    running.stop()
+receiver = receiver_fixture(DELAY_S)
 
 
 @pytest.fixture
@@ -42,11 +37,6 @@ def workspace(tmp_path: Path, receiver: ReceiverProcess) -> Workspace:
     created = Workspace.create(tmp_path / "ws", receiver.url, ROWS)
     created.lease_ttl_s = LONG_LEASE_S
     return created
-
-
-def process_state(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
 
 
 def test_a_sync_killed_mid_load_is_taken_over_at_once_by_the_next(
@@ -68,9 +58,7 @@ def test_a_sync_killed_mid_load_is_taken_over_at_once_by_the_next(
     assert run["status"] == "interrupted"
     assert f"its process is gone: host {socket.gethostname()}, pid {first.pid}" in run["error"]
     assert (run["loaded_new"], run["loaded_updated"], run["loaded_deleted"]) == (len(kept), 0, 0)
-    records = receiver.records()
-    assert {r["key"] for r in records} == workspace.keys
-    assert duplicates(records) <= IN_FLIGHT_RECORDS
+    received_everything(workspace, receiver)
     assert workspace.snapshot_keys() == workspace.keys
 
 
@@ -80,8 +68,7 @@ def test_a_stopped_sync_keeps_its_lease_and_the_refusal_names_its_process(
     first = workspace.start_sync(processes, "first")
     holder = wait_until(lambda: running_run(workspace), 30, "the first run to start")
     wait_until(lambda: receiver.count(holder) >= 0.3 * ROWS, 60, "30% of the records")
-    first.send_signal(signal.SIGSTOP)
-    wait_until(lambda: process_state(first.pid) == "T", 30, "the first sync to stop")
+    stop_and_wait(first, "the first sync")
 
     refused = workspace.sync(processes, "second")
     assert refused.returncode == 4, refused.stderr

@@ -8,34 +8,28 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.e2e.harness import Processes, ReceiverProcess, Workspace, wait_until
-from tests.e2e.test_serve_cli import Serve, configure
+from tests.e2e.harness import (
+    Processes,
+    ReceiverProcess,
+    Serve,
+    Workspace,
+    receiver_fixture,
+    wait_until,
+)
 
 LISTENING = re.compile(r"api listening on (http://\S+)")
 
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> ReceiverProcess:
-    started = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0)
-    yield started  # type: ignore[misc]
-    started.stop()
+receiver = receiver_fixture(delay_s=0)
 
 
 def create_token(workspace: Workspace, scope: str) -> str:
-    done = subprocess.run(
-        workspace.cli_args("tokens", "create", "--scope", scope, "--name", "e2e", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=workspace.env,
-    )
+    done = workspace.cli("tokens", "create", "--scope", scope, "--name", "e2e", "--json")
     assert done.returncode == 0, done.stderr
     token: str = json.loads(done.stdout)["token"]
     return token
@@ -51,7 +45,7 @@ def test_serve_api_lists_runs_and_takes_a_sync_now(
     tmp_path: Path, processes: Processes, receiver: ReceiverProcess
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=40)
-    configure(workspace, "manual")
+    workspace.configure(schedule="manual")
     serve = Serve(workspace, processes, "serve", "--port", "0")
     serve.wait_line("api listening on http://127.0.0.1:")
     [url] = LISTENING.findall(serve.text())

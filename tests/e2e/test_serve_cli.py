@@ -9,138 +9,51 @@ import json
 import re
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tests.e2e.harness import (
-    FAST_SQL,
-    IN_FLIGHT_RECORDS,
     Processes,
     ReceiverProcess,
+    Serve,
     Workspace,
-    duplicates,
+    received_everything,
+    receiver_fixture,
     wait_until,
 )
 
-CONFIG = """\
-sources:
-  warehouse: {{type: duckdb, path: warehouse.duckdb}}
-models:
-  users:
-    source: warehouse
-    primary_key: id
-    sql: "{sql}"
-destinations:
-  hook:
-    type: webhook
-    url: "${{HOOK_URL}}"
-    batch_size: 100
-    concurrency: 3
-    timeout_s: 120
-mappings:
-  users:
-    model: users
-    destination: hook
-    action: upsert
-    mode: mirror
-    fields: {fields}
-    schedule: {schedule}
-{more}"""
-
 # Every run sees every row changed (the time of its transaction), so each run sends them all.
 EVERY_RUN_SQL = "select id, email, plan, now()::VARCHAR as at from users"
-FINISHED = re.compile(r"finished (\S+) run (\d+): (\w+)")
 
-
-def configure(
-    workspace: Workspace,
-    schedule: str,
-    sql: str = FAST_SQL,
-    fields: str = "{email: email, plan: plan}",
-    more: str = "",
-) -> None:
-    text = CONFIG.format(sql=sql, fields=fields, schedule=schedule, more=more)
-    (workspace.root / "ebbtide.yml").write_text(text)
-
-
-class Serve:
-    """One `ebbtide serve` process and the lines it printed on stderr."""
-
-    def __init__(self, workspace: Workspace, processes: Processes, name: str, *args: str):
-        self.log = workspace.root.parent / f"{name}.err"
-        # Any free port for the API: tests run in parallel, each with its own serve.
-        port = () if "--port" in args else ("--port", "0")
-        command = workspace.cli_args("serve", *port, *args)
-        env = {**workspace.env, "EBBTIDE_LEASE_TTL_S": "10"}
-        self.process = processes.start(command, env, workspace.root.parent / name)
-
-    def text(self) -> str:
-        return self.log.read_text() if self.log.exists() else ""
-
-    def finished(self, mapping: str = "users") -> list[tuple[int, str]]:
-        return [
-            (int(run), status)
-            for name, run, status in FINISHED.findall(self.text())
-            if name == mapping
-        ]
-
-    def seen(self, look: Callable[[], Any]) -> Any:
-        """What `look` finds in the log; once serve has exited, its complete log either has
-        it or the wait fails at once, showing the log (an exit is no reason to wait on)."""
-        found = look()
-        if found or self.process.poll() is None:
-            return found
-        found = look()
-        if not found:
-            raise AssertionError(f"serve exited {self.process.returncode}:\n{self.text()}")
-        return found
-
-    def wait_finished(self, n: int, mapping: str = "users") -> list[tuple[int, str]]:
-        return wait_until(
-            lambda: self.seen(lambda: len(self.finished(mapping)) >= n and self.finished(mapping)),
-            120,
-            f"{n} finished run(s) of {mapping} in {self.log}:\n{self.text()}",
-        )
-
-    def wait_line(self, text: str, after: int = 0) -> int:
-        """Waits for `text` after position `after` of the log; returns where it ends."""
-        found = wait_until(
-            lambda: self.seen(lambda: self.text().find(text, after) + 1),
-            120,
-            f"{text!r} in {self.log}:\n{self.text()}",
-        )
-        return int(found) - 1 + len(text)
-
-    def stop(self, timeout_s: float = 120) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout_s)
+receiver = receiver_fixture(delay_s=0)
 
 
 def sync_now(workspace: Workspace) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        workspace.cli_args("sync", "now", "users"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=workspace.env,
-    )
+    return workspace.cli("sync", "now", "users")
 
 
-@pytest.fixture
-def receiver(tmp_path: Path) -> ReceiverProcess:
-    started = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0)
-    yield started  # type: ignore[misc]
-    started.stop()
+@contextmanager
+def serving_a_sync_now(
+    tmp_path: Path, processes: Processes, delay_s: float, rows: int, args: tuple[str, ...] = ()
+) -> Iterator[tuple[ReceiverProcess, Workspace, Serve]]:
+    """A receiver answering after `delay_s`, a "sync now" of `rows` users, and serve (given
+    `args`) running it: its first records have reached the receiver."""
+    with ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=delay_s) as slow:
+        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=rows)
+        workspace.configure(schedule="manual")
+        sync_now(workspace)
+        serve = Serve(workspace, processes, "serve", *args)
+        serve.wait_line("started users run")
+        wait_until(lambda: slow.count() > 0, 60, "the first records at the receiver")
+        yield slow, workspace, serve
 
 
 def test_serve_runs_a_mapping_on_its_schedule_again_and_again(
     tmp_path: Path, processes: Processes, receiver: ReceiverProcess
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=50)
-    configure(workspace, "2s", sql=EVERY_RUN_SQL, fields="{email: email, plan: plan, at: at}")
+    workspace.configure(EVERY_RUN_SQL, fields="{email: email, plan: plan, at: at}", schedule="2s")
     serve = Serve(workspace, processes, "serve")
     finished = serve.wait_finished(3)
     assert serve.stop() == 0
@@ -158,7 +71,7 @@ def test_sync_now_is_queued_then_merged_and_serve_runs_it_once(
     tmp_path: Path, processes: Processes, receiver: ReceiverProcess
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=30)
-    configure(workspace, "manual")
+    workspace.configure(schedule="manual")
     first, second = sync_now(workspace), sync_now(workspace)
     assert first.returncode == 0 and first.stdout.startswith("queued: users"), first
     assert second.returncode == 0 and second.stdout.startswith("merged: a sync of users"), second
@@ -177,34 +90,21 @@ def test_sync_now_is_queued_then_merged_and_serve_runs_it_once(
 def test_sigterm_lets_the_run_in_flight_finish_and_exits_0(
     tmp_path: Path, processes: Processes
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.2)
-    try:
-        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=900)
-        configure(workspace, "manual")
-        sync_now(workspace)
-        serve = Serve(workspace, processes, "serve")
-        serve.wait_line("started users run")
-        wait_until(lambda: slow.count() > 0, 60, "the first records at the receiver")
+    started = serving_a_sync_now(tmp_path, processes, delay_s=0.2, rows=900)
+    with started as (slow, workspace, serve):
         assert serve.stop() == 0
         [(run_id, status)] = serve.finished()
         assert status == "success" and slow.count(run_id) == 900
         assert "stopping: waiting up to 30 s for users to finish" in serve.text()
         assert workspace.runs()[run_id]["status"] == "success"
-    finally:
-        slow.stop()
 
 
 def test_sigterm_past_the_grace_period_cancels_the_run_and_exits_0(
     tmp_path: Path, processes: Processes
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.3)
-    try:
-        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=3000)
-        configure(workspace, "manual")
-        sync_now(workspace)
-        serve = Serve(workspace, processes, "serve", "--grace-s", "0")
-        serve.wait_line("started users run")
-        wait_until(lambda: slow.count() > 0, 60, "the first records at the receiver")
+    no_grace = ("--grace-s", "0")
+    started = serving_a_sync_now(tmp_path, processes, delay_s=0.3, rows=3000, args=no_grace)
+    with started as (slow, workspace, serve):
         assert serve.stop() == 0
         assert "grace period over: cancelling the runs in flight" in serve.text()
         [(run_id, status)] = serve.finished()
@@ -212,17 +112,14 @@ def test_sigterm_past_the_grace_period_cancels_the_run_and_exits_0(
         runs = workspace.runs()
         assert runs[run_id]["status"] == "cancelled"
         assert slow.count(run_id) < 3000
-    finally:
-        slow.stop()
 
 
 def test_a_serve_killed_mid_run_loses_nothing_the_next_serve_recovers(
     tmp_path: Path, processes: Processes
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.2)
-    try:
+    with ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.2) as slow:
         workspace = Workspace.create(tmp_path / "ws", slow.url, rows=3000)
-        configure(workspace, "2s")
+        workspace.configure(schedule="2s")
         first = Serve(workspace, processes, "first")
         first.wait_line("started users run")
         wait_until(lambda: slow.count() >= 300, 60, "records of the first run")
@@ -235,21 +132,17 @@ def test_a_serve_killed_mid_run_loses_nothing_the_next_serve_recovers(
         assert second.stop() == 0
         runs = workspace.runs()
         assert runs[dead["id"]]["status"] == "interrupted"
-        records = slow.records()
-        assert {int(r["key"]) for r in records} == workspace.keys
-        assert duplicates(records) <= IN_FLIGHT_RECORDS
-    finally:
-        slow.stop()
+        received_everything(workspace, slow)
 
 
 def test_an_invalid_edit_is_logged_and_the_old_schedule_keeps_running_a_valid_one_applies(
     tmp_path: Path, processes: Processes, receiver: ReceiverProcess
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=20)
-    configure(workspace, "2s")
+    workspace.configure(schedule="2s")
     serve = Serve(workspace, processes, "serve")
     serve.wait_finished(1)
-    configure(workspace, '"every tuesday"')
+    workspace.configure(schedule='"every tuesday"')
     at = serve.wait_line("ebbtide.yml changed but is invalid (1 error(s))")
     serve.wait_line("mappings.users.schedule: 'every tuesday' is not a schedule", at)
     before = len(serve.finished())
@@ -258,7 +151,7 @@ def test_an_invalid_edit_is_logged_and_the_old_schedule_keeps_running_a_valid_on
         "  users_copy:\n    model: users\n    destination: hook\n    action: upsert\n"
         "    fields: {email: email}\n    schedule: 1h\n"
     )
-    configure(workspace, "2s", more=copy)
+    workspace.configure(schedule="2s", more=copy)
     serve.wait_line("reloaded ebbtide.yml: 2 mapping(s)", at)
     [(copy_run, status)] = serve.wait_finished(1, "users_copy")
     assert status == "success"
@@ -269,46 +162,26 @@ def test_an_invalid_edit_is_logged_and_the_old_schedule_keeps_running_a_valid_on
 def test_a_second_sigterm_cancels_the_run_in_flight_at_once(
     tmp_path: Path, processes: Processes
 ) -> None:
-    slow = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0.3)
-    try:
-        workspace = Workspace.create(tmp_path / "ws", slow.url, rows=3000)
-        configure(workspace, "manual")
-        sync_now(workspace)
-        serve = Serve(workspace, processes, "serve")  # a grace of 30 s
-        serve.wait_line("started users run")
-        wait_until(lambda: slow.count() > 0, 60, "the first records at the receiver")
+    started = serving_a_sync_now(tmp_path, processes, delay_s=0.3, rows=3000)  # a grace of 30 s
+    with started as (slow, workspace, serve):
         serve.process.send_signal(signal.SIGTERM)
         serve.wait_line("stopping: waiting up to 30 s for users to finish")
         assert serve.stop() == 0
         [(run_id, status)] = serve.finished()
         assert status == "cancelled" and slow.count(run_id) < 3000
         assert workspace.runs()[run_id]["status"] == "cancelled"
-    finally:
-        slow.stop()
 
 
 def test_serve_refuses_an_invalid_workspace_and_sync_now_an_unknown_mapping(
     tmp_path: Path, processes: Processes
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", "http://127.0.0.1:9/unused", rows=1)
-    configure(workspace, "manual")
-    unknown = subprocess.run(
-        workspace.cli_args("sync", "now", "user"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=workspace.env,
-    )
+    workspace.configure(schedule="manual")
+    unknown = workspace.cli("sync", "now", "user")
     assert unknown.returncode == 2
     assert "unknown mapping 'user' (did you mean 'users'?)" in unknown.stderr
-    configure(workspace, "manual", more="    timezone: Mars/Olympus\n")
-    refused = subprocess.run(
-        workspace.cli_args("serve", "--port", "0"),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=workspace.env,
-    )
+    workspace.configure(schedule="manual", more="    timezone: Mars/Olympus\n")
+    refused = workspace.cli("serve", "--port", "0")
     assert refused.returncode == 2
     assert "mappings.users.timezone: 'Mars/Olympus' is not a time zone" in refused.stderr
 
@@ -317,16 +190,10 @@ def test_sync_now_wait_returns_the_run_serve_made_of_the_request(
     tmp_path: Path, processes: Processes, receiver: ReceiverProcess
 ) -> None:
     workspace = Workspace.create(tmp_path / "ws", receiver.url, rows=40)
-    configure(workspace, "manual")
+    workspace.configure(schedule="manual")
     serve = Serve(workspace, processes, "serve")
     serve.wait_line("serving ")
-    done = subprocess.run(
-        workspace.cli_args("sync", "now", "users", "--wait", "--json"),
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=workspace.env,
-    )
+    done = workspace.cli("sync", "now", "users", "--wait", "--json", timeout_s=120)
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
     assert (answer["status"], answer["run"]["status"]) == ("queued", "success")

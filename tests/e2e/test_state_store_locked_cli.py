@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import os
-import subprocess
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.e2e.harness import (
     MAPPING,
@@ -15,16 +11,12 @@ from tests.e2e.harness import (
     ReceiverProcess,
     Workspace,
     holding_state_store,
+    receiver_fixture,
 )
 
 ROWS = 200
 
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[ReceiverProcess]:
-    running = ReceiverProcess.start(tmp_path / "received.jsonl", delay_s=0)
-    yield running
-    running.stop()
+receiver = receiver_fixture(delay_s=0)
 
 
 def test_a_sync_that_cannot_get_the_write_lock_says_who_has_it_and_exits_busy(
@@ -36,13 +28,7 @@ def test_a_sync_that_cannot_get_the_write_lock_says_who_has_it_and_exits_busy(
 
     with holding_state_store(workspace):
         assert workspace.runs() == {}  # reading the history does not need the lock
-        locked = subprocess.run(
-            workspace.cli_args("sync", "run", MAPPING),
-            capture_output=True,
-            text=True,
-            timeout=120,
-            env=env,
-        )
+        locked = workspace.cli("sync", "run", MAPPING, timeout_s=120, env=env)
     said = " ".join(locked.stderr.split())  # the console may wrap a long line
     assert locked.returncode == 4, locked.stderr
     assert "Traceback" not in locked.stderr and "OperationalError" not in locked.stderr

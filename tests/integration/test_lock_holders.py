@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ebbtide.state.store import SqlStateStore, StateStoreLockedError
-from tests.e2e.harness import wait_until
+from tests.e2e.harness import stop_and_wait
 
 HOLD_WRITE_LOCK = """
 import sqlite3, sys
@@ -19,11 +19,6 @@ con.execute("BEGIN IMMEDIATE")
 print("locked", flush=True)
 sys.stdin.read()
 """
-
-
-def process_state(pid: int) -> str:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return stat[stat.rindex(")") + 2]
 
 
 def test_a_write_lock_held_by_a_stopped_process_names_it(
@@ -40,8 +35,7 @@ def test_a_write_lock_held_by_a_stopped_process_names_it(
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
-        holder.send_signal(signal.SIGSTOP)  # frozen in its transaction, as the soak found
-        wait_until(lambda: process_state(holder.pid) == "T", 30, "the holder to stop")
+        stop_and_wait(holder, "the holder")  # frozen in its transaction, as the soak found
         with pytest.raises(StateStoreLockedError) as locked:
             store.start_run("m", "manual", lease_ttl_s=60)
         said = str(locked.value)
