@@ -123,6 +123,16 @@ def test_a_partial_success_materializes_and_says_how_many_failed(
     )
     assert metadata["failed_by_class"] == {"validation": 2}
 
+    # The next sync retries only those two, and the receiver refuses both again: every record
+    # failed, so the run failed without a run-level error, and the asset says why.
+    again = dg.materialize(
+        ebbtide_assets(root, mappings=["users_to_crm"]), resources=resources, raise_on_error=False
+    )
+    assert not again.success
+    (failure,) = again.get_step_failure_events()
+    description = failure.step_failure_data.user_failure_data.description
+    assert "failed: 2 record(s) validation: rejected by the receiver" in description
+
 
 def test_a_failed_run_fails_the_asset_with_the_run_error(
     root: Path, resources: dict[str, Any], receiver: Receiver

@@ -22,12 +22,13 @@ from pathlib import Path
 import dagster as dg
 
 from ebbtide.config.models import MappingSpec
-from ebbtide.services.views import RunView
+from ebbtide.services.views import RunDetailsView, RunView
 from ebbtide.services.workspace_services import open_workspace
 from ebbtide.values import RunStatus
 from ebbtide.workspace_api import Workspace
 
 RESOURCE_KEY = "ebbtide"
+SUCCEEDED = (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS)  # the others fail the asset
 # The counts a run reports, in the order Dagster's UI lists them.
 COUNTS = (
     "extracted",
@@ -54,6 +55,11 @@ class EbbtideResource(dg.ConfigurableResource):  # type: ignore[type-arg]
         """Sync one mapping now; a failed sync is a run with status `failed`, not raised."""
         with self.open(actor) as workspace:
             return workspace.sync(mapping, full_resync=full_resync)
+
+    def run(self, run_id: int) -> RunDetailsView:
+        """One run with its failed records grouped by error (`ebbtide runs show`)."""
+        with self.open() as workspace:
+            return workspace.run(run_id)
 
 
 def ebbtide_assets(
@@ -113,6 +119,8 @@ def _asset(
     def sync_mapping(context: dg.AssetExecutionContext) -> dg.MaterializeResult:  # type: ignore[type-arg]
         resource: EbbtideResource = getattr(context.resources, resource_key)
         run = resource.sync(name, actor=f"dagster run {context.run.run_id}")
+        if run.status not in SUCCEEDED:
+            raise run_failure(resource.run(run.id))
         return materialization(run, context.log)
 
     return sync_mapping
@@ -134,17 +142,24 @@ def run_metadata(run: RunView) -> dict[str, dg.MetadataValue]:
     return metadata
 
 
+def run_failure(run: RunDetailsView) -> dg.Failure:
+    """A failed run as the asset's failure: the run's error, or (when every record failed)
+    its largest error groups, and how to see more."""
+    why = run.error or "; ".join(
+        f"{g.count} record(s) {g.error_class}: {g.message}" for g in run.failure_groups[:3]
+    )
+    return dg.Failure(
+        description=f"ebbtide run {run.id} of {run.mapping} {run.status.value}:"
+        f" {why or 'no error recorded'} (details: ebbtide runs show {run.id})",
+        metadata=run_metadata(run),
+    )
+
+
 def materialization(run: RunView, log: dg.DagsterLogManager) -> dg.MaterializeResult:  # type: ignore[type-arg]
-    """The asset's result for a finished run: Failure unless it (at least partly) succeeded."""
-    metadata = run_metadata(run)
-    if run.status not in (RunStatus.SUCCESS, RunStatus.PARTIAL_SUCCESS):
-        raise dg.Failure(
-            description=f"ebbtide run {run.id} of {run.mapping} {run.status.value}: {run.error}",
-            metadata=metadata,
-        )
+    """The asset's result for a run that succeeded, at least partly."""
     if run.failed:
         log.warning(
             f"ebbtide run {run.id} of {run.mapping}: {run.failed} record(s) failed and are"
             f" retried on the next sync; see `ebbtide runs show {run.id}`"
         )
-    return dg.MaterializeResult(metadata=metadata)
+    return dg.MaterializeResult(metadata=run_metadata(run))
