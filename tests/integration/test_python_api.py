@@ -15,9 +15,10 @@ import pytest
 
 import ebbtide
 from ebbtide.demo.receiver import Receiver
-from ebbtide.errors import ConfigError, ConfigErrors, UsageError
+from ebbtide.errors import ConfigError, ConfigErrors, MappingBusyError, UsageError
 from ebbtide.services.views import RunView
 from ebbtide.values import RunStatus
+from tests.integration.test_reset_replay import sync_in_flight
 from tests.integration.workspace_kit import Kit, hook, mapping, write_workspace
 
 ROWS = 30
@@ -119,6 +120,20 @@ def test_reset_is_refused_without_confirm_and_then_resends_everything(
         "reset",
         "manual",
     ]
+
+
+def test_a_busy_mapping_raises_and_is_not_reset(
+    kit: Kit, workspace: ebbtide.Workspace, receiver: Receiver
+) -> None:
+    with sync_in_flight(kit.service(), receiver, "users_mirror") as finished:
+        with pytest.raises(MappingBusyError):
+            workspace.sync("users_mirror")
+        with pytest.raises(MappingBusyError, match="cannot reset while the mapping is syncing"):
+            workspace.reset("users_mirror", confirm=True)
+
+    (held,) = finished
+    assert held.status is RunStatus.SUCCESS
+    assert [r.trigger for r in workspace.runs("users_mirror")] == ["manual"]
 
 
 def test_replay_resends_the_failed_records_of_a_run(
