@@ -1,4 +1,5 @@
-"""Fixtures of the integration tests: a loopback receiver and a workspace kit."""
+"""Fixtures of the integration tests: a loopback receiver, a workspace kit, and the REST API
+over it (`api`, from api_kit)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ebbtide.demo.receiver import Receiver
+from tests.integration.api_kit import api  # noqa: F401 - a fixture, found by its name
 from tests.integration.workspace_kit import Kit
 
 

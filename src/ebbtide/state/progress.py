@@ -66,8 +66,16 @@ class ProgressBook:
                 )
 
     def cancelled_by(self, run_id: int) -> str | None:
-        found = self.get(run_id)
-        return found.cancel_requested_by if found is not None else None
+        """Who asked the run to stop ("" when nobody is named), or None: nobody asked."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(
+                    run_progress.c.cancel_requested_at, run_progress.c.cancel_requested_by
+                ).where(run_progress.c.run_id == run_id)
+            ).first()
+        if row is None or row.cancel_requested_at is None:
+            return None
+        return row.cancel_requested_by or ""
 
     def forget(self, run_id: int) -> None:
         """The run ended: its history row says the rest."""
