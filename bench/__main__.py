@@ -1,8 +1,10 @@
-"""`python -m bench [--sizes N,N] [--json FILE] [--keep] [--repeat N]`: see bench/README.md."""
+"""`python -m bench [sync|serve] [--sizes N,N] [--json FILE] [--keep] [--repeat N] [--quick]`:
+see bench/README.md."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tempfile
@@ -12,7 +14,8 @@ from rich.console import Console
 
 from bench.measure import Measurement
 from bench.receiver import ReceiverProcess
-from bench.report import WIDTH, load_note, receiver_note, show, write_json
+from bench.report import WIDTH, load_note, receiver_note, write_json
+from bench.serve import Knobs, ServeRow, run_serve, serve_json, show_all
 from bench.suite import Suite
 
 REPO = Path(__file__).resolve().parent.parent
@@ -21,6 +24,13 @@ CACHE = Path(tempfile.gettempdir()) / "ebbtide-bench-cache"
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument(
+        "part",
+        nargs="?",
+        choices=("all", "sync", "serve"),
+        default="all",
+        help="sync: the sync scenarios only; serve: the serve scenarios only (default: all)",
+    )
     parser.add_argument(
         "--sizes",
         default="1000000,10000000",
@@ -35,12 +45,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=1,
         help="run every scenario N times and keep the fastest (for a busy machine)",
     )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="serve: a 30 s spread schedule and half the API requests (about 1.5 minutes)",
+    )
     return parser.parse_args(argv)
 
 
 def run_all(args: argparse.Namespace, console: Console, work: Path) -> None:
-    """Every scenario against one receiver process, then the table (and the JSON file)."""
+    """The sync scenarios against one receiver process, then the serve scenarios, then the
+    table (and the JSON file)."""
     load_before = os.getloadavg()[0]
+    results: list[Measurement] = []
+    note = ""
+    if args.part != "serve":
+        results, note = run_syncs(args, console, work)
+    serve_rows: list[ServeRow] = []
+    if args.part != "sync":
+        knobs = Knobs.quick() if args.quick else Knobs()
+        serve_rows = run_serve(REPO, work, knobs, console.log)
+    note = f"{note} {load_note(load_before, os.getloadavg()[0])}".strip()
+    show_all(console, results, serve_rows, note)
+    if args.json:
+        write_json(args.json, results, note)
+        document = json.loads(args.json.read_text(encoding="utf-8"))
+        document["serve"] = serve_json(serve_rows)
+        args.json.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+        console.log(f"results written to {args.json}")
+
+
+def run_syncs(
+    args: argparse.Namespace, console: Console, work: Path
+) -> tuple[list[Measurement], str]:
+    """Every sync scenario against one receiver process; the note checks its count."""
     results: list[Measurement] = []
     with ReceiverProcess(REPO) as receiver:
         console.log(f"receiver in its own process at {receiver.url}; work folder {work}")
@@ -49,12 +87,7 @@ def run_all(args: argparse.Namespace, console: Console, work: Path) -> None:
             results += suite.size(rows)
         results.append(suite.bare_client())
         results.append(suite.payloads())
-    note = receiver_note(receiver.records, receiver.requests, sum(suite.sent))
-    note += " " + load_note(load_before, os.getloadavg()[0])
-    show(console, results, note)
-    if args.json:
-        write_json(args.json, results, note)
-        console.log(f"results written to {args.json}")
+    return results, receiver_note(receiver.records, receiver.requests, sum(suite.sent))
 
 
 def main(argv: list[str] | None = None) -> None:
