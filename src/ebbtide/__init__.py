@@ -1,20 +1,17 @@
 """ebbtide: a Reverse ETL engine.
 
 `ebbtide.Workspace.load(path)` is the Python API (see `ebbtide.workspace_api`); it is imported
-on first use, so that `import ebbtide` (and the CLI's start-up) stays cheap.
+on first use, so that `import ebbtide` (and the CLI's start-up) stays cheap: not even `typing`.
 """
 
-from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
-
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ebbtide.workspace_api import SyncAllResult, Workspace
 
 __all__ = ["SyncAllResult", "Workspace"]
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     if name in __all__:
         from ebbtide import workspace_api
 
