@@ -287,6 +287,70 @@ class JournalsSpec(Spec):
     keep_days: float = Field(default=30.0, gt=0)
 
 
+_CREDENTIAL_KEYS = frozenset(
+    {"aws_access_key_id", "aws_secret_access_key", "aws_session_token", "access_key",
+     "secret_key", "secret_access_key", "session_token", "credentials", "password", "token"}
+)  # fmt: skip
+
+
+class SnapshotsSpec(Spec):
+    """`snapshots: {url: s3://bucket/prefix}`: where mappings' snapshots and journals are kept
+    so that every worker reads them (an object store, or a shared folder: `file:///path` or a
+    plain path). Credentials come from the standard AWS environment variables, never from here.
+    """
+
+    url: str
+    endpoint_url: str | None = None  # an S3-compatible server (MinIO, Ceph …)
+    region: str | None = None
+    keep_versions: int = Field(default=3, ge=1, le=100)  # older versions are deleted
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in data:
+                if str(key).lower() in _CREDENTIAL_KEYS:
+                    raise ValueError(
+                        f"{key!r}: credentials never go in ebbtide.yml; the object store's come"
+                        " from the standard AWS environment variables (AWS_ACCESS_KEY_ID,"
+                        " AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, or AWS_PROFILE)"
+                    )
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: str) -> str:
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            if not url.strip():
+                raise ValueError("the snapshots url is empty")
+            return url  # a plain path: a shared folder
+        if "@" in rest.split("/", 1)[0]:
+            raise ValueError("the snapshots url must not hold credentials")
+        if scheme == "s3":
+            if not rest.split("/", 1)[0]:
+                raise ValueError(f"{url!r} names no bucket: write s3://bucket/prefix")
+            return url
+        if scheme == "file":
+            if not rest.startswith("/"):
+                raise ValueError(f"{url!r}: a file URL needs an absolute path (file:///path)")
+            return url
+        raise ValueError(
+            f"{url!r}: snapshots are kept on s3://bucket/prefix, file:///path or a plain path"
+        )
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _plain_endpoint(cls, url: str | None) -> str | None:
+        if url is not None:
+            scheme, sep, rest = url.partition("://")
+            if scheme not in ("http", "https") or not sep:
+                raise ValueError(f"{url!r} is not an http:// or https:// URL")
+            if "@" in rest.split("/", 1)[0]:
+                raise ValueError("the endpoint URL must not hold credentials")
+        return url
+
+
 class WorkspaceSpec(Spec):
     """The whole of `ebbtide.yml`; sources and destinations are checked by their adapters.
 
@@ -295,6 +359,7 @@ class WorkspaceSpec(Spec):
 
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
+    snapshots: SnapshotsSpec | None = None  # None: the workspace's own `.ebbtide/` folder
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     sources: dict[Name, dict[str, Any]] = Field(default_factory=dict)
     models: dict[Name, ModelSpec] = Field(default_factory=dict)

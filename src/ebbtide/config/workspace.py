@@ -25,6 +25,7 @@ from ebbtide.config.models import (
     MappingSpec,
     ModelSpec,
     Name,
+    SnapshotsSpec,
     SourceConfig,
     Spec,
     WorkspaceSpec,
@@ -117,6 +118,7 @@ def load_workspace(root: Path) -> Workspace:
     spec = WorkspaceSpec(
         state=sections.state,
         journals=sections.journals,
+        snapshots=sections.snapshots,
         alerts=sections.alerts,
         sources=sections.sources,
         destinations=sections.destinations,
@@ -136,6 +138,7 @@ class _Sections(Spec):
 
     state: str = DEFAULT_STATE_URL
     journals: JournalsSpec = Field(default_factory=JournalsSpec)
+    snapshots: SnapshotsSpec | None = None
     alerts: AlertsSpec = Field(default_factory=AlertsSpec)
     sources: dict[Name, dict[str, Any]] = Field(default_factory=dict)
     models: dict[Name, dict[str, Any]] = Field(default_factory=dict)

@@ -10,7 +10,13 @@ from ebbtide.engine.run import Replay, RunListener
 from ebbtide.errors import ConflictError
 from ebbtide.ports import OUTCOME_COLUMN
 from ebbtide.services.sync import SyncService, sent_as
-from ebbtide.snapshots.sent_journal import journal_state, prune, read_sent, sent_identity
+from ebbtide.snapshots.sent_journal import (
+    journal_path,
+    journal_state,
+    prune,
+    read_sent,
+    sent_identity,
+)
 from ebbtide.values import RunRecord, Trigger
 
 
@@ -50,6 +56,7 @@ class ReplayService:
         """The records a replay would resend; refuses with a plain reason when it cannot."""
         run = self.sync.state.get_run(run_id)
         self.sync.workspace.mapping(run.mapping)  # the mapping must still exist
+        self._fetch_sent(run)
         state = journal_state(self.sync.workspace.state_dir, run.mapping, run.id)
         if not state.exists:
             raise ConflictError(self._why_no_journal(run, partial=state.partial))
@@ -82,6 +89,13 @@ class ReplayService:
                 f"run {run.id} sent its records with {what}: they cannot be replayed to the"
                 f" mapping as it is now. `ebbtide reset {run.mapping}` resends the whole model."
             )
+
+    def _fetch_sent(self, run: RunRecord) -> None:
+        """A run of another machine: its sent journal comes from the shared store."""
+        shared = self.sync.shared_snapshots(run.mapping)
+        path = journal_path(self.sync.workspace.state_dir, run.mapping, run.id)
+        if shared is not None and not path.exists():
+            shared.get_sent(run.id, path)
 
     def prune(self, keep_days: float) -> tuple[int, int]:
         """Delete journals older than `keep_days`; returns (files, bytes) removed."""

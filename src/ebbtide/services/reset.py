@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ebbtide.errors import MappingBusyError, SnapshotDamagedError
+from ebbtide.errors import MappingBusyError, SnapshotDamagedError, StorageError
 from ebbtide.services.sync import SyncService
 from ebbtide.snapshots import open_snapshot_store
 from ebbtide.snapshots.duckdb import drop_snapshot, journal_dir
@@ -63,7 +63,12 @@ class ResetService:
         mapping = self.sync.compile(name)
         held: int | None = None
         with contextlib.suppress(SnapshotDamagedError):  # what a reset is there to mend
-            snapshot = open_snapshot_store(self.sync.workspace.state_dir, mapping, read_only=True)
+            snapshot = open_snapshot_store(
+                self.sync.workspace.state_dir,
+                mapping,
+                read_only=True,
+                shared=self.sync.shared_snapshots(name),
+            )
             try:
                 held = snapshot.snapshot_size()
             finally:
@@ -95,10 +100,20 @@ class ResetService:
                 " Reset once the sync has finished."
             ) from None
         state_dir = self.sync.workspace.state_dir
-        # A dead run's journal is dropped with the snapshot: credit it with what it delivered
-        # (a damaged one tells nothing, and is dropped all the same).
-        with contextlib.suppress(SnapshotDamagedError):
-            state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
-        drop_snapshot(state_dir, name)
+        shared = self.sync.shared_snapshots(name)
+        try:
+            if shared is not None:  # dead runs' acknowledgements, published on any machine
+                shared.fetch(snapshot=False)
+            # A dead run's journal is dropped with the snapshot: credit it with what it
+            # delivered (a damaged one tells nothing, and is dropped all the same).
+            with contextlib.suppress(SnapshotDamagedError):
+                state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
+            drop_snapshot(state_dir, name)
+            if shared is not None:  # every machine now fetches an empty snapshot
+                shared.clear(lease)
+        except StorageError as error:
+            failed = RunResult(status=RunStatus.FAILED, error=str(error))
+            state.finish_run(lease, RunStatus.FAILED, failed)
+            raise
         state.pending_failures.close_all(name, FailureStatus.RESET, utcnow())
         return state.finish_run(lease, RunStatus.SUCCESS, RunResult(status=RunStatus.SUCCESS))

@@ -8,7 +8,11 @@ from typing import TYPE_CHECKING
 from ebbtide.mapping.compiler import CompiledMapping
 
 if TYPE_CHECKING:
+    from ebbtide.config.models import SnapshotsSpec
+    from ebbtide.ports import SnapshotPointerBook
     from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+    from ebbtide.snapshots.remote import SharedSnapshots
+    from ebbtide.values import Lease
 
 
 def open_snapshot_store(
@@ -17,15 +21,42 @@ def open_snapshot_store(
     *,
     read_only: bool = False,
     max_record_bytes: int | None = None,
+    shared: SharedSnapshots | None = None,
+    lease: Lease | None = None,
 ) -> DuckDBSnapshotStore:
     """The snapshot store of `mapping`, the one place services get one from.
 
-    Today always the local DuckDB file under the workspace's `.ebbtide/`; a store kept where
-    every worker reads it (object store, warehouse) is chosen here, not in each service.
-    DuckDB is imported on first use, so importing this package stays cheap.
+    The DuckDB file under the workspace's `.ebbtide/`; with `shared` (the workspace's
+    `snapshots:` setting), that file is a cache of the version every worker reads: fetched
+    here, published at commit under the run's `lease`. DuckDB is imported on first use, so
+    importing this package stays cheap.
     """
     from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 
-    return DuckDBSnapshotStore(
-        state_dir, mapping, read_only=read_only, max_record_bytes=max_record_bytes
+    if shared is None:
+        return DuckDBSnapshotStore(
+            state_dir, mapping, read_only=read_only, max_record_bytes=max_record_bytes
+        )
+    from ebbtide.snapshots.shared import SharedSnapshotStore, open_read_only
+
+    if read_only:
+        return open_read_only(state_dir, mapping, shared, max_record_bytes=max_record_bytes)
+    assert lease is not None, "a shared snapshot is written under the run's lease"
+    return SharedSnapshotStore(state_dir, mapping, shared, lease, max_record_bytes=max_record_bytes)
+
+
+def shared_snapshots(
+    spec: SnapshotsSpec | None,
+    root: Path,
+    state_dir: Path,
+    mapping: str,
+    pointers: SnapshotPointerBook,
+) -> SharedSnapshots | None:
+    """Where `mapping`'s state is shared between workers; None: only in `.ebbtide/` (default)."""
+    if spec is None:
+        return None
+    from ebbtide.snapshots.remote import SharedSnapshots, open_object_store
+
+    return SharedSnapshots(
+        open_object_store(spec, root), pointers, state_dir, mapping, spec.keep_versions
     )

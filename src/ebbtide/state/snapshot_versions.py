@@ -42,7 +42,7 @@ class SnapshotVersions:
         Raises LeaseLostError (nothing changed) otherwise: the run has no say any more.
         """
         now = datetime.now(UTC)
-        values = {
+        values: dict[str, object] = {
             "version": version,
             "through_run": through_run,
             "generation": seen.generation + 1,
