@@ -393,3 +393,10 @@ def test_revoked_token_is_refused(api: Api) -> None:
 )
 def test_every_new_read_needs_a_token(api: Api, path: str) -> None:
     assert api.client.get(path).status_code == 401
+
+
+def test_unknown_or_impossible_run_ids_are_404_and_422_before_any_stream(api: Api) -> None:
+    events = api.client.get("/api/v1/runs/999/events", headers=api.read)
+    assert events.status_code == 404 and "999" in events.json()["error"]
+    huge = api.client.get(f"/api/v1/runs/{2**63}", headers=api.read)
+    assert huge.status_code == 422 and "run_id" in huge.json()["error"]

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from ebbtide.server.api.context import SchedulesDep
+from ebbtide.server.api.context import Before, SchedulesDep
 from ebbtide.services.views import ActionView
 
 router = APIRouter(tags=["actions"])
@@ -17,7 +17,7 @@ def actions(
     schedules: SchedulesDep,
     mapping: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    before: Annotated[int | None, Query(description="the next page: older than this id")] = None,
+    before: Before = None,
 ) -> list[ActionView]:
     """Newest first."""
     return schedules.actions_taken(mapping, limit, before)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from ebbtide.config.alerts import AlertStatus, Channel
 from ebbtide.errors import UsageError
 from ebbtide.server.api.auth import Writer
-from ebbtide.server.api.context import AlertsDep, SchedulesDep
+from ebbtide.server.api.context import AlertsDep, ItemId, SchedulesDep
 from ebbtide.services.views import SubscriptionView
 
 router = APIRouter(tags=["alerts"])
@@ -67,7 +67,7 @@ def subscribe(
 
 @router.delete("/alerts/subscriptions/{number}")
 def unsubscribe(
-    number: int, holder: Writer, alerts: AlertsDep, schedules: SchedulesDep
+    number: ItemId, holder: Writer, alerts: AlertsDep, schedules: SchedulesDep
 ) -> dict[str, int]:
     """Remove a subscription kept in the state store (those in ebbtide.yml live in Git)."""
     if not alerts.book.unsubscribe(subscription_id=number):

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Protocol
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Query, Request
 
 from ebbtide.config.workspace import Workspace
 from ebbtide.server.metrics import ServeMetrics
@@ -101,3 +101,13 @@ HistoryDep = Annotated[History, Depends(history)]
 SchedulesDep = Annotated[ScheduleService, Depends(schedules)]
 CatalogDep = Annotated[Catalog, Depends(catalog)]
 AlertsDep = Annotated[AlertService, Depends(alerts)]
+
+
+# Ids are 64-bit in every state store: a larger number names nothing (404 would need a query
+# the database refuses), so it is a bad request.
+MAX_ID = 2**63 - 1
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="a run's id")]
+ItemId = Annotated[int, Path(ge=1, le=MAX_ID)]
+Before = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description="the next page: older than this id")
+]

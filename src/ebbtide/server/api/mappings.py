@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from ebbtide.errors import ErrorClass
 from ebbtide.server.api.auth import Writer
-from ebbtide.server.api.context import HistoryDep, SchedulesDep
+from ebbtide.server.api.context import Before, HistoryDep, SchedulesDep
 from ebbtide.server.api.errors import ApiError
 from ebbtide.server.api.export import ExportFormat, export
 from ebbtide.services.views import (
@@ -184,7 +184,7 @@ def actions(
     name: str,
     schedules: SchedulesDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
-    before: int | None = None,
+    before: Before = None,
 ) -> list[ActionView]:
     """What people did to the mapping (sync now, pause, reset, replay, cancel) and who."""
     return schedules.actions_taken(name, limit, before)

@@ -8,14 +8,14 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import StreamingResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from pydantic import BaseModel
 
 from ebbtide.errors import ErrorClass
 from ebbtide.server.api.auth import Writer
-from ebbtide.server.api.context import HistoryDep, SchedulesDep
+from ebbtide.server.api.context import Before, HistoryDep, RunId, SchedulesDep
 from ebbtide.server.api.export import ExportFormat, export
 from ebbtide.services.views import ProgressView, RecordFailureView, RunDetailsView, RunView
 from ebbtide.values import RunFilter, RunStatus, Trigger
@@ -52,9 +52,7 @@ def list_runs(
     trigger: Trigger | None = None,
     since: Annotated[datetime | None, Query(description="started at or after")] = None,
     until: Annotated[datetime | None, Query(description="started before")] = None,
-    before: Annotated[
-        int | None, Query(description="the next page: runs older than this run id")
-    ] = None,
+    before: Before = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 20,
 ) -> list[RunView]:
     """Runs newest first, filtered in the state store; page with `before` = the last id."""
@@ -76,14 +74,14 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 @router.get("/{run_id}")
-def get_run(run_id: int, history: HistoryDep) -> RunDetailsView:
+def get_run(run_id: RunId, history: HistoryDep) -> RunDetailsView:
     """One run: phases, counts, failures grouped by error with recommended actions."""
     return history.run_details(run_id)
 
 
 @router.get("/{run_id}/failed-records")
 def failed_records(
-    run_id: int,
+    run_id: RunId,
     history: HistoryDep,
     error_class: ErrorClass | None = None,
     key: Annotated[str | None, Query(description="keys containing this text")] = None,
@@ -95,7 +93,7 @@ def failed_records(
 
 @router.get("/{run_id}/failed-records/export")
 def export_failed_records(
-    run_id: int,
+    run_id: RunId,
     history: HistoryDep,
     format: ExportFormat = ExportFormat.CSV,
     error_class: ErrorClass | None = None,
@@ -108,13 +106,20 @@ def export_failed_records(
 
 
 @router.get("/{run_id}/progress")
-def progress(run_id: int, history: HistoryDep) -> ProgressView:
+def progress(run_id: RunId, history: HistoryDep) -> ProgressView:
     """How far a running run has got: its phase and records done of total."""
     return history.progress(run_id)
 
 
+def _known_run(run_id: RunId, history: HistoryDep) -> RunView:
+    """404 before a stream starts, not an error inside it."""
+    return history.run(run_id)
+
+
 @router.get("/{run_id}/events", response_class=EventSourceResponse)
-async def events(run_id: int, history: HistoryDep) -> AsyncIterator[ServerSentEvent]:
+async def events(
+    run_id: RunId, history: HistoryDep, _: Annotated[RunView, Depends(_known_run)]
+) -> AsyncIterator[ServerSentEvent]:
     """The run's progress as Server-Sent Events (`progress`), then one `finished` event with
     the run as the history records it; the stream then ends."""
     last: ProgressView | None = None
@@ -131,7 +136,7 @@ async def events(run_id: int, history: HistoryDep) -> AsyncIterator[ServerSentEv
 
 
 @router.post("/{run_id}/cancel", status_code=202)
-def cancel(run_id: int, holder: Writer, schedules: SchedulesDep) -> RunView:
+def cancel(run_id: RunId, holder: Writer, schedules: SchedulesDep) -> RunView:
     """Ask a running sync to stop at its next batch, wherever it runs; it is recorded as
     cancelled, and the next sync sends what it did not deliver. 409 if it is not running."""
     return RunView.of(schedules.cancel(run_id, actor=f"api: {holder.label}"))
@@ -139,7 +144,7 @@ def cancel(run_id: int, holder: Writer, schedules: SchedulesDep) -> RunView:
 
 @router.post("/{run_id}/replay", status_code=202)
 def replay(
-    run_id: int, holder: Writer, schedules: SchedulesDep, body: ReplayBody | None = None
+    run_id: RunId, holder: Writer, schedules: SchedulesDep, body: ReplayBody | None = None
 ) -> ReplayRequestView:
     """Resend the run's records (all, or `only_failed`), as sent or with the `latest` data,
     as a run of its own started by `ebbtide serve`. 409 when the run cannot be replayed."""
