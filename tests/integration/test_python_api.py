@@ -17,6 +17,7 @@ import ebbtide
 from ebbtide.demo.receiver import Receiver
 from ebbtide.errors import ConfigError, ConfigErrors, MappingBusyError, UsageError
 from ebbtide.services.views import RunView
+from ebbtide.state.schedules import ScheduleBook
 from ebbtide.values import RunStatus
 from tests.integration.test_reset_replay import sync_in_flight
 from tests.integration.workspace_kit import Kit, hook, mapping, write_workspace
@@ -193,3 +194,22 @@ def test_the_cli_does_not_import_the_python_api_or_dagster() -> None:
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     )
     assert shown.stdout.strip() == "[]"
+
+
+def test_sync_requests_and_pauses_reach_the_schedule_book(
+    kit: Kit, workspace: ebbtide.Workspace
+) -> None:
+    first = workspace.request_sync("users_mirror")
+    second = workspace.request_sync("users_mirror")
+    assert (first.status, second.status) == ("queued", "merged")
+    assert first.requested_by == workspace.actor
+
+    book = ScheduleBook(kit.service().state.engine)
+    workspace.pause("users_mirror")
+    slot = book.slot("users_mirror")
+    assert slot is not None and slot.paused
+    workspace.resume("users_mirror")
+    slot = book.slot("users_mirror")
+    assert slot is not None and not slot.paused
+    with pytest.raises(UsageError, match="users_mirorr"):
+        workspace.pause("users_mirorr")
