@@ -157,17 +157,29 @@ def test_replay_resends_the_failed_records_of_a_run(
         workspace.replay(replayed.id, only_failed=True)
 
 
-def test_sync_all_runs_every_enabled_mapping(kit: Kit, receiver: Receiver) -> None:
-    kit.build(
-        receiver.url,
-        rows=5,
-        mappings={"a": mapping("upsert"), "b": mapping("mirror"), "off": mapping(enabled=False)},
-    )
-    with ebbtide.Workspace.load(kit.root) as workspace:
-        result = workspace.sync_all()
+def test_sync_all_runs_every_enabled_mapping_and_says_which_could_not(
+    kit: Kit, receiver: Receiver
+) -> None:
+    with Receiver() as other:
+        kit.build(
+            receiver.url,
+            rows=5,
+            destinations={"hook": hook(), "other": {**hook(), "url": other.url}},
+            mappings={
+                "a": mapping("upsert"),
+                "b": mapping("mirror", destination="other"),
+                "off": mapping(enabled=False),
+            },
+        )
+        with ebbtide.Workspace.load(kit.root) as workspace:
+            assert workspace.sync_all().ok
+            kit.sql("UPDATE users SET plan = 'gold' WHERE id = 2")
+            with sync_in_flight(kit.service(), receiver, "a"):
+                result = workspace.sync_all()
 
-    assert [r.mapping for r in result.runs] == ["a", "b"]
-    assert result.ok and result.refused == {}
+    assert [(r.mapping, r.loaded_updated) for r in result.runs] == [("b", 1)]
+    assert list(result.refused) == ["a"] and not result.ok
+    assert isinstance(result.refused["a"], MappingBusyError)
 
 
 def test_sync_works_inside_a_running_event_loop(
