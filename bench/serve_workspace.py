@@ -10,8 +10,8 @@ import yaml
 
 MAPPINGS = 200
 ROWS_PER_MODEL = 5
-SPREAD = "spread over the minute"
-LOCKSTEP = "all due at once (1m)"
+SPREAD = "spread (200 × 1m)"
+LOCKSTEP = "all at once (200 × 1m)"
 
 
 def write_serve_workspace(root: Path, schedule: Callable[[int], str]) -> Path:
