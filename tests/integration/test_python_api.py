@@ -225,3 +225,19 @@ def test_sync_requests_and_pauses_reach_the_schedule_book(
     assert slot is not None and not slot.paused
     with pytest.raises(UsageError, match="users_mirorr"):
         workspace.pause("users_mirorr")
+
+
+def test_validate_checks_each_mapping_against_its_model_columns(
+    kit: Kit, receiver: Receiver
+) -> None:
+    broken = mapping("upsert", fields={"email": "email", "tier": "plan_tier"})
+    kit.build(receiver.url, rows=3, mappings={"users_mirror": mapping(), "broken": broken})
+
+    with ebbtide.Workspace.load(kit.root) as workspace:
+        workspace.validate(offline=True)  # the columns are not read
+        with pytest.raises(ConfigErrors) as raised:
+            workspace.validate()
+
+    (error,) = raised.value.errors
+    assert error.file == str(kit.root / "ebbtide.yml") and error.line is not None
+    assert "broken" in error.path and "plan_tier" in error.message
