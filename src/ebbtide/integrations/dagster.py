@@ -1,6 +1,7 @@
 """Dagster: one asset per ebbtide mapping (`pip install 'ebbtide[dagster]'`).
 
     import dagster as dg
+from pydantic import Field
     from ebbtide.integrations.dagster import EbbtideResource, ebbtide_assets
 
     defs = dg.Definitions(
@@ -20,6 +21,7 @@ from os import PathLike
 from pathlib import Path
 
 import dagster as dg
+from pydantic import Field
 
 from ebbtide.config.models import MappingSpec
 from ebbtide.services.views import RunDetailsView, RunView
@@ -45,7 +47,9 @@ COUNTS = (
 class EbbtideResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """An ebbtide workspace (a folder holding `ebbtide.yml`, or that file), opened per sync."""
 
-    workspace_path: str
+    workspace_path: str = Field(
+        description="The workspace: a folder holding ebbtide.yml, or that file."
+    )
 
     def open(self, actor: str | None = None) -> Workspace:
         """The Python API over the workspace as it is now; close it when done."""
