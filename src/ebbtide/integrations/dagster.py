@@ -1,7 +1,6 @@
 """Dagster: one asset per ebbtide mapping (`pip install 'ebbtide[dagster]'`).
 
     import dagster as dg
-from pydantic import Field
     from ebbtide.integrations.dagster import EbbtideResource, ebbtide_assets
 
     defs = dg.Definitions(
