@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ebbtide.server.scheduler import ServeLoop, ServeSettings
-from ebbtide.services.scheduler import Claim, Reason, RunEvent
+from ebbtide.services.claims import Claim, Reason, RunEvent
 from ebbtide.state.schedules import ScheduleBook
 from ebbtide.state.store import SqlStateStore
 

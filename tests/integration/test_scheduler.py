@@ -21,14 +21,8 @@ import yaml
 
 from ebbtide.config.workspace import Workspace, load_workspace
 from ebbtide.errors import UsageError
-from ebbtide.services.scheduler import (
-    Claim,
-    Reason,
-    RunEvent,
-    Scheduler,
-    ScheduleService,
-    ThreadExecutor,
-)
+from ebbtide.services.claims import Claim, Reason, RunEvent
+from ebbtide.services.scheduler import Scheduler, ScheduleService, ThreadExecutor
 from ebbtide.state.schedules import ScheduleBook
 from ebbtide.state.store import SqlStateStore
 

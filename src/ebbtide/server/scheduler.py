@@ -17,11 +17,10 @@ from pathlib import Path
 from ebbtide.config.workspace import WORKSPACE_FILE, load_workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError
 from ebbtide.server.metrics import ServeMetrics
+from ebbtide.services.claims import Claim, RunEvent
 from ebbtide.services.history import History
 from ebbtide.services.scheduler import (
-    Claim,
     Clock,
-    RunEvent,
     Scheduler,
     ScheduleService,
     SystemClock,
