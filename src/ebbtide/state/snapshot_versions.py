@@ -68,8 +68,7 @@ class SnapshotVersions:
                 .where(leases.c.mapping == lease.mapping, leases.c.token == lease.token)
                 .with_for_update()
             ).first()
-            if held is None or moved != 1:
-                conn.rollback()
+            if held is None or moved != 1:  # leaving the block rolls the update back
                 why = (
                     "lost its lease (another run took the mapping over)"
                     if held is None
@@ -84,9 +83,25 @@ class SnapshotVersions:
 
     @staticmethod
     def _insert(conn: sa.Connection, mapping: str, values: dict[str, object]) -> int:
-        try:
-            with conn.begin_nested():
-                conn.execute(snapshot_versions.insert().values(mapping=mapping, **values))
-        except sa.exc.IntegrityError:
-            return 0
-        return 1
+        """The first version of a mapping; 0 when another publisher inserted it first.
+
+        ON CONFLICT rather than a savepoint: pysqlite commits a savepoint opened outside a
+        transaction when it is released, which would keep the row whatever follows.
+        """
+        row = {"mapping": mapping, **values}
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            on_pg = pg_insert(snapshot_versions).values(row)
+            on_pg = on_pg.on_conflict_do_nothing(index_elements=["mapping"])
+            result = conn.execute(on_pg.returning(snapshot_versions.c.mapping))
+        elif conn.dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            on_sqlite = sqlite_insert(snapshot_versions).values(row)
+            on_sqlite = on_sqlite.on_conflict_do_nothing(index_elements=["mapping"])
+            result = conn.execute(on_sqlite.returning(snapshot_versions.c.mapping))
+        else:
+            plain = snapshot_versions.insert().values(row)
+            result = conn.execute(plain.returning(snapshot_versions.c.mapping))
+        return len(result.all())
