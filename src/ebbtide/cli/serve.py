@@ -18,12 +18,12 @@ from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.context import workspace as current_workspace
 from ebbtide.cli.syncs import EXIT_FOR_STATUS
 from ebbtide.config.workspace import find_workspace
-from ebbtide.server.scheduler import ServeLoop, ServeSettings
 from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
 from ebbtide.values import RunRecord
 
 if TYPE_CHECKING:
     from ebbtide.server.api.server import ApiServer
+    from ebbtide.server.scheduler import ServeLoop
 
 
 def serve(
@@ -52,6 +52,9 @@ def serve(
     then are cancelled; exit 0. Several serve processes may share one state store: each due
     run starts once. No HTTP server yet: --host and --port are reserved for the REST API.
     """
+    # Imported here: the scheduler's metrics and queue would slow every other command's start.
+    from ebbtide.server.scheduler import ServeLoop, ServeSettings
+
     root = (options.workspace or find_workspace(Path.cwd())).resolve()
     logging.basicConfig(
         stream=sys.stderr,

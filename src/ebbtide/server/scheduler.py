@@ -9,15 +9,17 @@ serve processes from starting a slot twice.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ebbtide.config.workspace import WORKSPACE_FILE, load_workspace
 from ebbtide.errors import ConfigError, ConfigErrors, EbbtideError
 from ebbtide.server.metrics import ServeMetrics
-from ebbtide.services.claims import Claim, RunEvent
+from ebbtide.services.claims import Claim, ClaimRunner, RunEvent
 from ebbtide.services.history import History
 from ebbtide.services.scheduler import (
     Clock,
@@ -28,6 +30,12 @@ from ebbtide.services.scheduler import (
 )
 from ebbtide.state.schedules import ScheduleBook
 from ebbtide.state.store import SqlStateStore
+
+if TYPE_CHECKING:
+    from ebbtide.server.queue import QueueExecutor
+
+# How often the jobs of workers that stopped sending heartbeats are looked for.
+STALLED_CHECK_S = 2.0
 
 # After the grace period, cancelled runs stop at their next batch; one stuck inside a request
 # gets this long more, then is left to the next run, which takes its lease over at once.
@@ -80,7 +88,7 @@ class ServeLoop:
         self._files = WorkspaceFiles(settings.root)
         self.workspace = load_workspace(settings.root)  # invalid at start: no serving
         self.state = SqlStateStore(self.workspace.spec.state, self.workspace.root)
-        self.executor = ThreadExecutor(self.state, settings.workers, self._event)
+        self.executor = self._executor(settings.workers)
         book = ScheduleBook(self.state.engine)
         self.scheduler = Scheduler(self.workspace, book, self.executor, self.clock)
         self.invalid_edit: str | None = None  # why the workspace file as edited is not used
@@ -88,6 +96,16 @@ class ServeLoop:
             lambda: ScheduleService(self.workspace, self.state, self.clock).queue_depth(),
             lambda: History(self.workspace, self.state).last_successes(),
         )
+
+    def _executor(self, workers: int) -> ThreadExecutor | QueueExecutor:
+        """In-process threads on SQLite; procrastinate on PostgreSQL, where several serve
+        processes share the work."""
+        if self.state.engine.dialect.name != "postgresql":
+            return ThreadExecutor(self.state, workers, self._event)
+        from ebbtide.server.queue import QueueExecutor  # procrastinate only when used
+
+        runner = ClaimRunner(self.state, self._event)
+        return QueueExecutor(self.state, workers, runner, lambda: self.workspace)
 
     def say(self, text: str) -> None:
         self._say(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%SZ} {text}")
@@ -105,8 +123,15 @@ class ServeLoop:
             f"serving {self.settings.root}: {scheduled} of {len(mappings)} mapping(s) on a"
             f" schedule, {self.settings.workers} worker(s)"
         )
+        queue = self.executor if not isinstance(self.executor, ThreadExecutor) else None
+        if queue is not None:
+            queue.start()
+        next_recovery = 0.0
         while not self._stop.is_set():
             self._reload_if_changed()
+            if queue is not None and time.monotonic() >= next_recovery:
+                next_recovery = time.monotonic() + STALLED_CHECK_S
+                self._recover_stalled(queue)
             try:
                 for claim in self.scheduler.tick():
                     self.say(f"claimed {claim.mapping} ({claim.describe()})")
@@ -116,6 +141,8 @@ class ServeLoop:
                 self.say(f"could not schedule: {self.workspace.redact(str(error))}")
             self._stop.wait(self.settings.tick_s)
         self._drain()
+        if not isinstance(self.executor, ThreadExecutor):
+            self.executor.close()
         self.state.dispose()
 
     def _reload_if_changed(self) -> None:
@@ -156,8 +183,22 @@ class ServeLoop:
             return f"the state store does not answer: {self.workspace.redact(str(error))}"
         return None
 
+    def _recover_stalled(self, queue: QueueExecutor) -> None:
+        try:
+            closed = queue.recover_stalled()
+        except Exception as error:  # noqa: BLE001 - the queue answers again on a later tick
+            self.say(f"could not look for stalled jobs: {self.workspace.redact(str(error))}")
+            return
+        for mapping in closed:
+            self.say(
+                f"closed a job of {mapping} whose worker stopped sending heartbeats; its next"
+                " run takes the dead run's lease over"
+            )
+
     def _drain(self) -> None:
-        running = sorted(self.executor.running())
+        if not isinstance(self.executor, ThreadExecutor):
+            self.executor.stop()  # no more jobs from the queue: other processes take them
+        running = sorted(self.executor.running_here())
         grace = self.settings.grace_s
         if running:
             self.say(f"stopping: waiting up to {grace:g} s for {', '.join(running)} to finish")
@@ -169,7 +210,7 @@ class ServeLoop:
         if self.executor.wait_idle(CANCEL_WAIT_S):
             self.say("stopped")
             return
-        left = ", ".join(sorted(self.executor.running()))
+        left = ", ".join(sorted(self.executor.running_here()))
         self.say(
             f"stopped; {left} did not stop within {CANCEL_WAIT_S:g} s (inside a request): the"
             " next run takes its lease over and marks it interrupted"

@@ -355,6 +355,10 @@ class ThreadExecutor:
         with self._lock:
             return frozenset(self._running)
 
+    def running_here(self) -> frozenset[str]:
+        """The same: every run of this executor is in this process."""
+        return self.running()
+
     def submit(self, claim: Claim, workspace: Workspace) -> None:
         with self._lock:
             if claim.mapping in self._running or len(self._running) >= self.workers:
