@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -233,7 +237,6 @@ def test_a_run_killed_mid_load_is_finished_by_the_other_machine_resending_only_i
     acknowledged = {r["key"] for r in receiver.records} - held
     receiver.release()
     assert len(acknowledged) >= 60
-    import shutil
 
     shutil.rmtree(machines.a / ".ebbtide")  # the machine is lost
 
@@ -250,7 +253,6 @@ def test_a_run_killed_mid_load_is_finished_by_the_other_machine_resending_only_i
 
 
 def wait_for(condition: Any, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    import time
 
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -289,7 +291,6 @@ def test_a_run_that_lost_its_lease_cannot_publish(
         conn.execute(sa.delete(leases).where(leases.c.mapping == MIRROR))
     on_b = machines.service(machines.b)
     receiver.hold_after = 10
-    import threading
 
     with caplog.at_level(logging.WARNING):
         runner = threading.Thread(target=lambda: on_b.run(MIRROR))
@@ -304,7 +305,6 @@ def test_a_run_that_lost_its_lease_cannot_publish(
 
 
 def wait_for_thread(condition: Any, thread: Any, timeout_s: float = 60) -> None:
-    import time
 
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -488,7 +488,6 @@ def test_local_snapshots_are_kept_when_the_setting_is_added(
 def test_an_unreachable_object_store_fails_the_run_naming_it(
     receiver: Receiver, machines: Machines, aws_env: None
 ) -> None:
-    import socket
 
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
@@ -499,4 +498,52 @@ def test_an_unreachable_object_store_fails_the_run_naming_it(
     with pytest.raises(StorageError, match="s3://bucket/x") as error:
         service.run(MIRROR)
     assert endpoint in str(error.value)
+    assert receiver.requests == 0
+
+
+def test_sent_journals_in_the_shared_store_are_pruned_with_the_local_ones(
+    receiver: Receiver, machines: Machines, shared_store: dict[str, Any]
+) -> None:
+    machines.build(receiver.url, shared_store)
+    on_a = machines.service(machines.a)
+    first = on_a.run(MIRROR)
+    shared = on_a.shared_snapshots(MIRROR)
+    assert shared is not None
+    sent_key = f"{MIRROR}/sent/{first.id:012d}.parquet"
+    assert sent_key in shared.objects.list_keys(f"{MIRROR}/sent/")
+    assert shared.prune_sent(30) == 0  # young enough
+    in_31_days = time.time() + 31 * 86_400
+    assert shared.prune_sent(30, now=in_31_days) == 1
+    assert shared.objects.list_keys(f"{MIRROR}/sent/") == []
+
+
+def test_journals_prune_removes_old_sent_journals_from_a_shared_folder(
+    receiver: Receiver, machines: Machines, tmp_path: Path
+) -> None:
+    folder = tmp_path / "shared-folder"
+    folder.mkdir()
+    machines.build(receiver.url, {"url": str(folder)})
+    run = machines.service(machines.a).run(MIRROR)
+    remote = folder / MIRROR / "sent" / f"{run.id:012d}.parquet"
+    long_ago = time.time() - 40 * 86_400
+    os.utime(remote, (long_ago, long_ago))
+    files, _ = ReplayService(machines.service(machines.b)).prune(30)
+    assert files == 1 and not remote.exists()
+
+
+def test_the_cli_says_in_one_line_which_store_is_missing_and_exits_5(
+    receiver: Receiver, machines: Machines, s3_server: str, aws_env: None
+) -> None:
+    url = f"s3://missing-{uuid.uuid4().hex[:8]}/etl"
+    machines.build(receiver.url, {"url": url, "endpoint_url": s3_server})
+    done = subprocess.run(
+        [sys.executable, "-m", "ebbtide", "-w", str(machines.a), "sync", "run", MIRROR],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ),
+        timeout=120,
+    )
+    assert done.returncode == 5, done.stderr
+    assert url in done.stderr and "Traceback" not in done.stderr
+    assert "secret-test-not-real" not in done.stderr + done.stdout
     assert receiver.requests == 0

@@ -98,8 +98,14 @@ class ReplayService:
             shared.get_sent(run.id, path)
 
     def prune(self, keep_days: float) -> tuple[int, int]:
-        """Delete journals older than `keep_days`; returns (files, bytes) removed."""
-        return prune(self.sync.workspace.state_dir, keep_days)
+        """Delete journals older than `keep_days`; returns (files, bytes) removed (the bytes
+        of this machine's files; those in a shared store, `snapshots:`, are counted as files)."""
+        files, removed = prune(self.sync.workspace.state_dir, keep_days)
+        for name in self.sync.workspace.spec.mappings:
+            shared = self.sync.shared_snapshots(name)
+            if shared is not None:
+                files += shared.prune_sent(keep_days)
+        return files, removed
 
     def _why_no_journal(self, run: RunRecord, *, partial: bool) -> str:
         if run.trigger == Trigger.RESET:

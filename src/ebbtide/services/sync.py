@@ -311,6 +311,7 @@ class SyncService:
             self.workspace.state_dir,
             name,
             self.snapshot_versions,
+            self.workspace.spec.journals.keep_days,
         )
 
     def _sent_log(

@@ -51,6 +51,7 @@ def shared_snapshots(
     state_dir: Path,
     mapping: str,
     pointers: SnapshotPointerBook,
+    keep_sent_days: float | None = None,
 ) -> SharedSnapshots | None:
     """Where `mapping`'s state is shared between workers; None: only in `.ebbtide/` (default)."""
     if spec is None:
@@ -58,5 +59,10 @@ def shared_snapshots(
     from ebbtide.snapshots.remote import SharedSnapshots, open_object_store
 
     return SharedSnapshots(
-        open_object_store(spec, root), pointers, state_dir, mapping, spec.keep_versions
+        open_object_store(spec, root),
+        pointers,
+        state_dir,
+        mapping,
+        spec.keep_versions,
+        keep_sent_days,
     )

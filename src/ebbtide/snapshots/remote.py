@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import time
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
@@ -79,6 +80,10 @@ class ObjectStore(Protocol):
         """Every key under `prefix`, sorted."""
         ...
 
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        """Every key under `prefix` with when it was written (seconds since the epoch)."""
+        ...
+
     def delete(self, keys: list[str]) -> None: ...
 
 
@@ -113,9 +118,11 @@ class SharedSnapshots:
         state_dir: Path,
         mapping: str,
         keep_versions: int = 3,
+        keep_sent_days: float | None = None,
     ) -> None:
         self.objects, self.pointers = objects, pointers
         self.mapping, self.keep_versions = mapping, keep_versions
+        self.keep_sent_days = keep_sent_days
         base = state_dir / "snapshots"
         self.file = base / f"{mapping}.duckdb"
         self.journal_dir = base / f"{mapping}.journal"
@@ -247,8 +254,19 @@ class SharedSnapshots:
                 for key in keys
             ]
             self.objects.delete([self._version_key(v) for v in old] + applied)
+            if self.keep_sent_days is not None:
+                self.prune_sent(self.keep_sent_days)
         except ObjectStoreError as error:
             log.warning("old snapshot versions were not deleted: %s", error)
+
+    def prune_sent(self, keep_days: float, now: float | None = None) -> int:
+        """Delete the sent journals older than `keep_days` (`journals.keep_days`, as the local
+        ones); returns how many."""
+        cutoff = (time.time() if now is None else now) - keep_days * 86_400
+        written = self.objects.list_modified(f"{self.mapping}/sent/")
+        old = [key for key, at in written.items() if at < cutoff]
+        self.objects.delete(old)
+        return len(old)
 
     # -- sent journals -------------------------------------------------------------------
 

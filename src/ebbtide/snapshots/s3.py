@@ -87,14 +87,18 @@ class S3Objects:
             return None if answer is None else bytes(answer["Body"].read())
 
     def list_keys(self, prefix: str) -> list[str]:
-        keys: list[str] = []
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
+        found: dict[str, float] = {}
         with self._explained("list"):
             pages = self._client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.bucket, Prefix=self._key(prefix)
             )
             for page in pages:
-                keys += [self._relative(o["Key"]) for o in page.get("Contents", [])]
-        return sorted(keys)
+                for stored in page.get("Contents", []):
+                    found[self._relative(stored["Key"])] = stored["LastModified"].timestamp()
+        return found
 
     def delete(self, keys: list[str]) -> None:
         with self._explained("delete from"):

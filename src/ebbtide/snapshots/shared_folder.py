@@ -60,15 +60,18 @@ class FolderObjects:
                 return None
 
     def list_keys(self, prefix: str) -> list[str]:
+        return sorted(self.list_modified(prefix))
+
+    def list_modified(self, prefix: str) -> dict[str, float]:
         start = self._path(prefix.rstrip("/"))
         if not start.is_dir():
-            return []
+            return {}
         with self._explained("list"):
-            return sorted(
-                p.relative_to(self.root).as_posix()
+            return {
+                p.relative_to(self.root).as_posix(): p.stat().st_mtime
                 for p in start.rglob("*")
                 if p.is_file() and not p.name.endswith(".partial")
-            )
+            }
 
     def delete(self, keys: list[str]) -> None:
         with self._explained("delete from"):
