@@ -147,6 +147,8 @@ def measure_schedule(
     why = f"p99 {p99:.3g} s"
     if failed:
         why = f"{len(failed)} run(s) not success"
+    if got["unobserved"] or not runs:
+        passed, why = False, f"{got['unobserved']} run(s) with no claim seen: bench broken"
     notes = [
         f"{len(runs)} scheduled runs ({got['events']}); {waiting} slot(s) due but not started"
         " when serve stopped, counted with the time they had waited (a lower bound)"
