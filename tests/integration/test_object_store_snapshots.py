@@ -547,3 +547,29 @@ def test_the_cli_says_in_one_line_which_store_is_missing_and_exits_5(
     assert url in done.stderr and "Traceback" not in done.stderr
     assert "secret-test-not-real" not in done.stderr + done.stdout
     assert receiver.requests == 0
+
+
+def test_the_s3_adapter_tells_a_missing_bucket_from_a_missing_object(
+    s3_server: str, aws_env: None, tmp_path: Path
+) -> None:
+    from ebbtide.snapshots.s3 import S3Objects
+
+    file = tmp_path / "object"
+    file.write_bytes(b"snapshot")
+    present = S3Objects(f"s3://{new_bucket(s3_server)}/p", endpoint_url=s3_server, region=None)
+    assert present.get_file("absent", tmp_path / "copy") is False
+    assert present.get_bytes("absent") is None
+    present.put_file("a/b", file)
+    assert present.get_file("a/b", tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == b"snapshot"
+    assert present.list_keys("a/") == ["a/b"]
+
+    gone = S3Objects("s3://no-such-bucket-at-all/p", endpoint_url=s3_server, region=None)
+    for attempt in (
+        lambda: gone.put_file("k", file),  # upload_file's own error type
+        lambda: gone.get_file("k", tmp_path / "copy"),  # a bare 404 from HEAD
+        lambda: gone.put_bytes("k", b"1"),
+        lambda: gone.list_keys(""),
+    ):
+        with pytest.raises(StorageError, match="s3://no-such-bucket-at-all/p.*does not exist"):
+            attempt()

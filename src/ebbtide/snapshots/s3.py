@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import boto3  # type: ignore[import-untyped]
+import boto3.exceptions  # type: ignore[import-untyped]
 import botocore.exceptions as boto_errors  # type: ignore[import-untyped]
 from botocore.config import Config  # type: ignore[import-untyped]
 
@@ -122,6 +123,7 @@ class S3Objects:
             return call()
         except boto_errors.ClientError as error:
             if _code(error) in _NO_OBJECT and _code(error) != "NoSuchBucket":
+                self.check()  # a bare 404 (HEAD) may mean the bucket is gone, not the object
                 return None
             raise
 
@@ -141,6 +143,13 @@ class S3Objects:
             ) from None
         except boto_errors.ClientError as error:
             raise ObjectStoreError(self._refused(doing, error)) from None
+        except boto3.exceptions.Boto3Error as error:  # upload_file's S3UploadFailedError
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, boto_errors.ClientError):
+                raise ObjectStoreError(self._refused(doing, cause)) from None
+            raise ObjectStoreError(
+                f"cannot {doing} the snapshot store {self.url}: {_first_line(error)}"
+            ) from None
         except (boto_errors.BotoCoreError, OSError) as error:
             where = f" at {self.endpoint_url}" if self.endpoint_url else ""
             raise ObjectStoreError(
