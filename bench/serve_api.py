@@ -23,10 +23,8 @@ import sqlalchemy as sa
 
 from ebbtide.config.workspace import load_workspace
 from ebbtide.server.api.app import create_app
-from ebbtide.server.api.context import ApiServices
+from ebbtide.server.api.context import services_over
 from ebbtide.server.api.server import ApiServer
-from ebbtide.services.history import History
-from ebbtide.services.scheduler import ScheduleService
 from ebbtide.state.schema import runs
 from ebbtide.state.store import SqlStateStore
 from ebbtide.state.tokens import TokenBook, TokenScope
@@ -121,11 +119,7 @@ def main(root: str, url: str, mapping: str, wanted: int, noise: int) -> None:
     seed_s = seed(state.engine, mapping, others, wanted, noise)
     seeded = extent(state.engine, mapping)
     token, _ = TokenBook(state.engine).create(TokenScope.READ, "bench")
-    services = ApiServices(
-        history=lambda: History(workspace, state),
-        schedules=lambda: ScheduleService(workspace, state),
-        verify_token=TokenBook(state.engine).verify,
-    )
+    services = services_over(lambda: workspace, state)  # as `ebbtide serve` builds them
     server = ApiServer(create_app(services), "127.0.0.1", 0)
     ready = {
         "url": server.start(),
