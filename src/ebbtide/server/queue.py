@@ -189,7 +189,13 @@ class QueueExecutor:
 
 def install_schema(engine: sa.Engine) -> None:
     """procrastinate's tables and functions in the state store, once, whoever starts first."""
-    exists = sa.text("SELECT to_regclass('procrastinate_jobs') IS NOT NULL")
+    # pg_class read as a table (an MVCC snapshot), not through to_regclass: its cache may still
+    # say "no such table" after the lock is taken, as an advisory lock refreshes no cache.
+    exists = sa.text(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c"
+        " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.relname = 'procrastinate_jobs' AND n.nspname = ANY (current_schemas(false)))"
+    )
     with engine.begin() as conn:
         if conn.execute(exists).scalar():
             return
