@@ -31,7 +31,7 @@ from procrastinate.jobs import Status
 from procrastinate.schema import SchemaManager
 
 from ebbtide.config.workspace import Workspace
-from ebbtide.services.claims import Claim, ClaimRunner, Reason
+from ebbtide.services.claims import Claim, ClaimRunner, Reason, RunEvent
 from ebbtide.state.schedules import ReplayRequest, ScheduleBook, SyncRequest
 from ebbtide.state.store import SqlStateStore
 
@@ -108,7 +108,8 @@ class QueueExecutor:
         except AlreadyEnqueued:
             if claim.request is not None:  # it runs after the one waiting, with newer data
                 ScheduleBook(self.state.engine).give_back(claim.request)
-            log.info("%s already waits in the queue (%s)", claim.mapping, claim.reason.value)
+            detail = f"a {claim.reason.value} job of it already waits in the queue"
+            self.runner.on_event(RunEvent("skipped", claim, detail=detail))
 
     # -- the worker ---------------------------------------------------------------------------
 
