@@ -573,3 +573,34 @@ def test_the_s3_adapter_tells_a_missing_bucket_from_a_missing_object(
     ):
         with pytest.raises(StorageError, match="s3://no-such-bucket-at-all/p.*does not exist"):
             attempt()
+
+
+def test_a_reset_that_cannot_reach_the_store_changes_nothing_and_frees_the_mapping(
+    receiver: Receiver, machines: Machines, s3_server: str, aws_env: None
+) -> None:
+    bucket = new_bucket(s3_server)
+    machines.build(receiver.url, {"url": f"s3://{bucket}/x", "endpoint_url": s3_server})
+    on_a = machines.service(machines.a)
+    assert on_a.run(MIRROR).status is RunStatus.SUCCESS
+    published = on_a.snapshot_versions.current(MIRROR)
+    client = boto3.client("s3", endpoint_url=s3_server)
+    kept = {
+        k: client.get_object(Bucket=bucket, Key=k)["Body"].read()
+        for k in bucket_keys(s3_server, bucket)
+    }
+    for key in kept:
+        client.delete_object(Bucket=bucket, Key=key)
+    client.delete_bucket(Bucket=bucket)
+
+    with pytest.raises(StorageError, match=f"s3://{bucket}/x"):
+        ResetService(on_a).reset(MIRROR)
+    assert on_a.snapshot_versions.current(MIRROR) == published
+    reset_run = on_a.state.list_runs(MIRROR)[0]
+    assert reset_run.status is RunStatus.FAILED
+
+    client.create_bucket(Bucket=bucket)  # the store is back: the mapping is not held
+    for key, body in kept.items():
+        client.put_object(Bucket=bucket, Key=key, Body=body)
+    receiver.reset()
+    assert machines.service(machines.b).run(MIRROR).status is RunStatus.SUCCESS
+    assert receiver.requests == 0
