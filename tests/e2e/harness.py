@@ -67,6 +67,8 @@ mappings:
 {more}"""
 # `ebbtide serve` prints one such line on stderr as each run ends.
 FINISHED = re.compile(r"finished (\S+) run (\d+): (\w+)")
+# `ebbtide serve` prints this once its REST API listens (any free port with `--port 0`).
+LISTENING = re.compile(r"api listening on (http://\S+)\n")
 
 
 def wait_until(
@@ -451,6 +453,15 @@ class Serve:
             f"{text!r} in {self.log}:\n{self.text()}",
         )
         return int(found) - 1 + len(text)
+
+    def api_url(self) -> str:
+        """The REST API's base URL, once serve has said where it listens."""
+        found = wait_until(
+            lambda: self.seen(lambda: LISTENING.search(self.text())),
+            120,
+            f"the API to listen, in {self.log}:\n{self.text()}",
+        )
+        return str(found.group(1))
 
     def stop(self, timeout_s: float = 120) -> int:
         self.process.send_signal(signal.SIGTERM)
