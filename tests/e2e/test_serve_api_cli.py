@@ -204,8 +204,11 @@ def test_cancel_through_the_api_stops_the_run_serve_executes_and_the_next_sync_s
             sync_now(client)  # serve keeps serving: the next sync sends the rest
             [_, (rest, status)] = serve.wait_finished(2)
             actions = client.get("/api/v1/actions", params={"mapping": MAPPING}).json()
+            metrics = client.get("/metrics").text.splitlines()
         runs = workspace.runs()
         records = held.records()
+    # The cancelled run counts too (counted once its event was logged: the next run ended since).
+    assert f'ebbtide_runs_total{{mapping="{MAPPING}",status="cancelled"}} 1.0' in metrics
     assert serve.process.poll() is None
     cancelled = runs[run_id]
     assert cancelled["status"] == "cancelled" and cancelled["trigger"] == "manual"

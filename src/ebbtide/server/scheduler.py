@@ -30,6 +30,7 @@ from ebbtide.services.scheduler import (
 )
 from ebbtide.state.schedules import ScheduleBook
 from ebbtide.state.store import SqlStateStore
+from ebbtide.values import RunStatus
 
 if TYPE_CHECKING:
     from ebbtide.server.queue import QueueExecutor
@@ -223,12 +224,13 @@ class ServeLoop:
             self.say(f"started {claim.mapping}{run} ({claim.describe()})")
         elif event.kind == "finished":
             self.say(f"finished {claim.mapping}{run}: {event.status} ({event.detail})")
-            spec = self.workspace.spec.mappings.get(claim.mapping)
-            if event.record is not None and spec is not None:
-                self.metrics.observe(event.record, spec.destination)
         elif event.kind == "cancelled":
-            self.say(f"finished {claim.mapping}{run}: cancelled")
+            self.say(f"finished {claim.mapping}{run}: cancelled ({event.detail})")
         elif event.kind == "skipped":
             self.say(f"skipped {claim.mapping}: {event.detail}")
         else:
             self.say(f"failed {claim.mapping}{run}: {event.detail}")
+        spec = self.workspace.spec.mappings.get(claim.mapping)
+        ended = event.record is not None and event.record.status is not RunStatus.RUNNING
+        if ended and event.record is not None and spec is not None:  # whatever its status
+            self.metrics.observe(event.record, spec.destination)

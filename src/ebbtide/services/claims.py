@@ -119,9 +119,12 @@ class ClaimRunner:
                 ScheduleBook(self.state.engine).give_back_replay(claim.replay)
             self.on_event(RunEvent("skipped", claim, detail=str(error)))
         except KeyboardInterrupt:
-            self.on_event(RunEvent("cancelled", claim, run_id[0], "cancelled"))
+            ended = self._recorded(run_id[0])
+            why = ended.error if ended is not None and ended.error else "cancelled"
+            self.on_event(RunEvent("cancelled", claim, run_id[0], "cancelled", why, ended))
         except EbbtideError as error:
-            self.on_event(RunEvent("failed", claim, run_id[0], detail=str(error)))
+            ended = self._recorded(run_id[0])
+            self.on_event(RunEvent("failed", claim, run_id[0], detail=str(error), record=ended))
         except Exception as error:  # noqa: BLE001 - one run's bug must not stop the scheduler
             log.debug("run of %s", claim.mapping, exc_info=True)  # shown with --debug
             what = workspace.redact(f"{type(error).__name__}: {error}")
@@ -133,6 +136,15 @@ class ClaimRunner:
             self.on_event(
                 RunEvent("finished", claim, record.id, record.status.value, counts + why, record)
             )
+
+    def _recorded(self, run_id: int | None) -> RunRecord | None:
+        """The run as the history recorded its end (None when it never started)."""
+        if run_id is None:
+            return None
+        try:
+            return self.state.get_run(run_id)
+        except EbbtideError:  # the state store itself failed: the event says so already
+            return None
 
     def _start(self, service: SyncService, claim: Claim, listener: RunListener) -> RunRecord:
         if claim.replay is not None:
