@@ -188,7 +188,7 @@ def test_reset_plan_counts_what_the_next_sync_sends_and_changes_nothing(
     explained = plan.explain()
     assert "all 25 record(s)" in explained
     assert "deleted" in explained and "19 record(s)" in explained
-    assert plan.to_json()["model_rows"] == 25
+    assert plan.view().model_rows == 25
     # Planning is not resetting: the next sync sends only the new rows and the retry.
     receiver.clear_behaviours()
     receiver.reset()

@@ -14,6 +14,7 @@ from ebbtide.cli.context import JsonFlag, out, service
 from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
 from ebbtide.errors import UsageError
 from ebbtide.services.alerts import AlertService
+from ebbtide.services.views import NotificationView
 from ebbtide.state.store import utcnow
 
 alerts_app = typer.Typer(
@@ -154,7 +155,7 @@ def notifications(
     book = _alerts().book
     found = book.notifications(email, unread_only=unread)
     if json_output:
-        render.print_json(out, [n.to_json() for n in found])
+        render.print_views(out, [NotificationView.of(n) for n in found])
     else:
         for n in found:
             mark = "" if n.read_at else "[bold]● [/]"

@@ -136,7 +136,7 @@ def sync_plan(
     """What the next sync would send: counts and samples; nothing sent, nothing committed."""
     plan = _service().plan(mapping, samples=samples)
     if json_output:
-        render.print_json(out, plan.to_json())
+        render.print_views(out, plan.view())
     else:
         render.plan_view(out, plan)
 
@@ -265,7 +265,7 @@ def reset(
     record = resets.reset(mapping, actor=default_actor())
     if json_output:
         run = RunView.of(record).model_dump(mode="json")
-        render.print_json(out, {**plan.to_json(), "run": run})
+        render.print_json(out, {**plan.view().model_dump(mode="json"), "run": run})
     else:
         out.print(
             f"[green]✓[/] {escape(mapping)} reset (run {record.id}); the next sync sends all"

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ebbtide.errors import MappingBusyError, SnapshotDamagedError, StorageError
 from ebbtide.services.sync import SyncService
+from ebbtide.services.views import ResetPlanView
 from ebbtide.snapshots import open_snapshot_store
 from ebbtide.snapshots.duckdb import drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
@@ -41,15 +42,16 @@ class ResetPlan:
             return "what its damaged snapshot held of what"
         return f"the {self.snapshot_records:,} record(s) it believes"
 
-    def to_json(self) -> dict[str, object]:
-        return {
-            "mapping": self.mapping,
-            "model": self.model,
-            "destination": self.destination,
-            "model_rows": self.model_rows,
-            "snapshot_records": self.snapshot_records,
-            "pending_failures": self.pending_failures,
-        }
+    def view(self) -> ResetPlanView:
+        return ResetPlanView(
+            mapping=self.mapping,
+            model=self.model,
+            destination=self.destination,
+            model_rows=self.model_rows,
+            snapshot_records=self.snapshot_records,
+            pending_failures=self.pending_failures,
+            explanation=self.explain(),
+        )
 
 
 class ResetService:

@@ -6,7 +6,6 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import pyarrow as pa
 
@@ -35,6 +34,7 @@ from ebbtide.ports import AdapterContext, Destination, Operation, SentLog, Sourc
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.services.progress import CancelRequested, ProgressReporter
+from ebbtide.services.views import SyncPlanView
 from ebbtide.snapshots import open_snapshot_store, shared_snapshots
 from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
@@ -74,19 +74,19 @@ class SyncPlan:
     samples: list[dict[str, object]] = field(default_factory=list)
     guard: str | None = None  # the guard the sync would trip, if any
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "mapping": self.mapping,
-            "mode": self.mode,
-            "extracted": self.extracted,
-            "added": self.added,
-            "updated": self.updated,
-            "deleted": self.deleted,
-            "would_send": self.would_send,
-            "operations_sent": self.operations_sent,
-            "samples": self.samples,
-            "guard_tripped": self.guard,
-        }
+    def view(self) -> SyncPlanView:
+        return SyncPlanView(
+            mapping=self.mapping,
+            mode=self.mode,
+            extracted=self.extracted,
+            added=self.added,
+            updated=self.updated,
+            deleted=self.deleted,
+            would_send=self.would_send,
+            operations_sent=self.operations_sent,
+            samples=self.samples,
+            guard_tripped=self.guard,
+        )
 
     @property
     def would_send(self) -> int:

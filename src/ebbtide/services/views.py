@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from ebbtide.state.alerts import Notification
 from ebbtide.values import (
     FailedRecord,
     FailureGroup,
@@ -305,3 +306,58 @@ class SubscriptionView(View):
     statuses: list[str]
     mappings: list[str] | None
     channels: list[str]
+
+
+class SyncPlanView(View):
+    """What the next sync would send, from the real diff; nothing sent (`sync plan --json`)."""
+
+    mapping: str
+    mode: str
+    extracted: int
+    added: int
+    updated: int
+    deleted: int
+    would_send: int
+    operations_sent: list[str]
+    samples: list[dict[str, Any]]
+    guard_tripped: str | None  # the guard the sync would trip, if any
+
+
+class ResetPlanView(View):
+    """What a reset changes, for the person who confirms it."""
+
+    mapping: str
+    model: str
+    destination: str
+    model_rows: int  # what the next sync sends
+    snapshot_records: int | None  # what ebbtide believes the destination has (None: damaged)
+    pending_failures: int  # closed as `reset`
+    explanation: str
+
+
+class NotificationView(View):
+    """An in-app notification of one person (`notifications --json`)."""
+
+    id: int
+    email: str
+    run_id: int | None
+    mapping: str
+    event: str
+    title: str
+    body: str
+    created_at: IsoTime
+    read: bool
+
+    @classmethod
+    def of(cls, note: Notification) -> NotificationView:
+        return cls(
+            id=note.id,
+            email=note.email,
+            run_id=note.run_id,
+            mapping=note.mapping,
+            event=note.event,
+            title=note.title,
+            body=note.body,
+            created_at=note.created_at,
+            read=note.read_at is not None,
+        )

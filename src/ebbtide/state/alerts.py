@@ -35,19 +35,6 @@ class Notification:
     created_at: datetime
     read_at: datetime | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "email": self.email,
-            "run_id": self.run_id,
-            "mapping": self.mapping,
-            "event": self.event,
-            "title": self.title,
-            "body": self.body,
-            "created_at": self.created_at.isoformat(),
-            "read": self.read_at is not None,
-        }
-
 
 @dataclass(frozen=True)
 class Delivery:

@@ -13,7 +13,7 @@ from ebbtide.config.alerts import AlertStatus, Channel
 from ebbtide.errors import UsageError
 from ebbtide.server.api.auth import Writer
 from ebbtide.server.api.context import AlertsDep, ItemId, SchedulesDep
-from ebbtide.services.views import SubscriptionView
+from ebbtide.services.views import NotificationView, SubscriptionView
 
 router = APIRouter(tags=["alerts"])
 
@@ -25,18 +25,6 @@ class SubscriptionBody(BaseModel):
     )
     channels: list[Channel] | None = Field(default=None, description="email and/or in_app")
     mappings: list[str] | None = Field(default=None, description="only these (default: all)")
-
-
-class NotificationView(BaseModel):
-    id: int
-    email: str
-    run_id: int | None
-    mapping: str
-    event: str
-    title: str
-    body: str
-    created_at: str
-    read: bool
 
 
 class ReadBody(BaseModel):
@@ -92,7 +80,7 @@ def notifications(
 ) -> list[NotificationView]:
     """A person's in-app notifications, newest first."""
     found = alerts.book.notifications(email, unread_only=unread)
-    return [NotificationView(**n.to_json()) for n in found]
+    return [NotificationView.of(n) for n in found]
 
 
 @router.post("/notifications/read")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -18,7 +18,9 @@ from ebbtide.services.views import (
     FailedRecordView,
     KeyHistoryView,
     MappingView,
+    ResetPlanView,
     RunView,
+    SyncPlanView,
 )
 from ebbtide.values import FailureStatus
 
@@ -39,37 +41,10 @@ class PauseView(BaseModel):
     paused: bool
 
 
-class ResetPlanView(BaseModel):
-    """What a reset changes, for the person who confirms it."""
-
-    mapping: str
-    model: str
-    destination: str
-    model_rows: int  # what the next sync sends
-    snapshot_records: int | None  # what ebbtide believes the destination has (null: damaged)
-    pending_failures: int  # closed as `reset`
-    explanation: str
-
-
 class ResetBody(BaseModel):
     confirm: bool = Field(
         default=False, description="true: I understand what happens when a sync is reset"
     )
-
-
-class SyncPlanView(BaseModel):
-    """What the next sync would send, from the real diff; nothing sent."""
-
-    mapping: str
-    mode: str
-    extracted: int
-    added: int
-    updated: int
-    deleted: int
-    would_send: int
-    operations_sent: list[str]
-    samples: list[dict[str, Any]]
-    guard_tripped: str | None
 
 
 Statuses = Annotated[
@@ -118,8 +93,7 @@ def resume(name: str, holder: Writer, schedules: SchedulesDep) -> PauseView:
 @router.get("/{name}/reset")
 def reset_plan(name: str, schedules: SchedulesDep) -> ResetPlanView:
     """What a reset of the mapping would do; changes nothing."""
-    plan = schedules.reset_plan(name)
-    return ResetPlanView(**plan.to_json(), explanation=plan.explain())
+    return schedules.reset_plan(name).view()
 
 
 @router.post("/{name}/reset")
@@ -140,7 +114,7 @@ def plan(
     name: str, schedules: SchedulesDep, samples: Annotated[int, Query(ge=0, le=100)] = 3
 ) -> SyncPlanView:
     """What the next sync would send (`sync plan`): reads the model, sends nothing."""
-    return SyncPlanView(**schedules.plan(name, samples).to_json())
+    return schedules.plan(name, samples).view()
 
 
 @router.get("/{name}/failed-records")
