@@ -197,7 +197,7 @@ def tick_row(got: dict[str, Any], name: str) -> ServeRow:
         worst=max(walls, default=float("nan")),
         unit="ms",
         target="—",
-        extra=f", CPU p50 {percentile(cpus, 50):.2g}",
+        extra=f", CPU p50 {percentile(cpus, 50):.2g} ms",
         passed=None,
         notes=notes,
     )
