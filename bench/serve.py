@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 from rich.console import Console
 
-from bench.measure import Measurement
+from bench.measure import Measurement, run_child
 from bench.report import journal_note, table
 from bench.serve_workspace import (
     LOCKSTEP,
@@ -57,7 +57,7 @@ class Knobs:
 
     @classmethod
     def quick(cls) -> Knobs:
-        return cls(spread_s=30.0, lockstep_s=40.0, history_runs=HISTORY_RUNS, requests=100)
+        return cls(spread_s=30.0, lockstep_s=40.0, requests=100)
 
 
 @dataclass(frozen=True)
@@ -83,13 +83,9 @@ class ServeRow:
     def cells(self) -> list[str]:
         """The cells of the bench table: scenario, rows, records sent, wall, records/s, peak
         MB, the distribution (where the sync rows show phases), target, result."""
-        result = (
-            "—"
-            if self.passed is None
-            else "[green]pass"
-            if self.passed
-            else f"[red]FAIL {self.why}"
-        )
+        result = "—"
+        if self.passed is not None:
+            result = "[green]pass" if self.passed else f"[red]FAIL {self.why}"
         spread = f"p50/p99/max {self.p50:.3g}/{self.p99:.3g}/{self.worst:.3g} {self.unit}"
         spread += self.extra
         return [
@@ -117,27 +113,11 @@ def percentile(values: Sequence[float], q: float) -> float:
 # -- the scheduler ----------------------------------------------------------------------------
 
 
-def child(repo: Path, module: str, *args: object, timeout: float = 600) -> dict[str, Any]:
-    done = subprocess.run(
-        [sys.executable, "-m", module, *map(str, args)],
-        cwd=repo,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        raise RuntimeError(f"{module} exited with {done.returncode}:\n{done.stderr[-3000:]}")
-    found: dict[str, Any] = json.loads(lines[-1])
-    return found
-
-
 def measure_schedule(
     repo: Path, root: Path, name: str, seconds: float, runs_wanted: int
 ) -> tuple[ServeRow, dict[str, Any]]:
     """The due→start delay of every scheduled run in one bounded serve."""
-    got = child(repo, "bench.serve_child", root, seconds, WORKERS, runs_wanted)
+    got = run_child(repo, "bench.serve_child", root, seconds, WORKERS, runs_wanted)
     runs = got["runs"]
     waited = [r["delay_s"] for r in runs] + got["unstarted_s"]  # unstarted: lower bounds
     failed = [r for r in runs if r["status"] != "success"]
@@ -236,7 +216,9 @@ def keyset_paths(client: httpx.Client, ids: tuple[int, int], pages: int) -> list
 def measure_api(
     repo: Path, root: Path, url: str, backend: str, knobs: Knobs, log: Callable[[str], None]
 ) -> list[ServeRow]:
-    """First pages and keyset pages of the busy mapping's runs through a real HTTP server."""
+    """The busy mapping's runs list through a real HTTP server in another process: first
+    pages, keyset pages, and a status filter that matches a few runs and one that matches
+    none."""
     args = [root, url, BUSY_MAPPING, knobs.history_runs, knobs.noise_runs]
     server = subprocess.Popen(
         [sys.executable, "-m", "bench.serve_api", *map(str, args)],
@@ -253,28 +235,41 @@ def measure_api(
         raise RuntimeError(f"bench.serve_api on {backend}: {server.communicate()[1][-3000:]}")
     ready = json.loads(line)
     log(f"{backend}: seeded {ready['total']:,} runs in {ready['seed_s']} s")
-    began = time.perf_counter()
+    try:
+        began = time.perf_counter()
+        took = timed_requests(ready, knobs)
+        wall_s = time.perf_counter() - began
+    finally:
+        server.stdin.close()  # the server stops, whether the requests went well or not
+        last = server.stdout.read().strip().splitlines()
+        server.wait(30)
+    rss = json.loads(last[-1])["max_rss_mb"] if last else 0.0
+    plans = [f"{name}: " + "; ".join(plan) for name, plan in ready["plans"].items()]
+    size, measured = ready["history"], (wall_s, rss)
+    names = ("first page", "keyset pages", "status=failed", "status none has")
+    return [
+        _api_row(f"API runs: {name}, {backend}", size, took[name], measured, [] if n else plans)
+        for n, name in enumerate(names)
+    ]
+
+
+def timed_requests(ready: dict[str, Any], knobs: Knobs) -> dict[str, list[float]]:
+    """Milliseconds per request, by kind, through one keep-alive client."""
     headers = {"Authorization": f"Bearer {ready['token']}"}
     with httpx.Client(base_url=ready["url"], headers=headers, timeout=30) as client:
         first = f"/api/v1/runs?mapping={BUSY_MAPPING}&limit=20"
         timed_gets(client, [first] * 10)  # warm-up: connection, caches
-        firsts = timed_gets(client, [first] * knobs.requests)
-        keysets = timed_gets(client, keyset_paths(client, tuple(ready["ids"]), KEYSET_PAGES))
-        failed = timed_gets(client, [first + "&status=failed"] * (knobs.requests // 2))
-        # A status none of its runs has: the filter reads the whole history to say so.
-        none = timed_gets(client, [first + "&status=cancelled"] * (knobs.requests // 4))
-    wall_s = time.perf_counter() - began
-    server.stdin.close()
-    rss = json.loads(server.stdout.read().strip().splitlines()[-1])["max_rss_mb"]
-    server.wait(30)
-    plans = [f"{name}: " + "; ".join(plan) for name, plan in ready["plans"].items()]
-    size, measured = ready["history"], (wall_s, rss)
-    return [
-        _api_row(f"API runs: first page, {backend}", size, firsts, measured, plans),
-        _api_row(f"API runs: keyset pages, {backend}", size, keysets, measured, []),
-        _api_row(f"API runs: status=failed, {backend}", size, failed, measured, []),
-        _api_row(f"API runs: status none has, {backend}", size, none, measured, []),
-    ]
+        return {
+            "first page": timed_gets(client, [first] * knobs.requests),
+            "keyset pages": timed_gets(
+                client, keyset_paths(client, tuple(ready["ids"]), KEYSET_PAGES)
+            ),
+            "status=failed": timed_gets(client, [first + "&status=failed"] * (knobs.requests // 2)),
+            # A status none of its runs has: the filter reads the whole history to say so.
+            "status none has": timed_gets(
+                client, [first + "&status=cancelled"] * (knobs.requests // 4)
+            ),
+        }
 
 
 def _api_row(
