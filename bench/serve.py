@@ -9,6 +9,7 @@ the requests are timed here, in another process than the server.
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import subprocess
 import sys
@@ -388,7 +389,11 @@ def crashed(scenario: str, error: BaseException) -> ServeRow:
 
 
 def serve_json(rows: list[ServeRow]) -> list[dict[str, Any]]:
-    return [asdict(row) for row in rows]
+    """The rows for `--json`; a crashed part's missing numbers are null (JSON has no NaN)."""
+    return [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(r).items()}
+        for r in rows
+    ]
 
 
 def show_all(
