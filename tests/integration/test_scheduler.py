@@ -117,7 +117,38 @@ def store(state_url: str, tmp_path: Path) -> Iterator[SqlStateStore]:
 def scheduler_for(
     workspace: Workspace, store: SqlStateStore, clock: TestClock, executor: RecordingExecutor
 ) -> Scheduler:
-    return Scheduler(workspace, ScheduleBook(store.engine), executor, clock, name="test")
+    """A scheduler keeping exact intervals from the first due time, so that times can be
+    written down (spreading is tested on its own)."""
+    book = ScheduleBook(store.engine)
+    return Scheduler(workspace, book, executor, clock, name="test", spread_intervals=False)
+
+
+def test_mappings_on_one_interval_come_due_spread_over_it(
+    tmp_path: Path, store: SqlStateStore
+) -> None:
+    names = [f"m{i}" for i in range(20)]
+    workspace = write_workspace(tmp_path / "ws", {n: {"schedule": "1m"} for n in names})
+    clock, executor = TestClock(), RecordingExecutor(workers=100)
+    scheduler = Scheduler(workspace, ScheduleBook(store.engine), executor, clock, name="a")
+    scheduler.tick()
+    assert sorted(executor.names()) == sorted(names)  # the first run of each comes at once
+    due = {n: s.due_at for n, s in ScheduleBook(store.engine).slots().items()}
+    assert None not in due.values()
+    assert all(T0 < d <= T0 + timedelta(minutes=1) for d in due.values() if d is not None)
+    assert len(set(due.values())) >= 10  # spread over the minute, not in one instant
+    again = Scheduler(workspace, ScheduleBook(store.engine), executor, clock, name="b")
+    for _ in range(3):  # every slot, from then on, exactly one interval apart
+        clock.advance(minutes=1)
+        executor.claims.clear()
+        again.tick()
+        assert sorted(executor.names()) == sorted(names)
+        moved = {n: s.due_at for n, s in ScheduleBook(store.engine).slots().items()}
+        assert all(
+            moved[n] == due_at + timedelta(minutes=1)
+            for n in names
+            if (due_at := due[n]) is not None
+        )
+        due = moved
 
 
 def test_an_interval_runs_at_once_then_every_interval(tmp_path: Path, store: SqlStateStore) -> None:
@@ -311,7 +342,7 @@ def test_schedulers_sharing_a_store_claim_each_due_slot_exactly_once(
     stores = [SqlStateStore(state_url, tmp_path) for _ in range(4)]
     executors = [RecordingExecutor(workers=100) for _ in stores]
     schedulers = [
-        Scheduler(workspace, ScheduleBook(s.engine), e, clock, name=f"s{i}")
+        Scheduler(workspace, ScheduleBook(s.engine), e, clock, name=f"s{i}", spread_intervals=False)
         for i, (s, e) in enumerate(zip(stores, executors, strict=True))
     ]
     steps = 12
@@ -404,7 +435,8 @@ def test_a_mapping_another_process_syncs_is_skipped_by_the_lease(
     clock, events = TestClock(), Events()
     _, lease = store.start_run("users", "manual", lease_ttl_s=600)  # `sync run` elsewhere
     executor = ThreadExecutor(store, workers=2, on_event=events)
-    scheduler = Scheduler(workspace, ScheduleBook(store.engine), executor, clock)
+    book = ScheduleBook(store.engine)
+    scheduler = Scheduler(workspace, book, executor, clock, spread_intervals=False)
     scheduler.tick()
     [skipped] = events.wait_for("skipped")
     assert "busy" in (skipped.detail or "")

@@ -119,3 +119,18 @@ def test_a_zero_interval_is_not_a_schedule(tmp_path: Path) -> None:
     write(tmp_path, VALID, replace={"    schedule: 15m": "    schedule: 0s"})
     with pytest.raises(ConfigErrors, match="an interval must be longer than 0"):
         load_workspace(tmp_path)
+
+
+def test_spread_slots_sit_at_a_fixed_offset_drawn_from_the_name() -> None:
+    now = datetime(2026, 6, 1, 12, 0, 7, tzinfo=UTC)
+    slots = {name: next_due("15m", now, now, spread_by=name) for name in ("a", "b", "c", "d")}
+    assert all(s is not None and now < s <= now + timedelta(minutes=15) for s in slots.values())
+    assert len(set(slots.values())) == 4  # four names, four offsets
+    again = next_due("15m", now + timedelta(seconds=1), now + timedelta(seconds=1), spread_by="a")
+    assert again == slots["a"]  # whoever computes it, whenever: the same grid
+    first = slots["a"]
+    assert first is not None
+    after = next_due("15m", first, first, spread_by="a")
+    assert after == first + timedelta(minutes=15)  # then one interval apart, no drift
+    missed = next_due("15m", first, first + timedelta(hours=2, minutes=1), spread_by="a")
+    assert missed == first + timedelta(hours=2, minutes=15)  # missed slots run once

@@ -3,6 +3,7 @@ and when each comes due."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
@@ -78,20 +79,42 @@ def first_due(schedule: str, now: datetime, timezone: str = "UTC") -> datetime |
 
 
 def next_due(
-    schedule: str, due_at: datetime, now: datetime, timezone: str = "UTC"
+    schedule: str,
+    due_at: datetime,
+    now: datetime,
+    timezone: str = "UTC",
+    spread_by: str | None = None,
 ) -> datetime | None:
     """The slot after `due_at` that is later than `now`: however many slots were missed, the
     next one is in the future, so a schedule missed while nothing ran runs once, not once per
     slot. An interval counts from its last due time (no drift); a cron expression is read in
-    `timezone`, on the wall clock of that zone across DST changes. None for `manual`."""
+    `timezone`, on the wall clock of that zone across DST changes. None for `manual`.
+
+    With `spread_by` (the mapping's name), an interval's slots sit at a fixed offset within
+    the interval drawn from that name, the same for every scheduler: mappings on one interval
+    come due spread over it rather than all at once (the first run still comes at once)."""
     if schedule == "manual":
         return None
     interval = parse_interval(schedule)
+    if interval is not None and spread_by is not None:
+        return _spread_slot(interval, max(now, due_at), spread_by)
     if interval is not None:
         if due_at > now:
             return due_at + interval
         return due_at + interval * ((now - due_at) // interval + 1)
     return _next_cron_slot(schedule, max(now, due_at), ZoneInfo(timezone))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _spread_slot(interval: timedelta, after: datetime, name: str) -> datetime:
+    """The first slot strictly after `after` on the grid `epoch + offset(name) + k·interval`."""
+    step = interval.total_seconds()
+    digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
+    offset = timedelta(seconds=digest % max(1, int(step)))
+    base = _EPOCH + offset
+    return base + interval * ((after - base) // interval + 1)
 
 
 # Wall-clock slots to look past before giving up: a slot before `after` comes up only when the

@@ -81,6 +81,9 @@ class Loader:
     fatal: DestinationError | None = None
     fenced: bool = False
     _failing_in_a_row: int = 0
+    # Journal appends run off the event loop (a shared store uploads each batch there), one
+    # at a time: requests in flight go on meanwhile.
+    _journaling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self, reader: pa.RecordBatchReader) -> None:
         """Send every batch of `reader`; stops early only when sending more is pointless."""
@@ -129,7 +132,7 @@ class Loader:
             return  # abandoned after a fatal error: unsent, unacknowledged, sent next time
         if isinstance(outcome, Acknowledged):
             self._failing_in_a_row = 0
-            self._settle(batch, outcome)
+            await self._settle(batch, outcome)
         elif outcome.error_class in _SPLITTABLE and len(batch) > 1:
             await self._isolate(batch, outcome)
         else:
@@ -172,7 +175,7 @@ class Loader:
             if outcome is None:
                 return
             if isinstance(outcome, Acknowledged):
-                self._settle(first, outcome)
+                await self._settle(first, outcome)
                 suspect = second  # the first half loads, so the fault is in the second
             elif outcome.error_class in _SPLITTABLE:
                 aside.append(second)
@@ -225,14 +228,21 @@ class Loader:
         keep = pa.array([i not in at for i in range(len(batch))])
         return batch.with_records(batch.records.filter(keep))
 
-    def _settle(self, batch: OutboundBatch, answer: Acknowledged) -> None:
+    async def _settle(self, batch: OutboundBatch, answer: Acknowledged) -> None:
         records = batch.records
         if rejected_at := answer.rejected_at:
             mask = pa.array([i not in rejected_at for i in range(records.num_rows)])
             self._record_failures(records, rejected_at)
             records = records.filter(mask)
         if records.num_rows:
-            self.journal.append(records)
+            async with self._journaling:
+                appending = asyncio.ensure_future(asyncio.to_thread(self.journal.append, records))
+                try:
+                    await asyncio.shield(appending)
+                except asyncio.CancelledError:
+                    # The run is stopping: the journal is closed after this, never mid-write.
+                    await appending
+                    raise
             if self.sent is not None:
                 self.sent.write(records, [None] * records.num_rows)
             for op, n in _count_ops(records).items():

@@ -86,6 +86,9 @@ class ServeLoop:
         self.settings, self._say = settings, say
         self.clock = clock or SystemClock()
         self._stop = threading.Event()
+        # Set when serve stops or a worker frees up: a tick then comes at once, not after
+        # tick_s, so a free worker never idles while slots are due.
+        self._wake = threading.Event()
         self._files = WorkspaceFiles(settings.root)
         self.workspace = load_workspace(settings.root)  # invalid at start: no serving
         self.state = SqlStateStore(self.workspace.spec.state, self.workspace.root)
@@ -102,7 +105,7 @@ class ServeLoop:
         """In-process threads on SQLite; procrastinate on PostgreSQL, where several serve
         processes share the work."""
         if self.state.engine.dialect.name != "postgresql":
-            return ThreadExecutor(self.state, workers, self._event)
+            return ThreadExecutor(self.state, workers, self._event, on_free=self._wake.set)
         from ebbtide.server.queue import QueueExecutor  # procrastinate only when used
 
         runner = ClaimRunner(self.state, self._event)
@@ -116,6 +119,7 @@ class ServeLoop:
         if self._stop.is_set():
             self.executor.cancel.set()
         self._stop.set()
+        self._wake.set()
 
     def run(self) -> None:
         mappings = self.workspace.spec.mappings
@@ -129,6 +133,7 @@ class ServeLoop:
             queue.start()
         next_recovery = 0.0
         while not self._stop.is_set():
+            self._wake.clear()  # a worker freed from here on wakes the wait below
             self._reload_if_changed()
             if queue is not None and time.monotonic() >= next_recovery:
                 next_recovery = time.monotonic() + STALLED_CHECK_S
@@ -140,7 +145,7 @@ class ServeLoop:
                     self.say(f"skipped {slot.mapping}: still syncing when due at {slot.due_at}")
             except EbbtideError as error:  # the state store is unreachable, say: try again
                 self.say(f"could not schedule: {self.workspace.redact(str(error))}")
-            self._stop.wait(self.settings.tick_s)
+            self._wake.wait(self.settings.tick_s)
         self._drain()
         if not isinstance(self.executor, ThreadExecutor):
             self.executor.close()

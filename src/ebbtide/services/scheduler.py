@@ -76,9 +76,13 @@ class Scheduler:
         executor: Executor,
         clock: Clock | None = None,
         name: str | None = None,
+        spread_intervals: bool = True,
     ) -> None:
         self.workspace, self.book, self.executor = workspace, book, executor
         self.clock = clock or SystemClock()
+        # Mappings on one interval come due spread over it, each at an offset drawn from its
+        # name, rather than all in the same instant (config/schedule.py next_due).
+        self.spread_intervals = spread_intervals
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.skipped: list[DueSlot] = []  # slots the last tick skipped: their mapping was busy
 
@@ -128,7 +132,13 @@ class Scheduler:
 
     def _after(self, spec: MappingSpec, slot: DueSlot, now: datetime) -> datetime | None:
         assert slot.due_at is not None
-        return next_due(spec.schedule, slot.due_at, now, spec.schedule_timezone)
+        return next_due(
+            spec.schedule,
+            slot.due_at,
+            now,
+            spec.schedule_timezone,
+            spread_by=slot.mapping if self.spread_intervals else None,
+        )
 
     def _skip_busy(self, slot: DueSlot, spec: MappingSpec, now: datetime) -> None:
         if self.book.claim(slot, now, self._after(spec, slot, now), self.name):
@@ -339,8 +349,10 @@ class ThreadExecutor:
         workers: int,
         on_event: Callable[[RunEvent], None],
         current_run: Callable[[str], int | None] | None = None,
+        on_free: Callable[[], None] = lambda: None,
     ) -> None:
         self.state, self.workers = state, workers
+        self.on_free = on_free  # a worker is free again: the scheduler may claim at once
         self.runner = ClaimRunner(state, on_event, current_run)
         self.cancel = self.runner.cancel
         self._lock = threading.Lock()
@@ -382,3 +394,4 @@ class ThreadExecutor:
             with self._idle:
                 self._running.discard(claim.mapping)
                 self._idle.notify_all()
+            self.on_free()

@@ -68,6 +68,9 @@ runs = sa.Table(
     sa.Column("pid", sa.Integer),
     sa.Index("ix_runs_mapping_id", "mapping", "id"),
     sa.Index("ix_runs_status", "status"),
+    # A mapping's history filtered by status or trigger, newest first (runs list, the API).
+    sa.Index("ix_runs_mapping_status_id", "mapping", "status", "id"),
+    sa.Index("ix_runs_mapping_trigger_id", "mapping", "trigger", "id"),
 )
 
 run_failures = sa.Table(
