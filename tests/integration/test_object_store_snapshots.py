@@ -30,6 +30,7 @@ from moto.server import ThreadedMotoServer
 from ebbtide.config.workspace import load_workspace
 from ebbtide.demo.receiver import Receiver
 from ebbtide.errors import ConfigErrors, StorageError
+from ebbtide.services.history import History
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
@@ -604,3 +605,21 @@ def test_a_reset_that_cannot_reach_the_store_changes_nothing_and_frees_the_mappi
     receiver.reset()
     assert machines.service(machines.b).run(MIRROR).status is RunStatus.SUCCESS
     assert receiver.requests == 0
+
+
+def test_a_keys_history_shows_the_runs_of_every_machine(
+    receiver: Receiver, machines: Machines, shared_store: dict[str, Any]
+) -> None:
+    machines.build(receiver.url, shared_store)
+    on_a = machines.service(machines.a)
+    first = on_a.run(MIRROR)
+    machines.sql("UPDATE users SET email = 'new7@example.com' WHERE id = 7")
+    on_b = machines.service(machines.b)
+    second = on_b.run(MIRROR)
+    assert second.loaded_updated == 1
+    for root, service in ((machines.a, on_a), (machines.b, on_b)):
+        history = History(load_workspace(root), service.state).key_history(MIRROR, "7")
+        assert [(r.run_id, r.operation, r.outcome) for r in history.runs] == [
+            (second.id, "updated", "loaded"),
+            (first.id, "added", "loaded"),
+        ], root

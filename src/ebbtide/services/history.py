@@ -26,7 +26,10 @@ from ebbtide.services.views import (
     RunDetailsView,
     RunView,
 )
+from ebbtide.snapshots import shared_snapshots
 from ebbtide.snapshots.key_history import sent_records
+from ebbtide.snapshots.sent_journal import JOURNALS_DIR
+from ebbtide.state.snapshot_versions import SnapshotVersions
 from ebbtide.values import FailureStatus, RecordFailure, RunFilter, RunRecord, RunStatus
 
 # How many runs back a mapping's health looks for one that finished (the newest may be running).
@@ -116,6 +119,7 @@ class History:
         such as `["eu", 42]` for a composite key), newest first, with what became of it."""
         self.workspace.mapping(mapping)
         texts = key_texts(key)
+        self._fetch_shared_journals(mapping)
         sent = sent_records(self.workspace.state_dir, mapping, texts)
         failed = self.state.key_failures(mapping, sorted(texts))
         runs = {r: self.state.get_run(r) for r in {s.run_id for s in sent} | set(failed)}
@@ -142,6 +146,19 @@ class History:
             else None,
             journals_kept_days=self.workspace.spec.journals.keep_days,
         )
+
+    def _fetch_shared_journals(self, mapping: str) -> None:
+        """With `snapshots:` set, runs of other machines sent records too: their journals
+        come from the shared store."""
+        spec = self.workspace.spec.snapshots
+        engine = getattr(self.state, "engine", None)
+        if spec is None or engine is None:
+            return
+        shared = shared_snapshots(
+            spec, self.workspace.root, self.workspace.state_dir, mapping, SnapshotVersions(engine)
+        )
+        if shared is not None:
+            shared.fetch_all_sent(self.workspace.state_dir / JOURNALS_DIR / mapping)
 
     def last_successes(self) -> dict[str, datetime | None]:
         """Per mapping, when its newest successful run finished (None: never)."""

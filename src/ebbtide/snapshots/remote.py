@@ -278,6 +278,16 @@ class SharedSnapshots:
         file.parent.mkdir(parents=True, exist_ok=True)
         return self.objects.get_file(self._sent_key(run_id), file)
 
+    def fetch_all_sent(self, directory: Path) -> int:
+        """Every sent journal in the store that `directory` lacks (a key's history reads
+        them all); returns how many were fetched."""
+        fetched = 0
+        for key in self.objects.list_keys(f"{self.mapping}/sent/"):
+            file = directory / key.rsplit("/", 1)[-1]
+            if not file.exists() and self.objects.get_file(key, file):
+                fetched += 1
+        return fetched
+
     # -- helpers -------------------------------------------------------------------------
 
     def _version_key(self, version: str) -> str:
