@@ -50,15 +50,15 @@ class Knobs:
     """How long each part runs: the full bench, or `--quick`."""
 
     spread_s: float = 70.0  # every mapping comes due at least once a minute
-    # An upper bound: it stops once all 200 have run, or before they come due again.
-    lockstep_s: float = 58.0
+    # The first minute runs every mapping once (all due at once); then their slots spread.
+    lockstep_s: float = 150.0
     history_runs: int = HISTORY_RUNS
     noise_runs: int = NOISE_RUNS
     requests: int = FIRST_PAGES
 
     @classmethod
     def quick(cls) -> Knobs:
-        return cls(spread_s=30.0, lockstep_s=40.0, requests=100)
+        return cls(spread_s=30.0, lockstep_s=100.0, requests=100)
 
 
 @dataclass(frozen=True)
@@ -115,11 +115,30 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 
 def measure_schedule(
-    repo: Path, root: Path, name: str, seconds: float, runs_wanted: int
+    repo: Path,
+    root: Path,
+    name: str,
+    seconds: float,
+    runs_wanted: int,
+    *,
+    after_first: bool = False,
 ) -> tuple[ServeRow, dict[str, Any]]:
-    """The due→start delay of every scheduled run in one bounded serve."""
+    """The due→start delay of every scheduled run in one bounded serve; with `after_first`,
+    of every run but each mapping's first (all come due together when serve first sees
+    them: that burst is reported in the notes, the row measures the steady state)."""
     got = run_child(repo, "bench.serve_child", root, seconds, WORKERS, runs_wanted)
     runs = got["runs"]
+    burst: list[float] = []
+    if after_first:
+        seen: set[str] = set()
+        steady = []
+        for run in sorted(runs, key=lambda r: r["run_id"]):
+            if run["mapping"] in seen:
+                steady.append(run)
+            else:
+                seen.add(run["mapping"])
+                burst.append(run["delay_s"])
+        runs = steady
     waited = [r["delay_s"] for r in runs] + got["unstarted_s"]  # unstarted: lower bounds
     failed = [r for r in runs if r["status"] != "success"]
     p99 = percentile(waited, 99)
@@ -134,6 +153,11 @@ def measure_schedule(
         f"{len(runs)} scheduled runs ({got['events']}); {waiting} slot(s) due but not started"
         " when serve stopped, counted with the time they had waited (a lower bound)"
     ]
+    if burst:
+        notes.append(
+            f"first runs when serve starts (all {len(burst)} due at once, not in the row):"
+            f" delay p50 {percentile(burst, 50):.3g} s, max {max(burst):.3g} s"
+        )
     row = ServeRow(
         scenario=f"serve: due→start, {name}",
         size=MAPPINGS,
@@ -334,8 +358,11 @@ def run_serve(repo: Path, work: Path, knobs: Knobs, log: Callable[[str], None]) 
         return [row, tick_row(got, "spread")]
 
     def lockstep_part() -> list[ServeRow]:
-        log(f"serve: {MAPPINGS} mappings on `1m`, all due at once (up to {knobs.lockstep_s:g} s)")
-        return [measure_schedule(repo, lockstep_root, LOCKSTEP, knobs.lockstep_s, MAPPINGS)[0]]
+        log(f"serve: {MAPPINGS} mappings on `1m` intervals ({knobs.lockstep_s:g} s)")
+        row, _ = measure_schedule(
+            repo, lockstep_root, LOCKSTEP, knobs.lockstep_s, 10 * MAPPINGS, after_first=True
+        )
+        return [row]
 
     def sqlite_part() -> list[ServeRow]:
         log(f"API: {knobs.history_runs:,} runs of {BUSY_MAPPING} on SQLite")

@@ -11,7 +11,7 @@ import yaml
 MAPPINGS = 200
 ROWS_PER_MODEL = 5
 SPREAD = "spread (200 × 1m)"
-LOCKSTEP = "all at once (200 × 1m)"
+LOCKSTEP = "1m intervals (200 × 1m)"
 
 
 def write_serve_workspace(root: Path, schedule: Callable[[int], str]) -> Path:
@@ -57,6 +57,6 @@ def spread(i: int) -> str:
 
 
 def lockstep(i: int) -> str:
-    """`1m`: an interval is first due when serve first sees it, so all 200 come due together,
-    and stay together minute after minute."""
+    """`1m`: an interval is first due when serve first sees it, so all 200 come due together
+    once; from then on each sits at its own offset within the minute."""
     return "1m"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import sys
 from pathlib import Path
+from types import FrameType
 from typing import Annotated
 
 import typer
@@ -336,8 +337,17 @@ def _confirm(explanation: str, yes: bool, what: str) -> None:
         raise typer.Exit(1)
 
 
-def _stop_on_sigterm(signum: int, frame: object) -> None:
-    # Treated like Ctrl-C: the run is recorded as cancelled and the next sync sends the rest.
+def _stop_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """Treated like Ctrl-C: the run is recorded as cancelled and the next sync sends the rest.
+
+    While the load's event loop runs, asyncio's own Ctrl-C handler is in place: handed the
+    signal, it cancels the load so that every request task ends cleanly before the
+    KeyboardInterrupt. Raised here instead, it would land inside whichever task was running
+    (an HTTP client's writer, say), whose exception nobody would then collect."""
+    on_interrupt = signal.getsignal(signal.SIGINT)
+    if callable(on_interrupt) and on_interrupt is not signal.default_int_handler:
+        on_interrupt(signal.SIGINT, frame)
+        return
     raise KeyboardInterrupt
 
 
