@@ -110,9 +110,10 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 def _spread_slot(interval: timedelta, after: datetime, name: str) -> datetime:
     """The first slot strictly after `after` on the grid `epoch + offset(name) + k·interval`."""
-    step = interval.total_seconds()
+    step_ms = max(1, int(interval.total_seconds() * 1000))
     digest = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big")
-    offset = timedelta(seconds=digest % max(1, int(step)))
+    # To the millisecond: whole seconds would bunch several mappings into the same instant.
+    offset = timedelta(milliseconds=digest % step_ms)
     base = _EPOCH + offset
     return base + interval * ((after - base) // interval + 1)
 
