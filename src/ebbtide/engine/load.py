@@ -8,7 +8,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -37,6 +37,7 @@ from ebbtide.ports import (
 from ebbtide.values import RecordFailure, RunCounts
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 # Whole-batch answers that mean "something in here is wrong", worth splitting to find it.
 _SPLITTABLE = frozenset({ErrorClass.VALIDATION, ErrorClass.PAYLOAD_TOO_LARGE})
@@ -94,7 +95,7 @@ class Loader:
             number = 0
             # Rendering the next batch runs in DuckDB off the event loop (it releases the
             # GIL), so it overlaps with the requests in flight.
-            while (records := await asyncio.to_thread(next, batches, None)) is not None:
+            while (records := await _in_thread(next, batches, None)) is not None:
                 number += 1
                 if self.fatal is not None or self.fenced:
                     break
@@ -236,13 +237,9 @@ class Loader:
             records = records.filter(mask)
         if records.num_rows:
             async with self._journaling:
-                appending = asyncio.ensure_future(asyncio.to_thread(self.journal.append, records))
-                try:
-                    await asyncio.shield(appending)
-                except asyncio.CancelledError:
-                    # The run is stopping: the journal is closed after this, never mid-write.
-                    await appending
-                    raise
+                # Stopping, the run still waits for the append: the journal is closed after it,
+                # never mid-write.
+                await _in_thread(self.journal.append, records)
             if self.sent is not None:
                 self.sent.write(records, [None] * records.num_rows)
             for op, n in _count_ops(records).items():
@@ -355,3 +352,21 @@ def _reraise(done: set[asyncio.Task[None]]) -> None:
     for error in errors:
         if error is not None:
             raise error
+
+
+async def _in_thread(work: Callable[..., _T], *args: Any) -> _T:
+    """`work(*args)` on a worker thread; cancelled meanwhile (Ctrl-C, SIGTERM), this waits for
+    the thread to finish before the cancel goes on.
+
+    Python 3.11 cancels the future of a thread it cannot stop, and when the thread's result
+    arrives after that, asyncio prints an AssertionError traceback ("Exception in callback
+    _chain_future…"); the thread's work (a DuckDB batch, a journal write) is short.
+    """
+    running = asyncio.ensure_future(asyncio.to_thread(work, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        await asyncio.wait([running])
+        if not running.cancelled():
+            running.exception()  # read, so a failure of it is not printed as "never retrieved"
+        raise
