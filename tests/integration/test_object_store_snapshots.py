@@ -36,6 +36,7 @@ from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.state.schema import leases
 from ebbtide.values import FailureStatus, RunStatus
+from tests.e2e.harness import wait_until
 from tests.integration.workspace_kit import (
     TOKEN,
     expected_data,
@@ -256,12 +257,14 @@ def test_a_run_killed_mid_load_is_finished_by_the_other_machine_resending_only_i
 
 
 def wait_for(condition: Any, process: subprocess.Popen[bytes], timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
+    """`condition` becomes true while the sync runs; a sync that exited fails at once."""
+
+    def reached() -> bool:
         if process.poll() is not None:
             raise AssertionError(f"the sync exited early: {process.stderr.read()!r}")  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "the run never reached the hold"
-        time.sleep(0.02)
+        return bool(condition())
+
+    wait_until(reached, timeout_s, "the run to reach the hold")
 
 
 def test_a_run_that_lost_its_lease_cannot_publish(
@@ -307,11 +310,13 @@ def test_a_run_that_lost_its_lease_cannot_publish(
 
 
 def wait_for_thread(condition: Any, thread: Any, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
+    """`condition` becomes true while the run's thread lives; a run that ended fails at once."""
+
+    def reached() -> bool:
         assert thread.is_alive(), "the run ended before the hold"
-        assert time.monotonic() < deadline, "the run never reached the hold"
-        time.sleep(0.02)
+        return bool(condition())
+
+    wait_until(reached, timeout_s, "the run to reach the hold")
 
 
 # -- reset and replay ------------------------------------------------------------------------
