@@ -9,6 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+# The local S3 server and AWS settings: fixtures `s3_server` and `aws_env`.
+pytest_plugins = ["tests.s3_kit"]
+
 PG_DSN = os.environ.get("EBBTIDE_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 PG_START = "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"
 

@@ -20,14 +20,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import psycopg
 import pytest
 import yaml
-from moto.server import ThreadedMotoServer
 
 from ebbtide.demo.receiver import Receiver
 from tests.e2e.harness import Processes, Serve, Workspace, wait_until
+from tests.s3_kit import new_bucket
 
 pytestmark = pytest.mark.postgres
 
@@ -59,27 +58,11 @@ def database() -> Iterator[str]:
 
 
 @pytest.fixture
-def bucket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "AKIDTESTNOTREAL",
-        "AWS_SECRET_ACCESS_KEY": "secret-test-not-real-4711",
-        "AWS_DEFAULT_REGION": "us-east-1",
-        "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"),
-        # A dead worker's jobs are closed after 4 s without its heartbeat (1 s apart).
-        "EBBTIDE_QUEUE_HEARTBEAT_S": "1",
-        "EBBTIDE_QUEUE_STALLED_S": "4",
-    }.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(name, raising=False)
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="team-snapshots")
-    yield {"url": "s3://team-snapshots/ebbtide", "endpoint_url": endpoint}
-    server.stop()
+def bucket(s3_server: str, aws_env: None, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    # A dead worker's jobs are closed after 4 s without its heartbeat (1 s apart).
+    monkeypatch.setenv("EBBTIDE_QUEUE_HEARTBEAT_S", "1")
+    monkeypatch.setenv("EBBTIDE_QUEUE_STALLED_S", "4")
+    return {"url": f"s3://{new_bucket(s3_server)}/ebbtide", "endpoint_url": s3_server}
 
 
 def workspace_file(database: str, snapshots: dict[str, str]) -> str:

@@ -11,6 +11,7 @@ runs.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -258,17 +259,7 @@ class ScheduleBook:
     def give_back_replay(self, request: ReplayRequest) -> None:
         """A taken replay that could not start (its mapping was busy) waits again."""
         with self.engine.begin() as conn:
-            conn.execute(
-                replay_requests.insert().values(
-                    id=request.id,
-                    mapping=request.mapping,
-                    run_id=request.run_id,
-                    latest=request.latest,
-                    only_failed=request.only_failed,
-                    requested_at=request.requested_at,
-                    requested_by=request.requested_by,
-                )
-            )
+            conn.execute(replay_requests.insert().values(**dataclasses.asdict(request)))
 
 
 def _replay(row: Any) -> ReplayRequest:
