@@ -358,8 +358,10 @@ class FailureBook(Protocol):
         *,
         error_class: str | None = None,
         key_contains: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[FailedRecord]:
-        """The mapping's failed records in these statuses, oldest failure first."""
+        """The mapping's failed records in these statuses, oldest failure first; only these
+        key texts, or keys containing a text, when asked."""
         ...
 
     def settle(self, mapping: str, run_id: int, outcome: RetryOutcome, now: datetime) -> None:

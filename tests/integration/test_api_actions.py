@@ -221,6 +221,9 @@ def _event(lines: Iterator[str]) -> tuple[str, dict[str, object]]:
 def test_history_of_one_key_across_runs(api: Api, receiver: Receiver) -> None:
     receiver.reject(3, message="bad email", error_class="validation")
     failed = api.service.run(MIRROR)
+    url = f"/api/v1/mappings/{MIRROR}/records/3/history"
+    pending = api.client.get(url, headers=api.read).json()["pending"]
+    assert pending["status"] == "pending" and pending["key"] == 3
     receiver.clear_behaviours()
     api.service.run(MIRROR)  # retried: loaded
     loaded = api.service.run(MIRROR)

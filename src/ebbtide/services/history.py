@@ -130,11 +130,9 @@ class History:
             # Its journal was pruned, but the failure is still in the history.
             entries.append(_key_run(runs[run_id], failed[run_id].operation.value, failed[run_id]))
         entries.sort(key=lambda e: e.run_id, reverse=True)
-        pending = [
-            r
-            for r in self.state.pending_failures.listed(mapping, list(DEFAULT_STATUSES), 1000)
-            if r.key in texts
-        ]
+        pending = self.state.pending_failures.listed(
+            mapping, list(DEFAULT_STATUSES), 1, keys=sorted(texts)
+        )
         return KeyHistoryView(
             mapping=mapping,
             key=json.loads(pending[0].key) if pending else _key_value(key),

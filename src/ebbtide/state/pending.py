@@ -46,6 +46,7 @@ class PendingFailures:
         *,
         error_class: str | None = None,
         key_contains: str | None = None,
+        keys: Sequence[str] | None = None,
     ) -> list[FailedRecord]:
         query = (
             sa.select(pending_failures)
@@ -58,6 +59,8 @@ class PendingFailures:
         )
         if error_class is not None:
             query = query.where(pending_failures.c.error_class == error_class)
+        if keys is not None:
+            query = query.where(pending_failures.c.record_key.in_(list(keys)))
         if key_contains:
             query = query.where(
                 pending_failures.c.record_key.contains(key_contains, autoescape=True)
