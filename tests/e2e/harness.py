@@ -281,7 +281,10 @@ class Workspace:
             batch_size=BATCH_SIZE,
             concurrency=CONCURRENCY,
         )
-        (self.root / "ebbtide.yml").write_text(text)
+        # Replaced in one step, as editors save: serve never reads a half-written file.
+        partial = self.root / "ebbtide.yml.partial"
+        partial.write_text(text)
+        partial.replace(self.root / "ebbtide.yml")
 
     @property
     def keys(self) -> set[int]:

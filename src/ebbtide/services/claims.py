@@ -49,7 +49,8 @@ class Claim:
         if self.request is not None:
             by = f" by {self.request.requested_by}" if self.request.requested_by else ""
             return f"sync now{by}, requested {self.request.requested_at:%H:%M:%S}Z"
-        when = f", due {self.due_at:%Y-%m-%d %H:%M:%S}Z" if self.due_at else ""
+        # To the millisecond: a spread slot may come due within a second of the first run.
+        when = f", due {self.due_at.isoformat(' ', 'milliseconds')[:23]}Z" if self.due_at else ""
         return f"schedule{when}"
 
 
