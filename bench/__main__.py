@@ -1,5 +1,6 @@
-"""`python -m bench [sync|serve] [--sizes N,N] [--json FILE] [--keep] [--repeat N] [--quick]`:
-see bench/README.md."""
+"""`python -m bench [sync|serve|destinations] [--sizes N,N] [--records N] [--json FILE] [--keep]
+[--repeat N] [--quick]`, or `python -m bench warehouse [--pg-rows N] [--mysql-rows N]
+[--only postgres|mysql] [--json FILE] [--keep]` (bench/warehouse_diff.py): see bench/README.md."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
 
+from bench.destinations import RECORDS, DestinationRow, run_destinations
+from bench.destinations import table as destinations_table
 from bench.measure import Measurement
 from bench.receiver import ReceiverProcess
 from bench.report import WIDTH, load_note, receiver_note, write_json
@@ -27,15 +31,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "part",
         nargs="?",
-        choices=("all", "sync", "serve"),
+        choices=("all", "sync", "serve", "destinations", "warehouse"),
         default="all",
-        help="sync: the sync scenarios only; serve: the serve scenarios only (default: all)",
+        help="sync: the sync scenarios only; serve: the serve scenarios only; destinations:"
+        " each vendor emulator at its default limits; warehouse: diff: local against diff:"
+        " warehouse on PostgreSQL and MariaDB, its own options (not part of all;"
+        " `python -m bench warehouse --help`) (default: all)",
     )
     parser.add_argument(
         "--sizes",
         default="1000000,10000000",
         type=lambda text: [int(n.replace("_", "")) for n in text.split(",") if n],
         help="model sizes in rows, comma-separated (default: 1000000,10000000)",
+    )
+    parser.add_argument(
+        "--records",
+        type=int,
+        default=RECORDS,
+        help=f"destinations: records sent to each emulator (default: {RECORDS:,})",
     )
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     parser.add_argument("--keep", action="store_true", help="keep the work folder afterwards")
@@ -59,14 +72,23 @@ def run_all(args: argparse.Namespace, console: Console, work: Path) -> None:
     load_before = os.getloadavg()[0]
     results: list[Measurement] = []
     note = ""
-    if args.part != "serve":
+    if args.part in ("all", "sync"):
         results, note = run_syncs(args, console, work)
     serve_rows: list[ServeRow] = []
-    if args.part != "sync":
+    if args.part in ("all", "serve"):
         knobs = Knobs.quick() if args.quick else Knobs()
         serve_rows = run_serve(REPO, work, knobs, console.log)
+    destination_rows: list[DestinationRow] = []
+    if args.part in ("all", "destinations"):
+        destination_rows = run_destinations(REPO, work, console.log, args.records)
     note = f"{note} {load_note(load_before, os.getloadavg()[0])}".strip()
-    show_all(console, results, serve_rows, note)
+    if results or serve_rows:
+        show_all(console, results, serve_rows, note)
+    if destination_rows:
+        console.print(destinations_table(destination_rows, args.records))
+        for row in destination_rows:
+            if row.error:
+                console.print(f"{row.type}: {row.error}", markup=False, highlight=False)
     if args.json:
         write_json(args.json, results, note)
         document = json.loads(args.json.read_text(encoding="utf-8"))
@@ -91,6 +113,12 @@ def run_syncs(
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["warehouse"]:  # its own options: bench/warehouse_diff.py
+        from bench.warehouse_diff import main as warehouse_main
+
+        warehouse_main(argv[1:])
+        return
     args = parse_args(argv)
     console = Console()
     if not console.is_terminal:  # a pipe or a file: 80 columns would squeeze the table

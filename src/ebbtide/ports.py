@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -55,6 +55,13 @@ KEY_COLUMN = "__key"
 HASH_COLUMN = "__hash"
 RECORD_COLUMN = "__record"
 KEY_PART_PREFIX = "__k"
+
+
+def is_key_part(name: str) -> bool:
+    """`__k0`, `__k1`, …: the key's columns in journals (not `__key`, the key's JSON text)."""
+    return name.startswith(KEY_PART_PREFIX) and name[len(KEY_PART_PREFIX) :].isdigit()
+
+
 # Why a row's values cannot become its payload (NaN, text that is not a number, …); null if
 # they can. Such a row fails alone with error class `mapping` and is never sent.
 PROBLEM_COLUMN = "__problem"
@@ -91,6 +98,51 @@ class Source(Protocol):
     def close(self) -> None:
         """Release the connection."""
         ...
+
+
+class ColumnKind(StrEnum):
+    """What a warehouse column holds, as far as rendering it as canonical text goes."""
+
+    INTEGER = "integer"
+    DECIMAL = "decimal"
+    FLOAT = "float"
+    BOOLEAN = "boolean"
+    TEXT = "text"
+    BINARY = "binary"
+    DATE = "date"
+    TIMESTAMP = "timestamp"  # wall-clock, no zone
+    TIMESTAMPTZ = "timestamptz"  # an instant
+    JSON = "json"
+    OTHER = "other"
+
+
+class WarehouseSession(Protocol):
+    """A connection on which the diff runs inside the warehouse (`diff: warehouse`).
+
+    Unlike a Source's, it may write: temporary tables, and ebbtide's own schema.
+    """
+
+    dialect: str  # the name of its SQL dialect (snapshots.warehouse_sql)
+    where: str  # the warehouse, for messages (no password)
+    state_schema: str  # ebbtide's own schema in it
+
+    def describe(self, query: str) -> list[tuple[str, ColumnKind]]:
+        """The columns of `query`, without running it."""
+        ...
+
+    def execute(self, statement: str) -> list[tuple[object, ...]]:
+        """Run one statement; the rows it returns, if any."""
+        ...
+
+    def read(self, query: str) -> pa.RecordBatchReader:
+        """Stream a query's rows, typed exactly as the source reads them."""
+        ...
+
+    def insert(self, table: str, rows: pa.Table) -> None:
+        """Append rows to a (temporary) table whose columns match theirs by name."""
+        ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -153,6 +205,11 @@ class OutboundBatch:
     records: pa.RecordBatch
     part: str = ""  # ".1", ".2.1", … for halves of a batch split to find a bad record
     origin: str = ""  # the state store's name: run ids repeat from one store to another
+    # Changes when a resend is intended and must not be deduplicated by the destination: a
+    # replay ("replay-<run>") or the syncs after a reset ("reset-<reset run>"). Destinations
+    # that derive message ids from a record's version (Segment's messageId) mix it in, so a
+    # crash's resend dedupes and an intended resend does not.
+    epoch: str = ""
 
     @property
     def idempotency_key(self) -> str:
@@ -196,6 +253,9 @@ class BatchResult:
 
     rejected: tuple[RecordRejection, ...] = ()
     accepted: tuple[str, ...] = ()
+    # The destination's rate-limit headers say its allowance is spent for this long: nothing
+    # more is sent to it before then (the engine pauses the destination's limiter).
+    pause_s: float | None = None
 
 
 class Destination(Protocol):
@@ -250,8 +310,22 @@ class SnapshotStore(Protocol):
     It also runs the diff, since that belongs where the snapshot lives.
     """
 
+    journal_dir: Path  # where acknowledged batches wait to be merged (a dead run's too)
+
     def merge_journals(self, unsent: frozenset[Operation] = frozenset()) -> int:
         """Fold accepted records, and changes the mode does not send, into the snapshot."""
+        ...
+
+    def extract(
+        self,
+        source: Source,
+        query: str,
+        include: pa.Table | None = None,
+        pending: Sequence[str] = (),
+    ) -> int:
+        """Read the model and stage it; returns how many rows it has. `include`: keys (as
+        key parts) a replay resends, and `pending`: keys (as sent) of records that failed
+        before, which the diff must stage even when unchanged."""
         ...
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
@@ -522,6 +596,8 @@ class SourcePlugin(Generic[SourceConfigT]):
 
     config: type[SourceConfigT]
     connect: Callable[[SourceConfigT, AdapterContext], Source]
+    # `diff: warehouse`: a connection the diff runs on, inside the warehouse.
+    pushdown: Callable[[SourceConfigT, AdapterContext], WarehouseSession] | None = None
 
 
 @dataclass(frozen=True)
@@ -534,6 +610,9 @@ class DestinationPlugin(Generic[DestinationConfigT]):
     # Fields that depend on the destination's options (a webhook that declares what its
     # receiver accepts); by default an action accepts what `actions` says.
     describe: Callable[[DestinationConfigT, ActionSpec], ActionSpec] | None = None
+    # `ebbtide validate --check-credentials`: one cheap authenticated call (an account-info
+    # endpoint); returns what it found ("portal 62515"), raises DestinationError otherwise.
+    check: Callable[[DestinationConfigT, AdapterContext], Awaitable[str]] | None = None
 
     def action(self, config: DestinationConfigT, name: str) -> ActionSpec:
         """Action `name` of the destination configured by `config`."""

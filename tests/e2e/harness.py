@@ -468,7 +468,12 @@ class Serve:
 
     def stop(self, timeout_s: float = 120) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=timeout_s)
+        try:
+            return self.process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{self.log.name} still running {timeout_s:g}s after SIGTERM:\n{self.text()}"
+            ) from None
 
 
 @contextmanager

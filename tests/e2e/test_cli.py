@@ -34,10 +34,11 @@ RUN_KEYS = {
 
 
 def ebbtide(
-    workspace: Path, *args: str, env: dict[str, str] | None = None
+    workspace: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ebbtide", "-w", str(workspace), *args],
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,

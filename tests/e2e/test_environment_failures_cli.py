@@ -227,7 +227,7 @@ def test_a_warehouse_file_locked_by_another_writer_fails_the_run_naming_it(
 
 
 ROWS_SQL = "select i as id, 'user' || i || '@example.com' as email from generate_series(1, 3000) i"
-# A millisecond per row: the first fetch is still being answered when the connection is cut.
+# A millisecond per row: the COPY is still sending rows when the connection is cut.
 SLOW_ROWS_SQL = f"{ROWS_SQL} where pg_sleep(0.001) is not null"
 
 
@@ -246,12 +246,12 @@ def test_a_source_connection_dropped_mid_extract_fails_the_run_and_sends_nothing
         def reading() -> bool:
             query = (
                 "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-                " AND state = 'active' AND query ILIKE 'FETCH%%'"
+                " AND state = 'active' AND query ILIKE 'COPY%%'"
             )
             row = admin.execute(query, (application,)).fetchone()
             return bool(row and row[0])
 
-        wait_until(reading, 60, "the sync to fetch the model's rows")
+        wait_until(reading, 60, "the sync to copy the model's rows")
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
             (application,),

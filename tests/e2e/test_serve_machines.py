@@ -149,6 +149,7 @@ def every_mapping_synced(database: str, times: int, after: int = 0) -> bool:
     return all(done[m] >= times for m in MAPPINGS)
 
 
+@pytest.mark.timeout(900)  # two waits of up to 400 s each, beside the browser tests
 def test_three_serve_processes_share_the_work_and_recover_a_killed_one(
     tmp_path: Path,
     processes: Processes,
@@ -166,7 +167,11 @@ def test_three_serve_processes_share_the_work_and_recover_a_killed_one(
     changes = Changes(database)
     changes.thread.start()
     try:
-        wait_until(lambda: every_mapping_synced(database, 3), 180, "three syncs of each")
+        wait_until(
+            lambda: _serving(serves) and every_mapping_synced(database, 3),
+            400,
+            "three syncs of each",
+        )
 
         victim = serves[1]
         with receiver.holding():
@@ -178,7 +183,11 @@ def test_three_serve_processes_share_the_work_and_recover_a_killed_one(
             )
             os.kill(victim.process.pid, signal.SIGKILL)
             victim.process.wait(timeout=30)
-        wait_until(lambda: every_mapping_synced(database, 3, after=held), 180, "syncs after")
+        wait_until(
+            lambda: _serving(serves[::2]) and every_mapping_synced(database, 3, after=held),
+            400,
+            "syncs after",
+        )
         assert _status(database, held) == "interrupted", _status(database, held)
     finally:
         changes.stop.set()
@@ -197,6 +206,17 @@ def test_three_serve_processes_share_the_work_and_recover_a_killed_one(
     killed = [r for r in history if r["pid"] == victim.process.pid]
     assert killed and all(r["status"] in ("success", "interrupted") for r in killed)
     assert {s for s in ("a", "c") if "started" in logs["abc".index(s)]} == {"a", "c"}
+
+
+def _serving(serves: list[Serve]) -> bool:
+    """True while every one of `serves` runs; a serve that exited fails the wait at once, with
+    its log (it will sync nothing more)."""
+    for serve in serves:
+        if serve.process.poll() is not None:
+            raise AssertionError(
+                f"{serve.log.name} exited {serve.process.returncode}:\n{serve.text()}"
+            )
+    return True
 
 
 def _victims_run_at_receiver(database: str, victim: Serve, receiver: Receiver) -> int | None:

@@ -1,5 +1,5 @@
-"""Fixtures of the integration tests: a loopback receiver, a workspace kit, and the REST API
-over it (`api`, from api_kit)."""
+"""Fixtures of the integration tests: a loopback receiver, a workspace kit, the REST API
+over it (`api`, from api_kit) and the web UI (`ui`, from ui_kit)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from ebbtide.demo.receiver import Receiver
 from tests.integration.api_kit import api  # noqa: F401 - a fixture, found by its name
+from tests.integration.ui_kit import ui  # noqa: F401 - a fixture, found by its name
 from tests.integration.workspace_kit import Kit
 
 

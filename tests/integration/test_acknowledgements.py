@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from ebbtide.destinations import webhook
+from ebbtide.destinations import http
 from ebbtide.services.sync import SyncService
 from ebbtide.values import RunStatus
 from tests.hostile_receiver import HostileReceiver
@@ -200,7 +200,7 @@ def test_an_answer_larger_than_any_batch_needs_loads_nothing(
 ) -> None:
     # The limit is lowered so that the test need not send 64 MiB; the body is valid JSON that
     # would accept everything, had it been read whole.
-    monkeypatch.setattr(webhook, "_MAX_ANSWER_BYTES", 10_000)
+    monkeypatch.setattr(http, "MAX_ANSWER_BYTES", 10_000)
     receiver.extra_modes["padded"] = lambda seen: (
         200,
         json.dumps({"results": [], "padding": "x" * 20_000}),

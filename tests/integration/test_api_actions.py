@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -22,6 +21,7 @@ from ebbtide.values import RunRecord, RunStatus, Trigger
 from tests.e2e.harness import wait_until
 from tests.integration.api_kit import Api
 from tests.integration.workspace_kit import TOKEN, Kit, users_table
+from tests.integration.workspace_kit import held_sync as held_mirror_sync
 
 MIRROR = "users_mirror"
 
@@ -38,25 +38,8 @@ def run_queued(api: Api) -> list[str]:
 
 @contextmanager
 def held_sync(api: Api, receiver: Receiver) -> Iterator[list[RunRecord]]:
-    """A sync of MIRROR stopped in its load (the receiver answers nothing) until the block
-    ends; yields the list its record lands in."""
-    finished: list[RunRecord] = []
-
-    def sync() -> None:
-        try:
-            finished.append(api.service.run(MIRROR))
-        except KeyboardInterrupt:  # cancelled: as `sync run` does, the run says so and stops
-            finished.append(api.service.state.list_runs(MIRROR, 1)[0])
-
-    thread = threading.Thread(target=sync, daemon=True)
-    try:
-        with receiver.holding():
-            thread.start()
-            wait_until(lambda: receiver.requests > 0, 30, "the sync's first request")
-            yield finished
-    finally:
-        thread.join(timeout=60)
-    assert not thread.is_alive(), "the held sync did not finish"
+    with held_mirror_sync(api.service, receiver) as finished:
+        yield finished
 
 
 def running_run(api: Api) -> int:

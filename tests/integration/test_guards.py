@@ -1,6 +1,8 @@
 """Guards stop a sync whose change set looks like a broken model, before anything is sent.
 
-`--force` and `sync plan --json` are checked through the real `ebbtide` command.
+`--force` and `sync plan --json` are checked through the real `ebbtide` command. Each
+scenario runs on every backend (tests/integration/warehouse_kit.py): a DuckDB warehouse file
+with the local diff, and PostgreSQL and MariaDB with `diff: warehouse`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +23,17 @@ from ebbtide.services.reset import ResetService
 from ebbtide.services.sync import SyncService
 from ebbtide.state.schema import runs
 from ebbtide.values import RunStatus
+from tests.integration.warehouse_kit import ALL_BACKENDS, backend_kit
 from tests.integration.workspace_kit import Kit, mapping, sent
 
 ROWS = 200
+
+
+@pytest.fixture(params=ALL_BACKENDS)
+def kit(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Kit]:
+    yield from backend_kit(request, tmp_path, monkeypatch)
 
 
 def synced(kit: Kit, receiver: Receiver, name: str, **spec: Any) -> SyncService:

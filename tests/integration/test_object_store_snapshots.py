@@ -598,3 +598,18 @@ def test_a_keys_history_shows_the_runs_of_every_machine(
             (second.id, "updated", "loaded"),
             (first.id, "added", "loaded"),
         ], root
+
+
+def test_a_keys_history_is_read_on_a_machine_that_never_ran_the_mapping(
+    receiver: Receiver, machines: Machines, shared_store: dict[str, Any]
+) -> None:
+    machines.build(receiver.url, shared_store)
+    ran = machines.service(machines.a).run(MIRROR)
+    viewer = machines.tmp / "machine-c"  # a serve that only answers the web UI and the API
+    viewer.mkdir()
+    (viewer / "ebbtide.yml").write_text((machines.a / "ebbtide.yml").read_text())
+    service = machines.service(viewer)
+    history = History(load_workspace(viewer), service.state).key_history(MIRROR, "7")
+    assert [(r.run_id, r.operation, r.outcome) for r in history.runs] == [
+        (ran.id, "added", "loaded")
+    ]

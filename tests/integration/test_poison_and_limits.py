@@ -207,3 +207,16 @@ def test_after_429_with_retry_after_no_request_arrives_before_it_passes(
         if e.idempotency_key == limited.idempotency_key and e.status == 200
     ]
     assert len(retry) == 1 and retry[0].at - limited.at >= 1.0
+
+
+def test_a_batch_refused_for_its_size_loads_every_record_that_fits_alone(kit: Kit) -> None:
+    # The receiver takes at most 3 records a request and answers 413 above that: no record is
+    # at fault, so none may fail (the last of a halving is tried alone, not presumed bad).
+    def answer(number: int, records: list[dict[str, Any]]) -> tuple[int, dict[str, Any]]:
+        return (413, {"error": "request too large"}) if len(records) > 3 else (200, {})
+
+    with ScriptedServer(answer) as server:
+        destinations = {"hook": hook(batch_size=8, concurrency=1)}
+        run = kit.build(server.url, rows=20, destinations=destinations).run("users_mirror")
+    assert run.status is RunStatus.SUCCESS, run.error
+    assert run.failed == 0 and sorted(server.accepted) == list(range(1, 21))

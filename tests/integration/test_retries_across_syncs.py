@@ -1,14 +1,18 @@
 """Failed records across syncs (DESIGN invariants 5-7): retried with the latest data, resolved,
 obsolete or expired, each with the details a person needs; and the status each run gets.
 
-Real DuckDB warehouse files, the real receiver on 127.0.0.1, a real PostgreSQL table.
+Each scenario runs on every backend (tests/integration/warehouse_kit.py): a DuckDB warehouse
+file with the local diff, PostgreSQL with the local diff, and PostgreSQL and MariaDB with
+`diff: warehouse`; the real receiver on 127.0.0.1, a real PostgreSQL table.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -20,6 +24,7 @@ from ebbtide.ports import Operation
 from ebbtide.services.advice import recommended_action
 from ebbtide.state.schema import pending_failures
 from ebbtide.values import FailureStatus, RunStatus
+from tests.integration.warehouse_kit import ALL_BACKENDS, backend_kit
 from tests.integration.workspace_kit import (
     TOKEN,
     Kit,
@@ -33,6 +38,13 @@ from tests.integration.workspace_kit import (
 
 ROWS = 20
 P, E = FailureStatus.PENDING, FailureStatus.EXPIRED
+
+
+@pytest.fixture(params=[*ALL_BACKENDS, "postgres-local"])
+def kit(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Kit]:
+    yield from backend_kit(request, tmp_path, monkeypatch)
 
 
 def data_sent(receiver: Receiver) -> dict[Any, Any]:

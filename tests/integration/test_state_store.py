@@ -126,6 +126,39 @@ def test_opening_twice_applies_migrations_once(store: SqlStateStore, tmp_path: P
     again.dispose()
 
 
+# Names a warehouse's own tables commonly have: the state store may share its database.
+WAREHOUSE_TABLES = ("users", "accounts", "customers", "orders", "events", "contacts")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_state_store_opens_in_a_database_that_holds_a_warehouses_tables(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    if backend == "sqlite":
+        url = "sqlite:///.ebbtide/state.db"
+        (tmp_path / ".ebbtide").mkdir()
+        engine = sa.create_engine(f"sqlite:///{tmp_path / '.ebbtide' / 'state.db'}")
+    else:
+        dsn, schema = request.getfixturevalue("pg_dsn"), request.getfixturevalue("pg_schema")
+        url = f"{dsn}?options=-csearch_path%3D{schema}"
+        engine = sa.create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        for table in WAREHOUSE_TABLES:
+            conn.execute(sa.text(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, email TEXT)"))
+            conn.execute(sa.text(f"INSERT INTO {table} VALUES (1, 'kept@example.com')"))
+    engine.dispose()
+
+    store = SqlStateStore(url, tmp_path)
+    try:
+        assert store.list_runs() == []
+        with store.engine.connect() as conn:
+            for table in WAREHOUSE_TABLES:  # the warehouse's rows are untouched
+                rows = conn.execute(sa.text(f"SELECT id, email FROM {table}")).all()
+                assert [tuple(r) for r in rows] == [(1, "kept@example.com")], table
+    finally:
+        store.dispose()
+
+
 def test_an_interrupted_run_keeps_the_failures_and_deliveries_it_recorded(
     store: SqlStateStore,
 ) -> None:

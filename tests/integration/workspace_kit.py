@@ -11,10 +11,11 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pytest
@@ -24,7 +25,11 @@ from aiohttp import web
 from ebbtide.config.workspace import Workspace, load_workspace
 from ebbtide.demo.receiver import Receiver
 from ebbtide.services.sync import SyncService
-from ebbtide.values import FailedRecord, FailureStatus
+from ebbtide.values import FailedRecord, FailureStatus, RunRecord
+from tests.e2e.harness import wait_until
+
+if TYPE_CHECKING:
+    from tests.integration.warehouse_kit import Backend
 
 TOKEN = "tok-kit-not-a-real-secret-4711"
 USERS_SQL = "select id, email, plan, ltv from users"
@@ -88,9 +93,10 @@ def write_workspace(
     destinations: dict[str, Any],
     mappings: dict[str, Any],
     sql: str = USERS_SQL,
+    source: dict[str, Any] | None = None,
 ) -> None:
     doc = {
-        "sources": {"warehouse": {"type": "duckdb", "path": "warehouse.duckdb"}},
+        "sources": {"warehouse": source or {"type": "duckdb", "path": "warehouse.duckdb"}},
         "models": {"users": {"source": "warehouse", "primary_key": "id", "sql": sql}},
         "destinations": destinations,
         "mappings": mappings,
@@ -105,6 +111,8 @@ class Kit:
     root: Path
     monkeypatch: pytest.MonkeyPatch
     services: list[SyncService] = field(default_factory=list)
+    # A PostgreSQL or MariaDB server instead of the DuckDB file (tests/integration/warehouse_kit)
+    backend: Backend | None = None
 
     def build(
         self,
@@ -120,13 +128,24 @@ class Kit:
         self.monkeypatch.setenv("HOOK_TOKEN", TOKEN)
         for name, value in (env or {}).items():
             self.monkeypatch.setenv(name, value)
-        write_workspace(
-            self.root,
-            destinations=destinations or {"hook": hook()},
-            mappings=mappings
-            or {"users_mirror": mapping("mirror"), "users_upsert": mapping("upsert")},
-        )
-        users_table(self.root, rows)
+        mappings = mappings or {
+            "users_mirror": mapping("mirror"),
+            "users_upsert": mapping("upsert"),
+        }
+        if self.backend is None:
+            write_workspace(
+                self.root, destinations=destinations or {"hook": hook()}, mappings=mappings
+            )
+            users_table(self.root, rows)
+        else:
+            diff = self.backend.diff
+            write_workspace(
+                self.root,
+                destinations=destinations or {"hook": hook()},
+                mappings={name: {"diff": diff, **spec} for name, spec in mappings.items()},
+                source=self.backend.source,
+            )
+            self.backend.create_users(rows)
         return self.service()
 
     def workspace(self) -> Workspace:
@@ -138,7 +157,10 @@ class Kit:
         return service
 
     def sql(self, *statements: str) -> None:
-        warehouse_sql(self.root, *statements)
+        if self.backend is None:
+            warehouse_sql(self.root, *statements)
+        else:
+            self.backend.execute(*statements)
 
     def close(self) -> None:
         for service in self.services:
@@ -238,3 +260,28 @@ class ScriptedServer:
     @property
     def requests(self) -> int:
         return len(self.arrivals)
+
+
+@contextmanager
+def held_sync(
+    service: SyncService, receiver: Receiver, mapping: str = "users_mirror"
+) -> Iterator[list[RunRecord]]:
+    """A sync of `mapping` stopped in its load (the receiver answers nothing) until the block
+    ends; yields the list its record lands in."""
+    finished: list[RunRecord] = []
+
+    def sync() -> None:
+        try:
+            finished.append(service.run(mapping))
+        except KeyboardInterrupt:  # cancelled: as `sync run` does, the run says so and stops
+            finished.append(service.state.list_runs(mapping, 1)[0])
+
+    thread = threading.Thread(target=sync, daemon=True)
+    try:
+        with receiver.holding():
+            thread.start()
+            wait_until(lambda: receiver.requests > 0, 30, "the sync's first request")
+            yield finished
+    finally:
+        thread.join(timeout=60)
+    assert not thread.is_alive(), "the held sync did not finish"

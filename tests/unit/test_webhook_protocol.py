@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from email.utils import format_datetime
 
 import pytest
 
-from ebbtide.destinations.webhook import _http_error, answer_of, parse_retry_after
+from ebbtide.destinations.http import HttpAnswer, http_error, json_text, parse_retry_after
+from ebbtide.destinations.webhook import answer_of
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import BatchResult, RecordRejection
+
+
+def _http_error(status: int, text: str, retry_after: str | None) -> DestinationError:
+    headers = {"Retry-After": retry_after} if retry_after is not None else {}
+    return http_error(HttpAnswer(status, headers, text))
 
 
 def test_an_empty_2xx_body_or_an_object_without_results_accepts_the_whole_batch() -> None:
@@ -154,3 +162,12 @@ def test_retry_after_that_is_not_a_finite_number_is_ignored() -> None:
     for value in ("nan", "NaN", "inf", "-inf", "Infinity"):
         seconds = parse_retry_after(value)
         assert seconds is None or math.isfinite(seconds), value
+
+
+def test_json_text_keeps_decimals_exact_and_refuses_what_json_cannot_hold() -> None:
+    value = {"ltv": Decimal("12345678901234567890.1234567890"), "tags": ["é", 1, None, True]}
+    text = json_text(value)
+    assert text == '{"ltv":12345678901234567890.1234567890,"tags":["é",1,null,true]}'
+    assert json.loads(text, parse_float=Decimal)["ltv"] == value["ltv"]
+    with pytest.raises(ValueError, match="not a JSON number"):
+        json_text({"x": Decimal("NaN")})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sys
 from pathlib import Path
@@ -18,8 +19,10 @@ from ebbtide.cli.progress import ProgressListener
 from ebbtide.cli.serve import serve, sync_now
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, run_one, show_errors, show_syncs
 from ebbtide.cli.tokens import tokens_app
+from ebbtide.cli.users import users_app
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ConfigErrors, EbbtideError, UsageError
+from ebbtide.services.credentials import check_credentials
 from ebbtide.services.history import DEFAULT_STATUSES, History
 from ebbtide.services.replay import ReplayService
 from ebbtide.services.reset import ResetService
@@ -48,6 +51,7 @@ journals_app = typer.Typer(
 app.add_typer(journals_app, name="journals")
 app.add_typer(alerts_app, name="alerts")
 app.add_typer(tokens_app, name="tokens")
+app.add_typer(users_app, name="users")
 app.command("notifications")(notifications)
 app.command("serve")(serve)
 sync_app.command("now")(sync_now)
@@ -102,15 +106,24 @@ def validate(
             help="Do not connect to sources: skip checking mappings against models' columns.",
         ),
     ] = False,
+    check_credentials_too: Annotated[
+        bool,
+        typer.Option(
+            "--check-credentials",
+            help="Also call each destination's account endpoint with its credentials.",
+        ),
+    ] = False,
 ) -> None:
     """Check the whole workspace without sending anything.
 
     Each mapping is checked against its destination action and, unless --offline, against
-    its model's columns and their types (the model is queried for no rows).
+    its model's columns and their types (the model is queried for no rows). With
+    --check-credentials, each destination's credentials are tried on one cheap call that
+    changes nothing (exit 1 if any is refused).
     """
     workspace = _workspace()
     check_mappings(SyncService(workspace), offline=offline)
-    summary = {
+    summary: dict[str, object] = {
         "ok": True,
         "file": str(workspace.file),
         "sources": len(workspace.spec.sources),
@@ -118,6 +131,10 @@ def validate(
         "destinations": len(workspace.spec.destinations),
         "mappings": len(workspace.spec.mappings),
     }
+    checks = check_credentials(workspace) if check_credentials_too else []
+    if checks:
+        summary["credentials"] = [dataclasses.asdict(c) for c in checks]
+        summary["ok"] = all(c.ok is not False for c in checks)
     if json_output:
         render.print_json(out, summary)
     else:
@@ -126,6 +143,14 @@ def validate(
             f" {summary['models']} model(s), {summary['destinations']} destination(s),"
             f" {summary['mappings']} mapping(s)"
         )
+        for check in checks:
+            mark = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[dim]-[/]"}[check.ok]
+            out.print(
+                f"{mark} destination {escape(check.destination)} ({check.type}):"
+                f" {escape(check.message)}"
+            )
+    if not summary["ok"]:
+        raise typer.Exit(1)
 
 
 @sync_app.command("plan")

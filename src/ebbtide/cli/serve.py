@@ -39,9 +39,12 @@ def serve(
             " cancelled (as `sync run` is on SIGTERM).",
         ),
     ] = 30.0,
-    host: Annotated[str, typer.Option(help="Where the REST API listens.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Where the REST API and the web UI listen.")
+    ] = "127.0.0.1",
     port: Annotated[
-        int, typer.Option(min=0, max=65535, help="The REST API's port (0: any free port).")
+        int,
+        typer.Option(min=0, max=65535, help="Their port (0: any free port)."),
     ] = 8700,
 ) -> None:
     """Run mappings on their schedules, and the syncs `ebbtide sync now` asks for.
@@ -50,7 +53,7 @@ def serve(
     effect without a restart (an invalid edit is logged and the last valid workspace keeps
     running). SIGTERM or Ctrl-C: nothing new starts, runs in flight get --grace-s to finish,
     then are cancelled; exit 0. Several serve processes may share one state store: each due
-    run starts once. No HTTP server yet: --host and --port are reserved for the REST API.
+    run starts once. The REST API (/api/v1) and the web UI (/) listen on --host and --port.
     """
     # Imported here: the scheduler's metrics and queue would slow every other command's start.
     from ebbtide.server.scheduler import ServeLoop, ServeSettings
@@ -72,7 +75,9 @@ def serve(
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     api = _api(loop, host, port)
-    loop.say(f"api listening on {api.start()}")
+    url = api.start()
+    loop.say(f"api listening on {url}")
+    loop.say(f"web UI at {url}/{_first_login_hint(loop)}")
     try:
         loop.run()
     finally:
@@ -90,6 +95,14 @@ def _api(loop: ServeLoop, host: str, port: int) -> ApiServer:
         lambda: loop.workspace, loop.state, metrics=loop.metrics, not_ready=loop.not_ready
     )
     return ApiServer(create_app(services), host, port)
+
+
+def _first_login_hint(loop: ServeLoop) -> str:
+    from ebbtide.state.users import UserBook
+
+    if UserBook(loop.state.engine).listed():
+        return ""
+    return " (no users yet: `ebbtide users create EMAIL --role admin` makes the first admin)"
 
 
 def _say(line: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     AfterValidator,
@@ -180,7 +180,8 @@ class FieldSource(Spec):
 
     `email: email` (a column), `city: address.city` (a dotted path into an object column),
     `{value: pro}`, `{object: product}`, `{object: product, properties: {…}}`,
-    `{array: products}` or `{array: products, properties: {…}}`.
+    `{properties: {…}}` (an object of model columns), `{array: products}` or
+    `{array: products, properties: {…}}`.
     """
 
     column: str | None = None
@@ -199,6 +200,8 @@ class FieldSource(Spec):
     @model_validator(mode="after")
     def _one_source(self) -> FieldSource:
         given = [k for k in _SOURCE_KINDS if k in self.model_fields_set]
+        if not given and self.properties is not None:
+            return self  # an object built from the model's columns, property by property
         if len(given) != 1:
             raise ValueError(
                 "a field comes from exactly one of column, value, object or array"
@@ -214,8 +217,8 @@ class FieldSource(Spec):
 
     @property
     def kind(self) -> str:
-        """column, value, object or array."""
-        return next(k for k in _SOURCE_KINDS if k in self.model_fields_set)
+        """column, value, object or array (an object of columns is an object too)."""
+        return next((k for k in _SOURCE_KINDS if k in self.model_fields_set), "object")
 
     @property
     def reference(self) -> str | None:
@@ -227,6 +230,8 @@ class FieldSource(Spec):
         """The source as a person wrote it, for messages."""
         if self.kind == "value":
             return f"value {self.value!r}"
+        if self.reference is None:
+            return "an object of model columns"
         return f"{'model column' if self.kind == 'column' else self.kind} {self.reference!r}"
 
 
@@ -237,6 +242,9 @@ class MappingSpec(Spec):
     destination: str
     action: str
     mode: SyncMode = SyncMode.UPSERT
+    # Where the diff runs: a DuckDB snapshot beside the workspace, or inside the warehouse
+    # (PostgreSQL, MySQL/MariaDB), so that only the changed rows leave it.
+    diff: Literal["local", "warehouse"] = "local"
     fields: Annotated[dict[str, FieldSource], Field(min_length=1)]
     schedule: str = "manual"
     # The zone a cron schedule's wall-clock times are read in (`0 2 * * *` at 02:00 Paris time).
@@ -392,7 +400,26 @@ class RateLimitSpec(Spec):
 class DestinationConfig(AdapterConfig):
     """Options every destination shares; the engine applies them, not the destination."""
 
+    # Settings whose values are credentials: masked wherever they could appear (logs, errors,
+    # sample payloads), and named by the recommended action of an `auth` failure. A subclass
+    # lists its own; a value in a dict setting (headers) is masked value by value.
+    secret_settings: ClassVar[tuple[str, ...]] = ()
+
     batch_size: int = Field(default=500, ge=1, le=100_000)
     concurrency: int = Field(default=4, ge=1, le=64)
     rate_limit: RateLimitSpec | None = None
     max_record_bytes: int | None = Field(default=None, ge=1)
+    # The records of one request together (their JSON) stay under this: a batch is sent in
+    # as many requests as it takes. A destination with a per-request byte limit sets it.
+    max_request_bytes: int | None = Field(default=None, ge=1)
+
+    def secret_values(self) -> list[str]:
+        """The values of the settings `secret_settings` names, for the redactor."""
+        values: list[str] = []
+        for name in self.secret_settings:
+            value = getattr(self, name, None)
+            if isinstance(value, dict):
+                values += [str(v) for v in value.values() if v]
+            elif value is not None and str(value):
+                values.append(str(value))
+        return values

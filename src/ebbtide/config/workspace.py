@@ -248,7 +248,23 @@ class _Checker:
                 config = self.report.validate(plugin.config, raw, ("destinations", name))
                 if config is not None:
                     destinations[name] = config
+                    self._credentials(name, config)
         return sources, destinations
+
+    def _credentials(self, name: str, config: DestinationConfig) -> None:
+        """A credential setting reads `${VAR}`: a key written in ebbtide.yml would end up in
+        version control. Any literal one is still masked like the environment's secrets."""
+        known = self.report.redact.secrets
+        for setting in type(config).secret_settings:
+            value = getattr(config, setting, None)
+            if isinstance(value, str) and value and value not in known:
+                self.error(
+                    f"{setting} is a credential: read it from the environment, as"
+                    f" `{setting}: ${{{name.upper()}_{setting.upper()}}}` (or from .env beside"
+                    " ebbtide.yml), so that it stays out of the file and version control",
+                    ("destinations", name, setting),
+                )
+        self.report.redact = self.report.redact.with_values(config.secret_values())
 
     def _plugin(self, registry: Any, raw: Any, path: KeyPath) -> Any:
         if not isinstance(raw, dict) or "type" not in raw:

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import json
-import math
+import re
 from dataclasses import replace
-from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-import aiohttp
 from pydantic import Field, HttpUrl
 from yarl import URL
 
 from ebbtide.config.models import DeclaredField, DestinationConfig
+from ebbtide.destinations import http
+from ebbtide.destinations.http import (
+    HttpAnswer,
+    HttpClient,
+    http_error,
+    redirect_error,
+)
 from ebbtide.engine.acknowledgement import json_text
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
@@ -28,28 +32,16 @@ from ebbtide.ports import (
     RecordRejection,
 )
 
-_STATUS_CLASSES = {
-    400: ErrorClass.VALIDATION,
-    401: ErrorClass.AUTH,
-    403: ErrorClass.PERMISSION,
-    404: ErrorClass.NOT_FOUND,
-    408: ErrorClass.TIMEOUT,
-    405: ErrorClass.NOT_FOUND,
-    409: ErrorClass.CONFLICT,
-    410: ErrorClass.NOT_FOUND,
-    413: ErrorClass.PAYLOAD_TOO_LARGE,
-    422: ErrorClass.VALIDATION,
-    429: ErrorClass.RATE_LIMITED,
-}
-_BODY_EXCERPT = 300
 _ANSWER_EXCERPT = 120
 _MAX_REDIRECTS = 5
-# Results for the largest batch (100,000 records) with messages fit many times over.
-_MAX_ANSWER_BYTES = 64 << 20
 _KEEPS_METHOD = frozenset({307, 308})  # 301, 302 and 303 let clients switch to GET
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9-]*\s+\S")
+_CREDENTIAL_HEADER = re.compile(r"auth|key|token|secret|password|signature|cookie", re.I)
 
 
 class WebhookConfig(DestinationConfig):
+    secret_settings = ("headers",)
+
     # Both may carry `${VAR}` secrets: never part of a repr.
     url: HttpUrl = Field(repr=False)
     headers: dict[str, str] = Field(default_factory=dict, repr=False)
@@ -60,56 +52,49 @@ class WebhookConfig(DestinationConfig):
     # What the receiver accepts, when it has a fixed list; mappings are checked against it.
     fields: list[DeclaredField] | None = None
 
+    def secret_values(self) -> list[str]:
+        """The values of the headers that carry credentials (`${VAR}`s are secrets anyway);
+        a Content-Type is no secret, and masking it would garble every message."""
+        values = [v for k, v in self.headers.items() if v and _CREDENTIAL_HEADER.search(k)]
+        # "Bearer <token>": the token is the secret, which a receiver may echo alone.
+        return [v.split(None, 1)[1] if _SCHEME.match(v) else v for v in values]
+
 
 class WebhookDestination:
     """POSTs `{"mapping", "action", "records": [...]}` over kept-alive connections."""
 
     def __init__(self, config: WebhookConfig) -> None:
         self.config = config
-        self._session: aiohttp.ClientSession | None = None
-
-    async def open(self) -> None:
-        self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=self.config.concurrency),
-            timeout=aiohttp.ClientTimeout(total=self.config.timeout_s),
-            headers={"Content-Type": "application/json", **self.config.headers},
+        self._client = HttpClient(
+            "",
+            headers={"Content-Type": "application/json", **config.headers},
+            timeout_s=config.timeout_s,
+            concurrency=config.concurrency,
         )
 
+    async def open(self) -> None:
+        await self._client.open()
+
     async def send(self, batch: OutboundBatch) -> BatchResult:
-        assert self._session is not None, "open() comes first"
         records = ",".join(cast(list[str], batch.records.column(RECORD_COLUMN).to_pylist()))
         head = json.dumps({"mapping": batch.mapping, "action": batch.action})[:-1]
         body = f'{head},"records":[{records}]}}'.encode()
-        try:
-            return await self._post(URL(str(self.config.url)), body, batch.idempotency_key)
-        except TimeoutError as exc:
-            raise DestinationError(
-                ErrorClass.TIMEOUT, f"no answer within {self.config.timeout_s:g}s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise DestinationError(ErrorClass.NETWORK, f"{type(exc).__name__}: {exc}") from exc
+        return await self._post(URL(str(self.config.url)), body, batch.idempotency_key)
 
     async def _post(self, url: URL, body: bytes, idempotency_key: str) -> BatchResult:
         """POST the batch; never follows a redirect that would change the request or its host."""
-        assert self._session is not None
         for _ in range(_MAX_REDIRECTS + 1):
-            async with self._session.post(
-                url,
-                data=body,
-                headers={"Idempotency-Key": idempotency_key},
-                allow_redirects=False,  # aiohttp would turn a 301/302 POST into a bodiless GET
-            ) as response:
-                text, whole = await _read_answer(response)
-                if 200 <= response.status < 300:
-                    if not whole:
-                        raise _malformed(f"it is larger than {_MAX_ANSWER_BYTES:,} bytes", text)
-                    return answer_of(text)
-                if not 300 <= response.status < 400:
-                    raise _http_error(response.status, text, response.headers.get("Retry-After"))
-                target = _redirect_target(url, response.headers.get("Location"))
-                if not self._may_follow(url, response.status, target):
-                    raise redirect_error(response.status, target)
-                url = cast(URL, target)
+            answer = await self._client.request(
+                "POST", url, body=body, headers={"Idempotency-Key": idempotency_key}
+            )
+            if answer.ok:
+                return _acknowledgement(answer)
+            if not 300 <= answer.status < 400:
+                raise http_error(answer)
+            target = _redirect_target(url, answer.headers.get("Location"))
+            if not self._may_follow(url, answer.status, target):
+                raise redirect_error(answer.status, target)
+            url = cast(URL, target)
         raise DestinationError(
             ErrorClass.NOT_FOUND, f"more than {_MAX_REDIRECTS} redirects in a row; last to {url}"
         )
@@ -124,22 +109,13 @@ class WebhookDestination:
         )
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
-async def _read_answer(response: aiohttp.ClientResponse) -> tuple[str, bool]:
-    """The body as text, and whether it is whole: a destination cannot exhaust our memory.
-
-    JSON is UTF-8; other bytes must not crash the run, only fail the batch.
-    """
-    data = bytearray()
-    async for chunk in response.content.iter_chunked(1 << 16):
-        data += chunk
-        if len(data) > _MAX_ANSWER_BYTES:
-            return data[:_ANSWER_EXCERPT].decode("utf-8", errors="replace"), False
-    return data.decode("utf-8", errors="replace"), True
+def _acknowledgement(answer: HttpAnswer) -> BatchResult:
+    if not answer.whole:
+        raise _malformed(f"it is larger than {http.MAX_ANSWER_BYTES:,} bytes", answer.text)
+    return answer_of(answer.text)
 
 
 def answer_of(text: str) -> BatchResult:
@@ -211,52 +187,6 @@ def _redirect_target(url: URL, location: str | None) -> URL | None:
         return url.join(URL(location))
     except ValueError:
         return None
-
-
-def redirect_error(status: int, target: URL | None) -> DestinationError:
-    """A redirect is a failure that names where the destination says it went."""
-    where = f"redirects to {target}" if target is not None else "redirects without a Location"
-    return DestinationError(
-        ErrorClass.NOT_FOUND,
-        f"HTTP {status}: the destination's URL {where}; redirects are not followed (a POST"
-        " would lose its body, and the configured headers must not go to another address),"
-        " so nothing was delivered. If the new address is right, set the destination's url"
-        " to it",
-        code=str(status),
-        http_status=status,
-    )
-
-
-def _http_error(status: int, text: str, retry_after: str | None) -> DestinationError:
-    if status >= 500:
-        error_class = ErrorClass.SERVER_ERROR
-    else:
-        error_class = _STATUS_CLASSES.get(status, ErrorClass.VALIDATION)
-    excerpt = " ".join(text.split())[:_BODY_EXCERPT] or "(empty body)"
-    return DestinationError(
-        error_class,
-        f"HTTP {status}: {excerpt}",
-        code=str(status),
-        http_status=status,
-        retry_after=parse_retry_after(retry_after),
-    )
-
-
-def parse_retry_after(value: str | None) -> float | None:
-    """Retry-After as seconds, from either delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:  # "-0000" means UTC, without saying so
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
 ACTIONS = {

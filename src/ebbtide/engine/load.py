@@ -41,6 +41,7 @@ _T = TypeVar("_T")
 
 # Whole-batch answers that mean "something in here is wrong", worth splitting to find it.
 _SPLITTABLE = frozenset({ErrorClass.VALIDATION, ErrorClass.PAYLOAD_TOO_LARGE})
+_TOO_LARGE = ErrorClass.PAYLOAD_TOO_LARGE
 
 
 class Limiter(Protocol):
@@ -60,6 +61,7 @@ class LoadSettings:
     backoff: Backoff = field(default_factory=Backoff)
     give_up_after: int = 3  # batches in a row that failed every retry
     max_record_bytes: int | None = None
+    max_request_bytes: int | None = None  # the records' JSON per request, summed
     limiter: Limiter = field(default_factory=Unlimited)
     may_send: Callable[[], Awaitable[bool]] = _always  # False once the run lost its lease
 
@@ -79,6 +81,7 @@ class Loader:
     on_progress: Callable[[int], None] = lambda n: None
     sent: SentLog | None = None  # every record with its outcome, for replays
     origin: str = ""  # the state store's name, part of every idempotency key
+    epoch: str = ""  # see OutboundBatch.epoch: set for a replay, and after a reset
     fatal: DestinationError | None = None
     fenced: bool = False
     _failing_in_a_row: int = 0
@@ -112,8 +115,9 @@ class Loader:
                     self.mapping.mode,
                     records,
                     origin=self.origin,
+                    epoch=self.epoch,
                 )
-                in_flight.add(asyncio.create_task(self._deliver(batch)))
+                in_flight.add(asyncio.create_task(self._deliver_in_requests(batch)))
             if in_flight:
                 done, in_flight = await asyncio.wait(in_flight)
                 _reraise(done)
@@ -123,6 +127,11 @@ class Loader:
             # Awaited, so no task's error is left to be printed as "never retrieved".
             await asyncio.gather(*in_flight, return_exceptions=True)
             await self.destination.close()
+
+    async def _deliver_in_requests(self, batch: OutboundBatch) -> None:
+        """A batch in as many requests as the destination's per-request byte limit takes."""
+        for part in _by_request_bytes(batch, self.settings.max_request_bytes):
+            await self._deliver(part)
 
     async def _deliver(self, batch: OutboundBatch) -> None:
         batch = self._without_oversized(self._without_unconvertible(batch))
@@ -150,9 +159,12 @@ class Loader:
                 return None
             await self.settings.limiter.acquire()
             try:
+                answer = await self.destination.send(batch)
+                if answer.pause_s:  # the allowance is spent: nothing more before it is back
+                    self.settings.limiter.pause(answer.pause_s)
                 # An answer that cannot be matched to the batch raises here: retried like a
                 # failure on the destination's side, and nothing is settled from it.
-                return acknowledge(batch.records, await self.destination.send(batch))
+                return acknowledge(batch.records, answer)
             except DestinationError as error:
                 if error.error_class is ErrorClass.RATE_LIMITED and error.retry_after:
                     self.settings.limiter.pause(error.retry_after)
@@ -166,10 +178,11 @@ class Loader:
 
         The suspect half is narrowed down without being sent whole again; the halves set
         aside on the way go out afterwards as one batch (split again if refused). One bad
-        record in n costs about log2(n) + 1 extra requests.
+        record in n costs about log2(n) + 1 extra requests (+ 1 when the refusal was for size).
         """
         aside: list[OutboundBatch] = []
         suspect: OutboundBatch | None = batch
+        refused = True  # whether the suspect itself was refused, or only presumed at fault
         while suspect is not None and len(suspect) > 1:
             first, second = suspect.halves()
             outcome = await self._attempt(first)
@@ -177,18 +190,29 @@ class Loader:
                 return
             if isinstance(outcome, Acknowledged):
                 await self._settle(first, outcome)
-                suspect = second  # the first half loads, so the fault is in the second
+                suspect, refused = second, False  # the fault is presumably in the second half
             elif outcome.error_class in _SPLITTABLE:
                 aside.append(second)
-                suspect, error = first, outcome
+                suspect, error, refused = first, outcome, True
             else:
                 self._fail_all(first, outcome)
                 aside.append(second)
                 suspect = None
+        if suspect is not None and not refused and error.error_class is _TOO_LARGE:
+            # A batch refused for its size blames no record (a refused half of valid records
+            # does: one of them is at fault): the last one is tried alone before it fails.
+            outcome = await self._attempt(suspect)
+            if outcome is None:
+                return
+            if isinstance(outcome, Acknowledged):
+                await self._settle(suspect, outcome)
+                suspect = None
+            else:
+                error = outcome
         if suspect is not None:
             self._fail_all(suspect, error)
         if aside and self.fatal is None:
-            await self._deliver(_joined(aside))
+            await self._deliver_in_requests(_joined(aside))
 
     def _without_unconvertible(self, batch: OutboundBatch) -> OutboundBatch:
         """A row whose values cannot become its payload fails alone, never sent."""
@@ -324,6 +348,30 @@ def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
     return {
         Operation(str(op)): n for op, n in Counter(records.column(OP_COLUMN).to_pylist()).items()
     }
+
+
+def _by_request_bytes(batch: OutboundBatch, limit: int | None) -> list[OutboundBatch]:
+    """Consecutive parts of `batch` whose records' JSON sums to at most `limit` bytes (a
+    record over the limit alone goes alone; the destination refuses it, and it fails alone)."""
+    if limit is None:
+        return [batch]
+    records: Any = batch.records.column(RECORD_COLUMN)
+    sizes: Any = pc.binary_length(records)
+    if pc.sum(sizes).as_py() <= limit:
+        return [batch]
+    parts, start, total = [], 0, 0
+    for i, size in enumerate(sizes.to_pylist()):
+        if total + size > limit and i > start:
+            parts.append((start, i - start))
+            start, total = i, 0
+        total += size
+    parts.append((start, len(batch) - start))
+    return [
+        dataclasses.replace(
+            batch, records=batch.records.slice(offset, length), part=f"{batch.part}.b{n}"
+        )
+        for n, (offset, length) in enumerate(parts, 1)
+    ]
 
 
 def _joined(parts: list[OutboundBatch]) -> OutboundBatch:

@@ -27,6 +27,7 @@ from ebbtide.ports import (
     SentLog,
     SnapshotStore,
     Source,
+    is_key_part,
 )
 from ebbtide.values import (
     PastSize,
@@ -81,6 +82,7 @@ class SyncJob:
     replay: Replay | None = None  # resend a past run's records instead of a diff
     sent_log: SentLog | None = None  # where the records this run sends are kept for replays
     origin: str = ""  # the state store's name: with the run id, unique idempotency keys
+    epoch: str = ""  # changes when a resend is intended (OutboundBatch.epoch)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,10 @@ class Replay:
 
     records: pa.Table
     latest: bool
+
+    def keys(self) -> pa.Table:
+        """The keys replayed, as key parts (`__key_0`, …)."""
+        return self.records.select([n for n in self.records.column_names if is_key_part(n)])
 
     def reader(self, batch_size: int) -> pa.RecordBatchReader:
         """The records exactly as they were sent."""
@@ -107,7 +113,10 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
         job.snapshot.merge_journals()  # what a crashed run had delivered
         size = job.snapshot.snapshot_size()
         job.record_size(size)
-        result.counts.extracted = job.snapshot.stage(job.source.read(job.query))
+        include = job.replay.keys() if job.replay is not None else None
+        result.counts.extracted = job.snapshot.extract(
+            job.source, job.query, include, pending=list(job.pending)
+        )
         job.source.close()  # its buffers are not needed past this point
         job.snapshot.check_keys()
     with _timed(timings, "diff_s"):
@@ -196,6 +205,7 @@ def _load(
         on_progress=job.listener.advance,
         sent=job.sent_log,
         origin=job.origin,
+        epoch=job.epoch,
     )
     try:
         if job.replay is not None and not job.replay.latest:

@@ -176,9 +176,10 @@ class Converted:
 
 @dataclass(frozen=True)
 class CustomObject:
-    """An object built property by property; null when the object it draws on is null."""
+    """An object built property by property; null when the object it draws on is null.
+    Without a base, it is built from the model's columns (and never null)."""
 
-    base: Access
+    base: Access | None
     properties: tuple[tuple[str, Converted], ...]
     skip_nulls: bool
 
@@ -350,8 +351,9 @@ class _Binder:
         return Converted(access, target, decimals)
 
     def custom_object(self, source: FieldSource, spec: FieldSpec) -> CustomObject:
-        base = self.column(_reference(source))
-        self._check_object(base, "an object")
+        base = None if source.object is None else self.column(source.object)
+        if base is not None:
+            self._check_object(base, "an object")
         props = []
         for name, prop in (source.properties or {}).items():
             prop_spec = spec.property_named(name) or FieldSpec(name)
@@ -360,7 +362,7 @@ class _Binder:
         return CustomObject(base, tuple(props), source.skip_nulls)
 
     def object_property(
-        self, base: Access, prop: PropertySource, spec: FieldSpec, decimals: DecimalsAs
+        self, base: Access | None, prop: PropertySource, spec: FieldSpec, decimals: DecimalsAs
     ) -> Converted:
         if "value" in prop.model_fields_set:
             check_static(self.where, prop.value, spec.type, self.path)
@@ -368,6 +370,8 @@ class _Binder:
         if prop.column is not None:
             return self.converted(self.column(prop.column), spec.type, decimals)
         assert prop.path is not None
+        if base is None:  # an object of model columns: a name is a column (or a path in one)
+            return self.converted(self.column(prop.path), spec.type, decimals)
         path = tuple(prop.path.split("."))
         outside = base.kind is Kind.STRUCT and path[0] not in {
             f.name for f in struct_fields(base.type)

@@ -17,11 +17,9 @@ def recommended_action(
         return error_class.recommended_action
     name = spec.destination
     config = workspace.destinations.get(name)
-    secret_at = (
-        f"destinations.{name}.headers"
-        if getattr(config, "headers", None)
-        else (f"destinations.{name}.url")
-    )
+    # The destination declares where its credentials are; one without any names its URL.
+    settings = type(config).secret_settings if config is not None else ()
+    secret_at = f"destinations.{name}.{settings[0] if settings else 'url'}"
     if error_class is ErrorClass.AUTH:
         return (
             f"The destination rejected the credentials: update them in `{secret_at}` of"

@@ -23,7 +23,13 @@ from pydantic import ValidationError
 from ebbtide.alerts.email import EmailNotifier
 from ebbtide.alerts.http import SlackNotifier, WebhookNotifier
 from ebbtide.alerts.message import AlertMessage, AlertTimeout, Notifier
-from ebbtide.config.alerts import DEFAULT_STATUSES, AlertStatus, Channel, SubscriptionSpec
+from ebbtide.config.alerts import (
+    DEFAULT_STATUSES,
+    AlertStatus,
+    Channel,
+    SlackTarget,
+    SubscriptionSpec,
+)
 from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ErrorClass, UsageError
@@ -311,23 +317,56 @@ class AlertService:
         statuses: list[AlertStatus] | None = None,
         channels: list[Channel] | None = None,
         mappings: list[str] | None = None,
+        owner: str | None = None,
     ) -> tuple[int, SubscriptionSpec]:
         """Sign a person up for alerts, kept in the state store: (its number, what it is)."""
+        spec = self.email_spec(email, statuses, channels, mappings)
+        return self.book.subscribe(spec, self.clock(), owner), spec
+
+    def email_spec(
+        self,
+        email: str,
+        statuses: list[AlertStatus] | None = None,
+        channels: list[Channel] | None = None,
+        mappings: list[str] | None = None,
+    ) -> SubscriptionSpec:
+        """An email or in-app subscription, checked (UsageError says what is wrong)."""
         for name in mappings or []:
             self.workspace.mapping(name)
-        try:
-            spec = SubscriptionSpec(
+        spec = _checked(
+            lambda: SubscriptionSpec(
                 email=[email],
                 statuses=statuses or list(DEFAULT_STATUSES),
                 mappings=mappings or None,
                 channels=channels or [Channel.EMAIL],
             )
-        except ValidationError as exc:
-            reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
-            raise UsageError(reason) from None
+        )
         if Channel.EMAIL in spec.delivered_by and self.workspace.spec.alerts.email is None:
             raise UsageError("email alerts need the SMTP server: add alerts.email to ebbtide.yml")
-        return self.book.subscribe(spec, self.clock()), spec
+        return spec
+
+    def slack_spec(
+        self,
+        webhook_url: str,
+        channel: str,
+        statuses: list[AlertStatus] | None = None,
+        mappings: list[str] | None = None,
+    ) -> SubscriptionSpec:
+        """A Slack subscription, checked (UsageError says what is wrong)."""
+        for name in mappings or []:
+            self.workspace.mapping(name)
+        problem = webhook_url_problem(webhook_url)
+        if problem:
+            raise UsageError(problem)
+        if not channel.strip():
+            raise UsageError("name the Slack channel the alerts go to, such as #data-alerts")
+        return _checked(
+            lambda: SubscriptionSpec(
+                slack=SlackTarget(webhook_url=webhook_url.strip(), channel=channel.strip()),
+                statuses=statuses or list(DEFAULT_STATUSES),
+                mappings=mappings or None,
+            )
+        )
 
     def listed(self) -> list[SubscriptionView]:
         """Every subscription: those in ebbtide.yml, then those in the state store."""
@@ -354,6 +393,34 @@ class AlertService:
                 for a in s.email or []
             }
         )
+
+
+def _checked(make: Callable[[], SubscriptionSpec]) -> SubscriptionSpec:
+    try:
+        return make()
+    except ValidationError as exc:
+        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise UsageError(reason) from None
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def webhook_url_problem(url: str) -> str | None:
+    """Why a Slack webhook URL will not do, or None. Only https leaves the machine: the URL is
+    a secret, and plain http would show it to every hop (http is kept for a loopback test)."""
+    parts = urlsplit(url.strip())
+    if not parts.scheme or not parts.hostname:
+        return "enter the full webhook URL, such as https://hooks.slack.com/services/…"
+    if parts.scheme == "https" or (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
+        return None
+    return "the webhook URL must start with https:// (http:// only for 127.0.0.1 or localhost)"
+
+
+def masked_url(url: str) -> str:
+    """A secret URL as pages show it: its scheme and host only."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/…"
 
 
 def _describe(exc: Exception, notifier: Notifier) -> str:

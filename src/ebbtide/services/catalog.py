@@ -3,8 +3,9 @@ how they connect, never a setting that could hold a credential."""
 
 from __future__ import annotations
 
+from ebbtide.config.models import FieldSource, PropertySource
 from ebbtide.config.workspace import Workspace
-from ebbtide.services.views import DestinationView, ModelView, SourceView
+from ebbtide.services.views import DestinationView, MappingFieldView, ModelView, SourceView
 
 
 class Catalog:
@@ -48,3 +49,38 @@ class Catalog:
             )
             for name, config in sorted(self.workspace.destinations.items())
         ]
+
+    def mapping_fields(self, name: str) -> list[MappingFieldView]:
+        """A mapping's fields as configured, in the order written; a static value of a
+        sensitive field is left out (it could be a credential)."""
+        spec = self.workspace.mapping(name)
+        hidden = set(spec.sensitive)
+        return [
+            _field_view(field, source, field in hidden) for field, source in spec.fields.items()
+        ]
+
+
+def _field_view(name: str, source: FieldSource, sensitive: bool) -> MappingFieldView:
+    children = [
+        _property_view(prop, given, sensitive) for prop, given in (source.properties or {}).items()
+    ]
+    return MappingFieldView(
+        name=name,
+        kind=source.kind,
+        source=source.reference,
+        value=None if sensitive else source.value,
+        sensitive=sensitive,
+        skip_nulls=source.skip_nulls,
+        properties=children,
+    )
+
+
+def _property_view(name: str, given: PropertySource, sensitive: bool) -> MappingFieldView:
+    kind = "path" if given.path is not None else "column" if given.column is not None else "value"
+    return MappingFieldView(
+        name=name,
+        kind=kind,
+        source=given.path if given.path is not None else given.column,
+        value=None if sensitive else given.value,
+        sensitive=sensitive,
+    )

@@ -11,8 +11,10 @@ from datetime import datetime
 from typing import Any
 
 from ebbtide.config.workspace import Workspace
-from ebbtide.errors import ErrorClass
-from ebbtide.ports import StateStore
+from ebbtide.destinations import DESTINATIONS
+from ebbtide.errors import ErrorClass, SnapshotDamagedError
+from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
+from ebbtide.ports import Operation, StateStore
 from ebbtide.services.advice import recommended_action
 from ebbtide.services.views import (
     ErrorGroupView,
@@ -26,11 +28,19 @@ from ebbtide.services.views import (
     RunDetailsView,
     RunView,
 )
-from ebbtide.snapshots import shared_snapshots
+from ebbtide.snapshots import open_snapshot_store, shared_snapshots
 from ebbtide.snapshots.key_history import sent_records
+from ebbtide.snapshots.remote import SharedSnapshots
 from ebbtide.snapshots.sent_journal import JOURNALS_DIR
 from ebbtide.state.snapshot_versions import SnapshotVersions
-from ebbtide.values import FailureStatus, RecordFailure, RunFilter, RunRecord, RunStatus
+from ebbtide.values import (
+    FailedRecord,
+    FailureStatus,
+    RecordFailure,
+    RunFilter,
+    RunRecord,
+    RunStatus,
+)
 
 # How many runs back a mapping's health looks for one that finished (the newest may be running).
 _HEALTH_LOOKBACK = 20
@@ -143,20 +153,69 @@ class History:
             if pending
             else None,
             journals_kept_days=self.workspace.spec.journals.keep_days,
+            in_destination=self._in_destination(mapping, key, texts, entries, pending),
         )
+
+    def _in_destination(
+        self,
+        mapping: str,
+        key: str,
+        texts: set[str],
+        entries: list[KeyRunView],
+        pending: list[FailedRecord],
+    ) -> bool | None:
+        """Whether the destination holds the record now, from the snapshot: it holds what the
+        destination accepted and was not deleted since. None when the snapshot cannot say."""
+        if pending and pending[0].status is FailureStatus.EXPIRED:
+            return None  # given up: the snapshot moved on without the destination
+        from ebbtide.snapshots.duckdb import SnapshotBusyError  # DuckDB loads on first use
+
+        compiled = self._compiled(mapping)
+        wanted = texts | composite_key_texts(key, compiled.key_columns)
+        try:
+            store = open_snapshot_store(
+                self.workspace.state_dir, compiled, read_only=True, shared=self._shared(mapping)
+            )
+        except (SnapshotDamagedError, SnapshotBusyError):
+            return None
+        try:
+            held = store.holds(sorted(wanted))
+        finally:
+            store.close()
+        if held is None:
+            return None  # never synced, or reset since: the destination may hold anything
+        if held:
+            return True
+        if Operation.DELETED in compiled.operations_sent:
+            return False
+        # This mode never deletes: a record the model dropped stays in the destination.
+        loaded = any(e.outcome == "loaded" and e.operation != Operation.DELETED for e in entries)
+        return True if loaded else None
+
+    def _compiled(self, mapping: str) -> CompiledMapping:
+        spec = self.workspace.mapping(mapping)
+        destination = self.workspace.destinations[spec.destination]
+        action = DESTINATIONS.get(destination.type).action(destination, spec.action)
+        return compile_mapping(mapping, spec, self.workspace.model(spec.model), action)
 
     def _fetch_shared_journals(self, mapping: str) -> None:
         """With `snapshots:` set, runs of other machines sent records too: their journals
         come from the shared store."""
+        shared = self._shared(mapping)
+        if shared is not None:
+            # A machine that never ran the mapping has no journals folder to fetch into yet.
+            local = self.workspace.state_dir / JOURNALS_DIR / mapping
+            local.mkdir(parents=True, exist_ok=True)
+            shared.fetch_all_sent(local)
+
+    def _shared(self, mapping: str) -> SharedSnapshots | None:
         spec = self.workspace.spec.snapshots
         engine = getattr(self.state, "engine", None)
         if spec is None or engine is None:
-            return
-        shared = shared_snapshots(
+            return None
+        return shared_snapshots(
             spec, self.workspace.root, self.workspace.state_dir, mapping, SnapshotVersions(engine)
         )
-        if shared is not None:
-            shared.fetch_all_sent(self.workspace.state_dir / JOURNALS_DIR / mapping)
 
     def last_successes(self) -> dict[str, datetime | None]:
         """Per mapping, when its newest successful run finished (None: never)."""
@@ -229,6 +288,19 @@ def key_texts(key: str) -> set[str]:
     texts.add(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
     texts.add(json.dumps(value, ensure_ascii=False))
     return texts
+
+
+def composite_key_texts(key: str, columns: Sequence[str]) -> set[str]:
+    """A composite key written as a JSON list (`["eu", 42]`) as the snapshot writes it: an
+    object of the key's columns in their declared order."""
+    try:
+        value = json.loads(key)
+    except ValueError:
+        return set()
+    if not isinstance(value, list) or len(value) != len(columns) or len(columns) < 2:
+        return set()
+    named = dict(zip(columns, value, strict=True))
+    return {json.dumps(named, ensure_ascii=False, separators=(",", ":"))}
 
 
 def _key_value(key: str) -> Any:

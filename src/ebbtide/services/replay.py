@@ -33,6 +33,11 @@ class ReplayPlan:
     def count(self) -> int:
         return self.records.num_rows
 
+    @property
+    def failed(self) -> int:
+        """How many of the records failed in the run: what replaying only those would send."""
+        return self.records.num_rows - self.records.column(OUTCOME_COLUMN).null_count
+
     def explain(self) -> str:
         which = "the records that failed" if self.only_failed else "every record"
         how = (

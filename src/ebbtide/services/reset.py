@@ -5,12 +5,17 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 
-from ebbtide.errors import MappingBusyError, SnapshotDamagedError, StorageError
+from ebbtide.errors import (
+    MappingBusyError,
+    SnapshotDamagedError,
+    SnapshotMismatchError,
+    StorageError,
+)
 from ebbtide.services.sync import SyncService
 from ebbtide.services.views import ResetPlanView
-from ebbtide.snapshots import open_snapshot_store
 from ebbtide.snapshots.duckdb import drop_snapshot, journal_dir
 from ebbtide.snapshots.journal import acknowledged
+from ebbtide.snapshots.warehouse import drop_warehouse_snapshot
 from ebbtide.state.store import utcnow
 from ebbtide.values import FailureStatus, RunRecord, RunResult, RunStatus, Trigger
 
@@ -64,12 +69,10 @@ class ResetService:
         """Counts for the confirmation; reads the model's row count, changes nothing."""
         mapping = self.sync.compile(name)
         held: int | None = None
-        with contextlib.suppress(SnapshotDamagedError):  # what a reset is there to mend
-            snapshot = open_snapshot_store(
-                self.sync.workspace.state_dir,
-                mapping,
-                read_only=True,
-                shared=self.sync.shared_snapshots(name),
+        # What a reset is there to mend: a damaged snapshot, or one of the other diff.
+        with contextlib.suppress(SnapshotDamagedError, SnapshotMismatchError):
+            snapshot = self.sync.open_store(
+                mapping, read_only=True, shared=self.sync.shared_snapshots(name)
             )
             try:
                 held = snapshot.snapshot_size()
@@ -83,6 +86,17 @@ class ResetService:
             snapshot_records=held,
             pending_failures=len(self.sync.state.pending_failures.pending(name)),
         )
+
+    def _drop_warehouse_snapshot(self, name: str) -> None:
+        modes = self.sync.snapshot_modes
+        spec = self.sync.workspace.mapping(name)
+        if "warehouse" in (modes.get(name), spec.diff):
+            session = self.sync.pushdown(spec.model)
+            try:
+                drop_warehouse_snapshot(session, name)
+            finally:
+                session.close()
+        modes.clear(name)
 
     def reset(self, name: str, actor: str | None = None) -> RunRecord:
         """Empty the snapshot and close pending failures; recorded as a run of its own.
@@ -111,6 +125,7 @@ class ResetService:
             with contextlib.suppress(SnapshotDamagedError):
                 state.ledger.record_acknowledged(acknowledged(journal_dir(state_dir, name)))
             drop_snapshot(state_dir, name)
+            self._drop_warehouse_snapshot(name)
             if shared is not None:  # every machine now fetches an empty snapshot
                 shared.clear(lease)
         except StorageError as error:

@@ -25,7 +25,7 @@ from ebbtide.config.schedule import first_due, next_due
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ConflictError
 from ebbtide.services.claims import Claim, ClaimRunner, Reason, RunEvent
-from ebbtide.services.replay import ReplayService
+from ebbtide.services.replay import ReplayPlan, ReplayService
 from ebbtide.services.reset import ResetPlan, ResetService
 from ebbtide.services.sync import SyncPlan, SyncService
 from ebbtide.services.views import ActionView
@@ -303,6 +303,12 @@ class ScheduleService:
             self.clock.now(), actor, "replay", plan.run.mapping, run_id, f"{which}, {how}"
         )
         return request, plan.count
+
+    def replay_preview(self, run_id: int) -> ReplayPlan:
+        """What replaying every record of a run would resend (its `failed` count: only the
+        failed ones), for the person who confirms it; nothing is queued. ConflictError when
+        the run cannot be replayed."""
+        return ReplayService(SyncService(self.workspace, self.state)).plan(run_id)
 
     def reset(self, mapping: str, actor: str | None) -> RunRecord:
         """Reset the mapping (its next sync sends the whole model), recorded with who asked."""

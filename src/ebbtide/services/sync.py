@@ -20,17 +20,28 @@ from ebbtide.engine.rate_limit import limiter_for
 from ebbtide.engine.retries import RetryPolicy
 from ebbtide.engine.run import Replay, RunListener, SyncJob, execute
 from ebbtide.errors import (
+    ConfigError,
     EbbtideError,
     LeaseLostError,
     MappingError,
     ModelError,
     SnapshotDamagedError,
+    SnapshotMismatchError,
     SourceError,
     StorageError,
 )
 from ebbtide.mapping.binding import BoundMapping, bind
 from ebbtide.mapping.compiler import CompiledMapping, compile_mapping
-from ebbtide.ports import AdapterContext, Destination, Operation, SentLog, Source, StateStore
+from ebbtide.ports import (
+    AdapterContext,
+    Destination,
+    Operation,
+    SentLog,
+    SnapshotStore,
+    Source,
+    StateStore,
+    WarehouseSession,
+)
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.services.progress import CancelRequested, ProgressReporter
@@ -41,12 +52,14 @@ from ebbtide.snapshots.journal import acknowledged
 from ebbtide.snapshots.remote import SharedSnapshots
 from ebbtide.snapshots.sent_journal import SentJournal, journal_path, prune
 from ebbtide.sources import SOURCES
+from ebbtide.state.snapshot_modes import SnapshotModes
 from ebbtide.state.snapshot_versions import SnapshotVersions
 from ebbtide.state.store import SqlStateStore, utcnow
 from ebbtide.values import (
     Lease,
     RecordFailure,
     RetryOutcome,
+    RunFilter,
     RunRecord,
     RunResult,
     RunStatus,
@@ -128,6 +141,7 @@ class SyncService:
         self.lease_ttl_s = LEASE_TTL_S
         # Which version of each mapping's snapshot is current, when `snapshots:` shares them.
         self.snapshot_versions = SnapshotVersions(store.engine)
+        self.snapshot_modes = SnapshotModes(store.engine)
         self.alerts = AlertService(workspace, store)  # the alert book is SQL-only for now
 
     def compile(self, name: str) -> CompiledMapping:
@@ -251,13 +265,7 @@ class SyncService:
         limit = self.workspace.destinations[mapping.destination].max_record_bytes
         shared = self.shared_snapshots(mapping.name)
         try:  # with `snapshots:` set, the current version is fetched here (under the lease)
-            snapshot = open_snapshot_store(
-                self.workspace.state_dir,
-                mapping,
-                max_record_bytes=limit,
-                shared=shared,
-                lease=lease,
-            )
+            snapshot = self.open_store(mapping, max_record_bytes=limit, shared=shared, lease=lease)
         except BaseException:
             source.close()
             raise
@@ -295,12 +303,85 @@ class SyncService:
                 record_loaded=lambda counts: ledger.record_loaded(lease.run_id, counts),
                 replay=options.replay,
                 origin=self.state.name,
+                epoch=self._epoch(mapping.name, lease.run_id, options.replay is not None),
                 sent_log=self._sent_log(mapping, lease.run_id, shared),
             )
             execute(job, result)
         finally:
             snapshot.close()
             source.close()
+
+    def open_store(
+        self,
+        mapping: CompiledMapping,
+        *,
+        read_only: bool = False,
+        max_record_bytes: int | None = None,
+        shared: SharedSnapshots | None = None,
+        lease: Lease | None = None,
+    ) -> SnapshotStore:
+        """The mapping's snapshot store, where its `diff:` says; refused when the snapshot
+        belongs to the other diff (until a reset)."""
+        diff = self.workspace.mapping(mapping.name).diff
+        self._check_diff(mapping.name, diff, shared, record=not read_only)
+        warehouse = self.pushdown(mapping.model) if diff == "warehouse" else None
+        try:
+            return open_snapshot_store(
+                self.workspace.state_dir,
+                mapping,
+                read_only=read_only,
+                max_record_bytes=max_record_bytes,
+                shared=None if warehouse else shared,
+                lease=lease,
+                warehouse=warehouse,
+            )
+        except BaseException:
+            if warehouse is not None:
+                warehouse.close()
+            raise
+
+    def pushdown(self, model: str) -> WarehouseSession:
+        """A session on the model's warehouse for the diff to run in (`diff: warehouse`)."""
+        name = self.workspace.model(model).source
+        config = self.workspace.sources[name]
+        plugin = SOURCES.get(config.type)
+        if plugin.pushdown is None:
+            raise ConfigError(
+                f"model {model!r} reads from source {name!r} ({config.type}), where the diff"
+                " cannot run: `diff: warehouse` needs a postgres or mysql source. Use"
+                " `diff: local` (the default) for this mapping."
+            )
+        return plugin.pushdown(config, AdapterContext(self.workspace.root))
+
+    def _check_diff(
+        self, name: str, diff: str, shared: SharedSnapshots | None, *, record: bool
+    ) -> None:
+        recorded = self.snapshot_modes.get(name)
+        if recorded is None and diff == "warehouse" and self._has_local_snapshot(name, shared):
+            recorded = "local"  # synced before ebbtide recorded the diff
+        if recorded is not None and recorded != diff:
+            raise SnapshotMismatchError(
+                f"mapping {name!r} is now `diff: {diff}`, but its snapshot (what the"
+                f" destination has) is kept by the {recorded} diff, which the {diff} diff"
+                " cannot read. Nothing was sent. Switching needs a reset: run"
+                f" `ebbtide reset {name}` (its next sync sends the whole model), or set"
+                f" `diff: {recorded}` back."
+            )
+        if record:
+            self.snapshot_modes.record(name, diff)
+
+    def _has_local_snapshot(self, name: str, shared: SharedSnapshots | None) -> bool:
+        if (self.workspace.state_dir / "snapshots" / f"{name}.duckdb").exists():
+            return True
+        return shared is not None and self.snapshot_versions.current(name).version is not None
+
+    def _epoch(self, name: str, run_id: int, replay: bool) -> str:
+        """What sets an intended resend apart from a crash's: a replay, or the last reset."""
+        if replay:
+            return f"replay-{run_id}"
+        where = RunFilter(trigger=Trigger.RESET.value, before=run_id)
+        resets = self.state.list_runs(name, 1, where=where)
+        return f"reset-{resets[0].id}" if resets else ""
 
     def shared_snapshots(self, name: str) -> SharedSnapshots | None:
         """Where the mapping's snapshot and journals are shared between workers (the
@@ -334,7 +415,10 @@ class SyncService:
         schema: pa.Schema | None = None
         try:
             schema = source.read(f"SELECT * FROM (\n{query}\n) AS ebbtide_model LIMIT 0").schema
-            return bind(mapping, schema)
+            bound = bind(mapping, schema)
+            if self.workspace.mapping(name).diff == "warehouse":
+                self._check_pushdown(name, mapping.model)
+            return bound
         except MappingError as error:
             raise self.workspace.located(error, name) from None
         except (ModelError, SourceError) as error:
@@ -343,6 +427,26 @@ class SyncService:
             raise self.workspace.located_model(str(error), mapping.model, at) from None
         finally:
             source.close()
+
+    def _check_pushdown(self, name: str, model: str) -> None:
+        """`diff: warehouse`: the source can run it, with the grants it needs."""
+        from ebbtide.snapshots.warehouse import check_grants
+
+        at = ("mappings", name, "diff")
+        try:
+            session = self.pushdown(model)
+            try:
+                check_grants(session)
+            finally:
+                session.close()
+        except (ConfigError, SourceError) as error:
+            message = error.message if isinstance(error, ConfigError) else str(error)
+            raise ConfigError(
+                message,
+                file=str(self.workspace.file),
+                line=self.workspace.line_of(at),
+                path=".".join(at),
+            ) from None
 
     def count_model(self, model: str) -> int:
         """How many rows the model has now (the source counts them)."""
@@ -362,11 +466,9 @@ class SyncService:
         """Stage and diff without sending or committing anything."""
         mapping = self.compile(name)
         source = self._source(mapping.model)
-        snapshot = open_snapshot_store(
-            self.workspace.state_dir, mapping, read_only=True, shared=self.shared_snapshots(name)
-        )
+        snapshot = self.open_store(mapping, read_only=True, shared=self.shared_snapshots(name))
         try:
-            extracted = snapshot.stage(source.read(self.workspace.model_query(mapping.model)))
+            extracted = snapshot.extract(source, self.workspace.model_query(mapping.model))
             snapshot.check_keys()
             changes = snapshot.diff(dry_run=True)
             spec = self.workspace.mapping(name)
@@ -425,6 +527,7 @@ def _load_settings(
         batch_size=config.batch_size,
         concurrency=config.concurrency,
         max_record_bytes=config.max_record_bytes,
+        max_request_bytes=config.max_request_bytes,
         limiter=limiter_for(
             name, limit.requests if limit else None, limit.per_s if limit else None
         ),

@@ -244,6 +244,9 @@ class KeyHistoryView(View):
     runs: list[KeyRunView]
     pending: FailedRecordView | None  # its open failure, if it is being retried or gave up
     journals_kept_days: float  # runs older than this no longer show what they sent
+    # Whether the destination holds the record now, as the mapping's snapshot knows it (the
+    # destination accepted it and it was not deleted since); None when that cannot be known.
+    in_destination: bool | None = None
 
 
 class ProgressView(View):
@@ -257,6 +260,16 @@ class ProgressView(View):
     total: int | None
     updated_at: IsoTime | None
     cancel_requested_by: str | None
+
+
+class ReplayPreviewView(View):
+    """How many records each kind of replay of a run would resend (`GET /runs/{id}/replay`)."""
+
+    run_id: int
+    mapping: str
+    as_sent: int  # every record, exactly as sent
+    latest: int  # the same keys with the model's current data (keys gone from it are skipped)
+    only_failed: int  # only the records that failed in the run
 
 
 class ActionView(View):
@@ -361,3 +374,17 @@ class NotificationView(View):
             created_at=note.created_at,
             read=note.read_at is not None,
         )
+
+
+class MappingFieldView(View):
+    """A destination field of a mapping as configured (`fields:`); an object's or an array's
+    customized properties are its children (`GET /mappings/{name}/fields`)."""
+
+    name: str
+    # column, value, object or array; a property: path (of the object or item), column, value
+    kind: str
+    source: str | None  # the column, path or property read; None for a static value
+    value: Any = None  # a static value; None when the field is sensitive
+    sensitive: bool = False  # its values never appear in stored payloads or messages
+    skip_nulls: bool = False
+    properties: list[MappingFieldView] = Field(default_factory=list)

@@ -9,7 +9,7 @@ from ebbtide.mapping.compiler import CompiledMapping
 
 if TYPE_CHECKING:
     from ebbtide.config.models import SnapshotsSpec
-    from ebbtide.ports import SnapshotPointerBook
+    from ebbtide.ports import SnapshotPointerBook, WarehouseSession
     from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
     from ebbtide.snapshots.remote import SharedSnapshots
     from ebbtide.values import Lease
@@ -23,16 +23,29 @@ def open_snapshot_store(
     max_record_bytes: int | None = None,
     shared: SharedSnapshots | None = None,
     lease: Lease | None = None,
+    warehouse: WarehouseSession | None = None,
 ) -> DuckDBSnapshotStore:
     """The snapshot store of `mapping`, the one place services get one from.
 
     The DuckDB file under the workspace's `.ebbtide/`; with `shared` (the workspace's
     `snapshots:` setting), that file is a cache of the version every worker reads: fetched
-    here, published at commit under the run's `lease`. DuckDB is imported on first use, so
-    importing this package stays cheap.
+    here, published at commit under the run's `lease`; with `warehouse` (`diff: warehouse`),
+    the snapshot is a table in the warehouse, fenced by the run of `lease`. DuckDB is imported
+    on first use, so importing this package stays cheap.
     """
     from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
 
+    if warehouse is not None:  # `diff: warehouse`: the snapshot is a table there
+        from ebbtide.snapshots.warehouse import WarehouseSnapshotStore
+
+        return WarehouseSnapshotStore(
+            state_dir,
+            mapping,
+            warehouse,
+            run_id=lease.run_id if lease is not None else None,
+            read_only=read_only,
+            max_record_bytes=max_record_bytes,
+        )
     if shared is None:
         return DuckDBSnapshotStore(
             state_dir, mapping, read_only=read_only, max_record_bytes=max_record_bytes

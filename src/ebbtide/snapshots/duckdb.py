@@ -12,6 +12,7 @@ import contextlib
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
@@ -27,6 +28,7 @@ from ebbtide.ports import (
     ChangeCounts,
     Operation,
     PendingFate,
+    Source,
 )
 from ebbtide.snapshots import duckdb_sql as sql
 from ebbtide.snapshots.failures import (
@@ -101,8 +103,8 @@ class DuckDBSnapshotStore:
         base = state_dir / SNAPSHOTS_DIR
         base.mkdir(parents=True, exist_ok=True)
         self.journal_dir = journal_dir(state_dir, mapping.name)
-        self._file = base / f"{mapping.name}.duckdb"
         self._scratch = new_scratch(state_dir / "work", mapping.name)
+        self._file = self._snapshot_file(base)
         self.con = duckdb.connect(
             ":memory:",
             config={
@@ -124,6 +126,9 @@ class DuckDBSnapshotStore:
         except BaseException:
             self.close()  # a damaged or busy snapshot leaves no scratch folder behind
             raise
+
+    def _snapshot_file(self, base: Path) -> Path:
+        return base / f"{self.mapping.name}.duckdb"
 
     def attach(self) -> None:
         """Open the snapshot file (waiting a little for another process to let go of it)."""
@@ -163,11 +168,28 @@ class DuckDBSnapshotStore:
 
     # -- extract -------------------------------------------------------------------------
 
+    def extract(
+        self,
+        source: Source,
+        query: str,
+        include: pa.Table | None = None,
+        pending: Sequence[str] = (),
+    ) -> int:
+        """Read the model from the source and stage it; returns how many rows it has.
+
+        `include`, `pending`: keys a replay resends, and of records that failed before; the
+        local diff stages every row anyway."""
+        return self.stage(source.read(query))
+
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
         self.bound = bound = bind(self.mapping, rows.schema)
-        columns = ", ".join(sql.quote(c) for c in bound.columns)
-        select = f"SELECT {columns}, {sql.hash_expression(bound)} AS {HASH_COLUMN}"
+        return self._stage(rows, sql.hash_expression(bound))
+
+    def _stage(self, rows: pa.RecordBatchReader, row_hash: str) -> int:
+        assert self.bound is not None
+        columns = ", ".join(sql.quote(c) for c in self.bound.columns)
+        select = f"SELECT {columns}, {row_hash} AS {HASH_COLUMN}"
         # DuckDB holds a statement's whole Arrow input until the statement ends, outside its
         # memory limit: one statement per chunk keeps memory flat as the model grows.
         failure: list[EbbtideError] = []
@@ -401,6 +423,24 @@ class DuckDBSnapshotStore:
         finally:
             self.con.unregister("pending_keys")
         return {k: PendingFate(bool(s), bool(a), bool(m)) for k, s, a, m in rows}
+
+    def holds(self, keys: list[str]) -> set[str] | None:
+        """Which of these keys (as sent: canonical JSON text) the snapshot holds; None when
+        there is no snapshot (never synced, or reset since)."""
+        if not self._snapshot_exists():
+            return None
+        columns = self.con.execute("SELECT * FROM snapshot LIMIT 0").to_arrow_table().schema
+        key = sql.key_json(
+            self.mapping, "s", [columns.field(k).type for k in self.mapping.key_columns]
+        )
+        self.con.register("wanted_keys", pa.table({"k": pa.array(keys, pa.string())}))
+        try:
+            rows = self.con.execute(
+                f"SELECT {key} FROM snapshot s WHERE {key} IN (SELECT k FROM wanted_keys)"
+            ).fetchall()
+        finally:
+            self.con.unregister("wanted_keys")
+        return {str(r[0]) for r in rows}
 
     def give_up(self, keys: list[str]) -> None:
         """Expired records: move the snapshot to their current row so they stop retrying."""

@@ -68,6 +68,12 @@ def acknowledged(directory: Path) -> dict[int, ChangeCounts]:
     return counted
 
 
+def read_journal(file: Path) -> pa.Table | None:
+    """A journal's complete batches, as written; None if the run died before its first."""
+    batches = list(_complete_batches(file, None))
+    return pa.Table.from_batches(batches) if batches else None
+
+
 JOURNAL_COLUMN = "__journal"
 
 

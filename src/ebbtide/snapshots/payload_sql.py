@@ -126,17 +126,24 @@ class _Renderer(ValueSQL):
         return ref, problem
 
     def custom_object(self, value: CustomObject) -> Rendered:
-        base, problem = self.access(value.base, "")
-        problems = [
-            unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
-        ]
-        problems.append(shape_problem(parsed(base, value.base.kind), value.base, FieldType.OBJECT))
+        problems: list[str | None] = []
+        null_when = None
+        if value.base is not None:
+            base, problem = self.access(value.base, "")
+            problems.append(
+                unparsable(base, value.base.label) if value.base.kind is Kind.STRING else problem
+            )
+            parsed_base = parsed(base, value.base.kind)
+            problems.append(shape_problem(parsed_base, value.base, FieldType.OBJECT))
+            null_when = is_null(base, value.base.kind)
         members = []
         for name, prop in value.properties:
             rendered = self.value(prop)
             members.append((name, rendered.json, value.skip_nulls))
             problems.append(rendered.problem)
-        text = f"{object_sql(members)} || {unless(is_null(base, value.base.kind))}"
+        text = object_sql(members)
+        if null_when is not None:
+            text = f"{text} || {unless(null_when)}"
         return Rendered(text, text, first(problems))
 
     def custom_array(self, value: CustomArray) -> Rendered:

@@ -10,6 +10,9 @@ SOURCES: Registry[SourcePlugin] = Registry(  # type: ignore[type-arg]
         "duckdb": "ebbtide.sources.duckdb:PLUGIN",
         "sqlite": "ebbtide.sources.sqlite:PLUGIN",
         "postgres": "ebbtide.sources.postgres:PLUGIN",
+        "mysql": "ebbtide.sources.mysql:PLUGIN",
+        "files": "ebbtide.sources.files:PLUGIN",
+        "sqlalchemy": "ebbtide.sources.sqlalchemy:PLUGIN",
     },
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -10,7 +11,7 @@ import pyarrow as pa
 
 from ebbtide.config.models import SourceConfig
 from ebbtide.errors import SourceError
-from ebbtide.ports import AdapterContext, SourcePlugin
+from ebbtide.ports import AdapterContext, SourcePlugin, iter_batches
 from ebbtide.sources import BATCH_ROWS
 
 
@@ -25,6 +26,10 @@ class DuckDBSource:
     def __init__(self, path: Path, memory_limit: str) -> None:
         if not path.is_file():
             raise SourceError(f"DuckDB file {path} does not exist")
+        self._path = path
+        # Readers not yet read to the end, by id: each holds the database (and its file lock)
+        # open past the connection's close, so `close` ends them first.
+        self._reading: dict[int, pa.RecordBatchReader] = {}
         try:
             self._con = duckdb.connect(
                 str(path), read_only=True, config={"memory_limit": memory_limit, "threads": 1}
@@ -34,11 +39,29 @@ class DuckDBSource:
 
     def read(self, query: str) -> pa.RecordBatchReader:
         try:
-            return self._con.execute(query).to_arrow_reader(BATCH_ROWS)
+            reader = self._con.execute(query).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
             raise SourceError(f"the model's SQL failed on DuckDB: {exc}") from exc
+        self._reading[id(reader)] = reader
+        return pa.RecordBatchReader.from_batches(reader.schema, self._batches(reader))
+
+    def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
+        """DuckDB runs the query as its batches are pulled: an error in a later row, or the
+        file failing underneath, arrives here (through Arrow, as an OSError)."""
+        try:
+            yield from iter_batches(reader)
+        except (duckdb.Error, OSError, pa.ArrowException) as exc:
+            raise SourceError(
+                f"reading the model's rows from DuckDB file {self._path} failed: {exc}"
+            ) from exc
+        finally:
+            self._reading.pop(id(reader), None)
+            reader.close()
 
     def close(self) -> None:
+        for reader in self._reading.values():
+            reader.close()
+        self._reading.clear()
         self._con.close()
 
 

@@ -8,17 +8,25 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
+from ebbtide.config.alerts import AlertStatus, Channel, SlackTarget, SubscriptionSpec
 from ebbtide.state.schema import alert_deliveries, alert_states, notifications, subscriptions
 
 
 @dataclass(frozen=True)
 class StoredSubscription:
-    """A person's subscription kept in the state store (`ebbtide alerts subscribe`)."""
+    """A subscription kept in the state store (`ebbtide alerts subscribe`, the web UI)."""
 
     id: int
     spec: SubscriptionSpec
     created_at: datetime
+    owner: str | None = None  # who made it in the web UI
+
+    @property
+    def owned_by(self) -> str | None:
+        """Who may remove it besides an admin: its maker, else the person it is for."""
+        if self.owner is not None:
+            return self.owner
+        return self.spec.email[0] if self.spec.email else None
 
 
 @dataclass(frozen=True)
@@ -84,16 +92,20 @@ class AlertBook:
 
     # -- subscriptions -------------------------------------------------------------------
 
-    def subscribe(self, spec: SubscriptionSpec, now: datetime) -> int:
-        assert spec.email and len(spec.email) == 1, "a stored subscription is one person's"
+    def subscribe(self, spec: SubscriptionSpec, now: datetime, owner: str | None = None) -> int:
+        assert spec.webhook is None, "generic webhooks are declared in ebbtide.yml"
+        assert spec.slack or (spec.email and len(spec.email) == 1), "one address or alias"
         with self.engine.begin() as conn:
             inserted = conn.execute(
                 subscriptions.insert().values(
-                    email=spec.email[0],
+                    email=spec.email[0] if spec.email else None,
                     statuses=[str(s) for s in spec.statuses],
                     mappings=spec.mappings,
                     channels=[str(c) for c in spec.delivered_by],
                     created_at=now,
+                    slack_webhook_url=spec.slack.webhook_url if spec.slack else None,
+                    slack_channel=spec.slack.channel if spec.slack else None,
+                    owner=owner,
                 )
             )
         return int(inserted.inserted_primary_key[0])  # type: ignore[index]
@@ -111,19 +123,33 @@ class AlertBook:
     def subscriptions(self) -> list[StoredSubscription]:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(subscriptions).order_by(subscriptions.c.id)).all()
-        return [
-            StoredSubscription(
-                row.id,
-                SubscriptionSpec(
-                    email=[row.email],
-                    statuses=[AlertStatus(s) for s in row.statuses],
-                    mappings=row.mappings,
-                    channels=[Channel(c) for c in row.channels],
-                ),
-                row.created_at,
+        return [StoredSubscription(row.id, _spec(row), row.created_at, row.owner) for row in rows]
+
+    def subscription(self, subscription_id: int) -> StoredSubscription | None:
+        query = sa.select(subscriptions).where(subscriptions.c.id == subscription_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return (
+            None
+            if row is None
+            else StoredSubscription(row.id, _spec(row), row.created_at, row.owner)
+        )
+
+    def update(self, subscription_id: int, spec: SubscriptionSpec) -> None:
+        """Change what a stored subscription hears about and where it goes (its maker stays)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                subscriptions.update()
+                .where(subscriptions.c.id == subscription_id)
+                .values(
+                    email=spec.email[0] if spec.email else None,
+                    statuses=[str(s) for s in spec.statuses],
+                    mappings=spec.mappings,
+                    channels=[str(c) for c in spec.delivered_by],
+                    slack_webhook_url=spec.slack.webhook_url if spec.slack else None,
+                    slack_channel=spec.slack.channel if spec.slack else None,
+                )
             )
-            for row in rows
-        ]
 
     # -- in-app notifications ------------------------------------------------------------
 
@@ -206,3 +232,16 @@ class AlertBook:
             ).rowcount
             if not updated:
                 conn.execute(alert_states.insert().values(mapping=mapping, **values))
+
+
+def _spec(row: sa.Row[Any]) -> SubscriptionSpec:
+    statuses = [AlertStatus(s) for s in row.statuses]
+    if row.slack_webhook_url:
+        slack = SlackTarget(webhook_url=row.slack_webhook_url, channel=row.slack_channel or "")
+        return SubscriptionSpec(slack=slack, statuses=statuses, mappings=row.mappings)
+    return SubscriptionSpec(
+        email=[row.email],
+        statuses=statuses,
+        mappings=row.mappings,
+        channels=[Channel(c) for c in row.channels],
+    )

@@ -129,11 +129,15 @@ subscriptions = sa.Table(
     "subscriptions",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("email", sa.String(320), nullable=False),  # the person, until users exist
+    sa.Column("email", sa.String(320)),  # an address or alias; null: a Slack subscription
     sa.Column("statuses", sa.JSON, nullable=False),
     sa.Column("mappings", sa.JSON),  # null: every mapping
-    sa.Column("channels", sa.JSON, nullable=False),  # email, in_app
+    sa.Column("channels", sa.JSON, nullable=False),  # email, in_app, slack
     sa.Column("created_at", UTCDateTime, nullable=False),
+    # A secret (its path is the token): never listed, logged or rendered back.
+    sa.Column("slack_webhook_url", sa.String(2000)),
+    sa.Column("slack_channel", sa.String(200)),
+    sa.Column("owner", sa.String(320)),  # who made it in the web UI; null: the CLI or the API
     sa.Index("ix_subscriptions_email", "email"),
 )
 
@@ -184,6 +188,18 @@ alert_states = sa.Table(
 # One row: the store's own name, part of every idempotency key its runs send.
 store_identity = sa.Table(
     "store_identity", metadata, sa.Column("name", sa.String(32), primary_key=True)
+)
+
+# -- which diff keeps each mapping's snapshot (state/snapshot_modes.py) ------------------------
+
+# `local` or `warehouse`: switching a mapping between them is refused until it is reset, since
+# the other diff's snapshot knows nothing of what the destination has.
+snapshot_modes = sa.Table(
+    "snapshot_modes",
+    metadata,
+    sa.Column("mapping", sa.String(200), primary_key=True),
+    sa.Column("mode", sa.String(20), nullable=False),
+    sa.Column("since", UTCDateTime, nullable=False),
 )
 
 # -- snapshots in a shared store (state/snapshot_versions.py) ----------------------------------
@@ -289,4 +305,34 @@ api_tokens = sa.Table(
     sa.Column("created_at", UTCDateTime, nullable=False),
     sa.Column("revoked_at", UTCDateTime),  # a revoked token is refused, and kept for the record
     sa.Index("ux_api_tokens_sha256", "token_sha256", unique=True),
+)
+
+# -- the web UI (state/users.py) ---------------------------------------------------------------
+
+# People who log in to the web UI: an argon2 hash of the password, never the password.
+users = sa.Table(
+    "ui_users",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("email", sa.String(320), nullable=False),  # stored lower-cased
+    sa.Column("role", sa.String(10), nullable=False),  # admin, editor or viewer
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("disabled_at", UTCDateTime),  # a disabled user cannot log in, and is kept
+    # Failed logins in a row; past the limit the account is locked until `locked_until`.
+    sa.Column("failed_logins", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("locked_until", UTCDateTime),
+    # Bumped by a password, role or disabled change: sessions signed before it are refused.
+    sa.Column("session_epoch", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ux_ui_users_email", "email", unique=True),
+)
+
+# Keys the serve processes of one state store share, generated once: the session cookie's
+# signing key, so that a session started on one machine is valid on all of them.
+server_keys = sa.Table(
+    "server_keys",
+    metadata,
+    sa.Column("name", sa.String(50), primary_key=True),
+    sa.Column("value", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
 )

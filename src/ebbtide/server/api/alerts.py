@@ -7,24 +7,47 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator, model_validator
 
 from ebbtide.config.alerts import AlertStatus, Channel
 from ebbtide.errors import UsageError
 from ebbtide.server.api.auth import Writer
 from ebbtide.server.api.context import AlertsDep, ItemId, SchedulesDep
+from ebbtide.services.alerts import webhook_url_problem
 from ebbtide.services.views import NotificationView, SubscriptionView
 
 router = APIRouter(tags=["alerts"])
 
 
+class SlackBody(BaseModel):
+    webhook_url: str = Field(description="The incoming webhook (https); never given back.")
+    channel: str = Field(description="The channel it posts to, such as #data-alerts.")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _https(cls, url: str) -> str:
+        problem = webhook_url_problem(url)
+        if problem:
+            raise ValueError(problem)
+        return url
+
+
 class SubscriptionBody(BaseModel):
-    email: str = Field(description="The person, by email address.")
+    email: str | None = Field(default=None, description="A person or alias, by email address.")
+    slack: SlackBody | None = Field(default=None, description="Or a Slack channel instead.")
     statuses: list[AlertStatus] | None = Field(
         default=None, description="failed, partial_success, recovered (default: the first two)"
     )
     channels: list[Channel] | None = Field(default=None, description="email and/or in_app")
     mappings: list[str] | None = Field(default=None, description="only these (default: all)")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> SubscriptionBody:
+        if (self.email is None) == (self.slack is None):
+            raise ValueError("give either email (a person or alias) or slack")
+        if self.slack is not None and self.channels:
+            raise ValueError("a Slack subscription is delivered by Slack: leave out channels")
+        return self
 
 
 class ReadBody(BaseModel):
@@ -46,10 +69,17 @@ def subscriptions(alerts: AlertsDep) -> list[SubscriptionView]:
 def subscribe(
     body: SubscriptionBody, holder: Writer, alerts: AlertsDep, schedules: SchedulesDep
 ) -> SubscriptionView:
-    number, _ = alerts.subscribe(body.email, body.statuses, body.channels, body.mappings)
-    schedules.actions.record(
-        datetime.now(UTC), f"api: {holder.label}", "subscribe", detail=body.email
-    )
+    if body.slack is not None:
+        spec = alerts.slack_spec(
+            body.slack.webhook_url, body.slack.channel, body.statuses, body.mappings
+        )
+        number = alerts.book.subscribe(spec, alerts.clock())
+        detail = f"slack {body.slack.channel}"
+    else:
+        assert body.email is not None
+        number, _ = alerts.subscribe(body.email, body.statuses, body.channels, body.mappings)
+        detail = body.email
+    schedules.actions.record(datetime.now(UTC), f"api: {holder.label}", "subscribe", detail=detail)
     return next(s for s in alerts.listed() if s.id == str(number))
 
 

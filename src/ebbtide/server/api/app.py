@@ -8,13 +8,14 @@ from ebbtide.server.api import actions, alerts, catalog, health, mappings, metri
 from ebbtide.server.api.auth import caller
 from ebbtide.server.api.context import ApiServices
 from ebbtide.server.api.errors import install_handlers
+from ebbtide.server.ui.app import create_ui
 
 PREFIX = "/api/v1"
 
 
 def create_app(services: ApiServices) -> FastAPI:
     """The API; every /api/v1 route needs a bearer token; /healthz, /readyz and /metrics
-    none."""
+    none. With users to log in, the web UI answers every other path."""
     app = FastAPI(
         title="ebbtide",
         summary="Reverse ETL: mappings, syncs and their history.",
@@ -31,4 +32,7 @@ def create_app(services: ApiServices) -> FastAPI:
     for resource in (mappings, runs, catalog, alerts, actions):
         v1.include_router(resource.router)
     app.include_router(v1)
+    if services.users is not None and services.session_key is not None:
+        # Last: every path the API does not answer is the web UI's.
+        app.mount("/", create_ui(services, services.users, services.session_key()))
     return app

@@ -20,6 +20,7 @@ from ebbtide.services.history import History
 from ebbtide.services.scheduler import ScheduleService
 from ebbtide.state.store import SqlStateStore
 from ebbtide.state.tokens import TokenBook
+from ebbtide.state.users import UserBook, session_key
 
 
 class TokenHolder(Protocol):
@@ -47,6 +48,9 @@ class ApiServices:
     # Why the server is not ready (state store unreachable, last edit of the workspace
     # invalid), or None when it is.
     not_ready: Callable[[], str | None] = lambda: None
+    # The web UI's users; without them (an API-only test) no UI is served.
+    users: UserBook | None = None
+    session_key: Callable[[], str] | None = None  # signs the UI's session cookies
 
 
 def services_over(
@@ -70,6 +74,8 @@ def services_over(
         alerts=lambda: AlertService(workspace(), state),
         metrics=lambda: found,
         not_ready=not_ready,
+        users=UserBook(state.engine),
+        session_key=lambda: session_key(state.engine),
     )
 
 

@@ -10,13 +10,14 @@ from pydantic import BaseModel, Field
 
 from ebbtide.errors import ErrorClass
 from ebbtide.server.api.auth import Writer
-from ebbtide.server.api.context import Before, HistoryDep, SchedulesDep
+from ebbtide.server.api.context import Before, CatalogDep, HistoryDep, SchedulesDep
 from ebbtide.server.api.errors import ApiError
 from ebbtide.server.api.export import ExportFormat, export
 from ebbtide.services.views import (
     ActionView,
     FailedRecordView,
     KeyHistoryView,
+    MappingFieldView,
     MappingView,
     ResetPlanView,
     RunView,
@@ -63,6 +64,13 @@ def list_mappings(history: HistoryDep) -> list[MappingView]:
 @router.get("/{name}")
 def get_mapping(name: str, history: HistoryDep) -> MappingView:
     return history.mapping(name)
+
+
+@router.get("/{name}/fields")
+def fields(name: str, catalog: CatalogDep) -> list[MappingFieldView]:
+    """The mapping's fields as configured; an object's or an array's customized properties
+    are its children."""
+    return catalog.mapping_fields(name)
 
 
 @router.post("/{name}/sync", status_code=202)

@@ -17,7 +17,14 @@ from ebbtide.errors import ErrorClass
 from ebbtide.server.api.auth import Writer
 from ebbtide.server.api.context import Before, HistoryDep, RunId, SchedulesDep
 from ebbtide.server.api.export import ExportFormat, export
-from ebbtide.services.views import ProgressView, RecordFailureView, RunDetailsView, RunView
+from ebbtide.services.scheduler import ScheduleService
+from ebbtide.services.views import (
+    ProgressView,
+    RecordFailureView,
+    ReplayPreviewView,
+    RunDetailsView,
+    RunView,
+)
 from ebbtide.values import RunFilter, RunStatus, Trigger
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -140,6 +147,24 @@ def cancel(run_id: RunId, holder: Writer, schedules: SchedulesDep) -> RunView:
     """Ask a running sync to stop at its next batch, wherever it runs; it is recorded as
     cancelled, and the next sync sends what it did not deliver. 409 if it is not running."""
     return RunView.of(schedules.cancel(run_id, actor=f"api: {holder.label}"))
+
+
+@router.get("/{run_id}/replay")
+def replay_preview(run_id: RunId, schedules: SchedulesDep) -> ReplayPreviewView:
+    """How many records each kind of replay of the run would resend; nothing is queued.
+    409 when the run cannot be replayed (a reset, a pruned journal)."""
+    return preview_of(schedules, run_id)
+
+
+def preview_of(schedules: ScheduleService, run_id: int) -> ReplayPreviewView:
+    plan = schedules.replay_preview(run_id)
+    return ReplayPreviewView(
+        run_id=plan.run.id,
+        mapping=plan.run.mapping,
+        as_sent=plan.count,
+        latest=plan.count,
+        only_failed=plan.failed,
+    )
 
 
 @router.post("/{run_id}/replay", status_code=202)
