@@ -7,6 +7,7 @@ import dataclasses
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -45,7 +46,7 @@ _TOO_LARGE = ErrorClass.PAYLOAD_TOO_LARGE
 
 
 class Limiter(Protocol):
-    async def acquire(self) -> None: ...
+    def slot(self) -> AbstractAsyncContextManager[None]: ...
 
     def pause(self, seconds: float) -> None: ...
 
@@ -157,9 +158,9 @@ class Loader:
             if not await self.settings.may_send():
                 self.fenced = True  # another run owns the mapping now: send nothing more
                 return None
-            await self.settings.limiter.acquire()
             try:
-                answer = await self.destination.send(batch)
+                async with self.settings.limiter.slot():
+                    answer = await self.destination.send(batch)
                 if answer.pause_s:  # the allowance is spent: nothing more before it is back
                     self.settings.limiter.pause(answer.pause_s)
                 # An answer that cannot be matched to the batch raises here: retried like a

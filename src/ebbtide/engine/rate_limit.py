@@ -1,45 +1,55 @@
 """Per-destination rate limits, shared by every mapping that syncs to the destination.
 
-A sliding window: no interval of `per` seconds ever holds more than `requests` sends. Each
-send reserves its time slot under a lock, so concurrent requests (and concurrent mappings,
-even on other event loops in the same process) never overrun the window together. After a
-429 the destination is paused for its Retry-After, and nothing is sent before it passes.
+A destination counts requests by when they *arrive*, and the time between our send and its
+arrival is not ours to control (a busy machine, a large body, a slow network). So the limit is
+kept as `requests` permits: a send holds one from before its request is built until its answer
+is back, and `per` seconds beyond that. Any window of `per` seconds at the destination then
+holds at most `requests` arrivals, whatever the delays, since every request that arrived in it
+still held its permit when the last of them arrived. Concurrent mappings share the permits,
+even on other event loops in the same process. After a 429 the destination is paused for its
+Retry-After, and nothing is sent before it passes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import heapq
 import math
 import threading
 import time
-from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-# Between a send and the one `requests` later: a little past the window, since the destination
-# counts arrivals, and a request's body is built after its slot is taken (a large batch's
-# takes tens of milliseconds longer than a small one's, more on a busy machine).
-_MARGIN = 1.01
-_MARGIN_S = 0.05
+# Past the window: the destination's clock and ours tick apart by a few milliseconds.
+_MARGIN_S = 0.01
 
 
 @dataclass
 class RateLimiter:
     requests: int
     per_s: float
-    _sent: deque[float] = field(default_factory=deque)
+    _free_at: list[float] = field(default_factory=list)  # a heap: when each idle permit frees
     _paused_until: float = 0.0
+    _waiting: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
+        default_factory=list
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def acquire(self) -> None:
-        """Wait until one more request may be sent, then count it as sent."""
-        while True:
-            wait = self._reserve()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            with self._lock:
-                # A 429 may have paused the destination while this request slept.
-                if time.monotonic() >= self._paused_until:
-                    return
+    def __post_init__(self) -> None:
+        self._free_at = [0.0] * self.requests
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        """Hold one request's permit while the request is made (and `per` seconds after)."""
+        free_at = await self._take()
+        try:
+            await _sleep_until(free_at)
+            while (paused := self._pause_left()) > 0:  # a 429 while this request waited
+                await asyncio.sleep(paused)
+            yield
+        finally:
+            self._give_back()
 
     def pause(self, seconds: float) -> None:
         """The destination asked us to back off (Retry-After)."""
@@ -48,16 +58,41 @@ class RateLimiter:
         with self._lock:
             self._paused_until = max(self._paused_until, time.monotonic() + seconds)
 
-    def _reserve(self) -> float:
+    def _pause_left(self) -> float:
         with self._lock:
-            now = time.monotonic()
-            while self._sent and self._sent[0] <= now - self.per_s:
-                self._sent.popleft()
-            slot = max(now, self._paused_until, self._sent[-1] if self._sent else now)
-            if len(self._sent) >= self.requests:
-                slot = max(slot, self._sent[-self.requests] + self.per_s * _MARGIN + _MARGIN_S)
-            self._sent.append(slot)
-            return slot - now
+            return self._paused_until - time.monotonic()
+
+    async def _take(self) -> float:
+        """An idle permit (waiting for one while all are out); when it may be used."""
+        while True:
+            loop = asyncio.get_running_loop()
+            woken: asyncio.Future[None] = loop.create_future()
+            with self._lock:
+                if self._free_at:
+                    return heapq.heappop(self._free_at)
+                self._waiting.append((loop, woken))
+            await woken
+
+    def _give_back(self) -> None:
+        with self._lock:
+            heapq.heappush(self._free_at, time.monotonic() + self.per_s + _MARGIN_S)
+            waiting, self._waiting = self._waiting, []
+        for loop, woken in waiting:
+            try:
+                loop.call_soon_threadsafe(_wake, woken)
+            except RuntimeError:  # that loop has closed: nobody waits there any more
+                pass
+
+
+def _wake(woken: asyncio.Future[None]) -> None:
+    if not woken.done():
+        woken.set_result(None)
+
+
+async def _sleep_until(moment: float) -> None:
+    wait = moment - time.monotonic()
+    if wait > 0:
+        await asyncio.sleep(wait)
 
 
 class Unlimited:
@@ -66,10 +101,10 @@ class Unlimited:
     def __init__(self) -> None:
         self._paused_until = 0.0
 
-    async def acquire(self) -> None:
-        wait = self._paused_until - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await _sleep_until(self._paused_until)
+        yield
 
     def pause(self, seconds: float) -> None:
         if not math.isfinite(seconds):
