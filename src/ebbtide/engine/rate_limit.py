@@ -13,6 +13,7 @@ Retry-After, and nothing is sent before it passes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import math
 import threading
@@ -78,10 +79,9 @@ class RateLimiter:
             heapq.heappush(self._free_at, time.monotonic() + self.per_s + _MARGIN_S)
             waiting, self._waiting = self._waiting, []
         for loop, woken in waiting:
-            try:
+            # A loop that has closed has nobody waiting on it any more.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_wake, woken)
-            except RuntimeError:  # that loop has closed: nobody waits there any more
-                pass
 
 
 def _wake(woken: asyncio.Future[None]) -> None:
