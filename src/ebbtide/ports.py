@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
 import pyarrow as pa
 
@@ -97,6 +97,16 @@ class Source(Protocol):
 
     def close(self) -> None:
         """Release the connection."""
+        ...
+
+
+@runtime_checkable
+class DuckDBFileSource(Protocol):
+    """A source whose models live in a DuckDB file: the local diff can hash them where they
+    lie, with the file attached read-only, instead of streaming every row out first."""
+
+    def duckdb_file(self) -> Path:
+        """The warehouse file."""
         ...
 
 

@@ -12,7 +12,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import duckdb
@@ -26,6 +26,7 @@ from ebbtide.ports import (
     KEY_PART_PREFIX,
     OP_COLUMN,
     ChangeCounts,
+    DuckDBFileSource,
     Operation,
     PendingFate,
     Source,
@@ -37,6 +38,7 @@ from ebbtide.snapshots.failures import (
     is_lock_conflict,
     lock_holder,
 )
+from ebbtide.snapshots.in_place import InPlaceModel
 from ebbtide.snapshots.journal import (
     JOURNAL_COLUMN,
     AckJournal,
@@ -121,6 +123,10 @@ class DuckDBSnapshotStore:
         self._attached = False
         self.stage_schema: pa.Schema | None = None
         self.bound: BoundMapping | None = None
+        # Every row's key and hash. Streamed, work.stage holds them with the whole rows; hashed
+        # in place, work.hashes does, and work.stage gets only the rows the diff names.
+        self._hashes = "work.stage"
+        self._in_place: InPlaceModel | None = None
         try:
             self.attach()
         except BaseException:
@@ -179,7 +185,56 @@ class DuckDBSnapshotStore:
 
         `include`, `pending`: keys a replay resends, and of records that failed before; the
         local diff stages every row anyway."""
+        if isinstance(source, DuckDBFileSource):
+            model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
+            if model is not None:
+                bound = bind(self.mapping, model.schema)
+                if model.can_read(bound.columns):
+                    return self._hash_in_place(model, bound)
+                model.detach()
         return self.stage(source.read(query))
+
+    def _hash_in_place(self, model: InPlaceModel, bound: BoundMapping) -> int:
+        """Every row's key and hash into work.hashes, computed where the model lies."""
+        self.bound, self._in_place, self._hashes = bound, model, "work.main.hashes"
+        rows = model.rows(bound.columns, sql.hash_expression(bound))
+        keys = ", ".join(sql.quote(k) for k in self.mapping.key_columns)
+        with model.scope():
+            self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE {self._hashes} AS"
+                f" SELECT {keys}, {HASH_COLUMN} FROM ({rows}) model_rows"
+            )
+        return self._count(self._hashes)
+
+    def _stage_changed_rows(self) -> None:
+        """Hashed in place: the rows of the changes, into work.stage; then the model's file
+        is let go of, before anything is sent."""
+        model, self._in_place = self._in_place, None
+        if model is None:
+            return
+        assert self.bound is not None
+        rows = model.rows(self.bound.columns, sql.hash_expression(self.bound))
+        try:
+            with model.scope():
+                self.con.execute(
+                    f"CREATE OR REPLACE TABLE work.main.stage AS SELECT s.* FROM ({rows}) s"
+                    " SEMI JOIN work.main.changes c"
+                    f" ON {sql.key_join('s', 'c', self.mapping.key_columns)}"
+                )
+        finally:
+            model.detach()
+
+    @contextlib.contextmanager
+    def _whole_rows(self) -> Iterator[str]:
+        """Every row of the model with all its mapped columns, as a relation `s` (for samples)."""
+        model = self._in_place
+        if model is None:
+            yield "work.stage s"
+            return
+        assert self.bound is not None
+        with model.scope():
+            yield f"({model.rows(self.bound.columns, sql.hash_expression(self.bound))}) s"
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
@@ -221,14 +276,14 @@ class DuckDBSnapshotStore:
     def _check_non_finite_keys(self) -> None:
         """NaN and infinities have no JSON form: such a key could never be acknowledged."""
         test = sql.non_finite_keys(self.mapping, "s", self._key_types())
-        found = self._count(f"work.stage s WHERE {test}")
+        found = self._count(f"{self._hashes} s WHERE {test}")
         if not found:
             return
         parts = ", ".join(
             f"{sql.quote(k)} := CAST(s.{sql.quote(k)} AS VARCHAR)" for k in self.mapping.key_columns
         )
         samples = self._scalars(
-            f"SELECT to_json(struct_pack({parts}))::VARCHAR FROM work.stage s WHERE {test}"
+            f"SELECT to_json(struct_pack({parts}))::VARCHAR FROM {self._hashes} s WHERE {test}"
             f" LIMIT {SAMPLE_KEYS}"
         )
         raise ModelError(
@@ -241,12 +296,13 @@ class DuckDBSnapshotStore:
     def _check_null_keys(self) -> None:
         keys = self.mapping.key_columns
         null_test = " OR ".join(f"{sql.quote(k)} IS NULL" for k in keys)
-        nulls = self._count(f"work.stage WHERE {null_test}")
+        nulls = self._count(f"{self._hashes} WHERE {null_test}")
         if nulls:
-            samples = self._scalars(
-                f"SELECT to_json(struct_pack({self._struct_parts('work.stage')}))::VARCHAR"
-                f" FROM work.stage WHERE {null_test} LIMIT {SAMPLE_KEYS}"
-            )
+            with self._whole_rows() as rows:
+                samples = self._scalars(
+                    f"SELECT to_json(struct_pack({self._struct_parts('s')}))::VARCHAR"
+                    f" FROM {rows} WHERE {null_test} LIMIT {SAMPLE_KEYS}"
+                )
             raise ModelError(
                 f"model {self.mapping.model!r}: {nulls} row(s) have a null primary key"
                 f" ({', '.join(keys)}); nothing was sent.",
@@ -256,7 +312,9 @@ class DuckDBSnapshotStore:
     def _check_duplicate_keys(self) -> None:
         keys = self.mapping.key_columns
         key_list = ", ".join(sql.quote(k) for k in keys)
-        dupes = f"SELECT {key_list}, count(*) AS n FROM work.stage GROUP BY ALL HAVING count(*) > 1"
+        dupes = (
+            f"SELECT {key_list}, count(*) AS n FROM {self._hashes} GROUP BY ALL HAVING count(*) > 1"
+        )
         duplicated = self._count(f"({dupes})")
         if duplicated:
             samples = self._scalars(
@@ -288,9 +346,10 @@ class DuckDBSnapshotStore:
                         WHEN s.{HASH_COLUMN} IS NULL THEN 'deleted'
                         ELSE 'updated' END AS {OP_COLUMN},
                    {coalesced}, s.{HASH_COLUMN}
-            FROM work.stage s FULL OUTER JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}
+            FROM {self._hashes} s FULL OUTER JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}
             WHERE s.{HASH_COLUMN} IS DISTINCT FROM n.__row_hash"""
         )
+        self._stage_changed_rows()
         counts = dict(
             self.con.execute(
                 f"SELECT {OP_COLUMN}, count(*) FROM work.changes GROUP BY ALL"
@@ -319,13 +378,14 @@ class DuckDBSnapshotStore:
                                  END AS {OP_COLUMN}, {", ".join(f"s.{sql.quote(k)}" for k in keys)},
                                  s.{HASH_COLUMN}
                     FROM (SELECT DISTINCT {renamed} FROM replayed) r
-                    JOIN work.stage s ON {sql.key_join("r", "s", keys)}
+                    JOIN {self._hashes} s ON {sql.key_join("r", "s", keys)}
                     LEFT JOIN {snapshot} n ON {sql.key_join("s", "n", keys)}"""
             else:
                 select = f"SELECT {OP_COLUMN}, {renamed}, {HASH_COLUMN} FROM replayed"
             self.con.execute(f"CREATE OR REPLACE TABLE work.changes AS {select}")
         finally:
             self.con.unregister("replayed")
+        self._stage_changed_rows()
         counts = dict(
             self.con.execute(
                 f"SELECT {OP_COLUMN}, count(*) FROM work.changes GROUP BY ALL"
@@ -417,7 +477,7 @@ class DuckDBSnapshotStore:
                             WHERE {sent}),
                     p.k IN (SELECT {self._key_json("a")} FROM work.accepted a
                             WHERE seq < {UNSENT_SEQ}),
-                    p.k IN (SELECT {self._key_json("s")} FROM work.stage s)
+                    p.k IN (SELECT {self._key_json("s")} FROM {self._hashes} s)
                 FROM pending_keys p"""
             ).fetchall()
         finally:
@@ -524,7 +584,7 @@ class DuckDBSnapshotStore:
             return "snapshot"
         table = "work.empty_snapshot" if dry_run else "snapshot"
         columns = ", ".join(
-            f"{sql.quote(k)} {self._duck_type('work.stage', k)}" for k in self.mapping.key_columns
+            f"{sql.quote(k)} {self._duck_type(self._hashes, k)}" for k in self.mapping.key_columns
         )
         self.con.execute(f"CREATE OR REPLACE TABLE {table} ({columns}, __row_hash UBIGINT)")
         if not dry_run:

@@ -37,6 +37,9 @@ class DuckDBSource:
         except duckdb.Error as exc:
             raise SourceError(_cannot_open(path, exc)) from exc
 
+    def duckdb_file(self) -> Path:
+        return self._path
+
     def read(self, query: str) -> pa.RecordBatchReader:
         try:
             reader = self._con.execute(query).to_arrow_reader(BATCH_ROWS)
