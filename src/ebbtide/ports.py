@@ -109,6 +109,12 @@ class DuckDBFileSource(Protocol):
         """The warehouse file."""
         ...
 
+    def close(self) -> None:
+        """Let go of the file (a later `read` opens it again). The diff in place closes the
+        source before it attaches the file: a process's locks on a file all end when any one
+        of its handles on it closes, so two handles would leave the attached file unguarded."""
+        ...
+
 
 class ColumnKind(StrEnum):
     """What a warehouse column holds, as far as rendering it as canonical text goes."""

@@ -25,6 +25,7 @@ from ebbtide.config.models import SyncMode
 from ebbtide.mapping.compiler import CompiledMapping, column_field
 from ebbtide.ports import HASH_COLUMN, KEY_PART_PREFIX, OP_COLUMN, Operation, iter_batches
 from ebbtide.snapshots.duckdb import DuckDBSnapshotStore
+from ebbtide.sources.duckdb import DuckDBSource
 
 ALL_OPS = frozenset(Operation)
 Key = tuple[int, str]
@@ -183,13 +184,25 @@ def sync_everything(folder: Path, mapping: CompiledMapping, table: pa.Table) -> 
 
 
 def changed_keys(
-    folder: Path, mapping: CompiledMapping, table: pa.Table
+    folder: Path, mapping: CompiledMapping, table: pa.Table, *, in_place: bool = False
 ) -> dict[Operation, set[tuple[Any, ...]]]:
-    """Stage and diff `table`; the keys of each operation, read from the outbound batches."""
+    """Stage and diff `table`; the keys of each operation, read from the outbound batches.
+
+    `in_place`: `table` is written to a DuckDB file, which the store hashes where it lies."""
     store = DuckDBSnapshotStore(folder, mapping)
     try:
         store.merge_journals()
-        store.stage(reader(table))
+        if in_place:
+            file = folder / "warehouse.duckdb"
+            with duckdb.connect(str(file)) as con:
+                con.register("rows", table)
+                con.execute("CREATE OR REPLACE TABLE accounts AS SELECT * FROM rows")
+            source = DuckDBSource(file, "64MB")
+            store.extract(source, "SELECT * FROM accounts")
+            source.close()
+            assert store.hashed_in_place
+        else:
+            store.stage(reader(table))
         store.check_keys()
         counts = store.diff()
         out = store.outbound(ALL_OPS, batch_size=4).read_all()
@@ -246,6 +259,18 @@ def test_diff_matches_sql_except_after_a_full_sync(
     for op, found_keys in expected.items():
         event(f"{op} keys: {'some' if found_keys else 'none'}")
     assert found == expected
+
+
+@SECONDARY_SETTINGS
+@given(table_pairs())
+def test_a_diff_in_place_after_a_streamed_sync_matches_sql_except(
+    pair: tuple[dict[Key, Row], dict[Key, Row]],
+) -> None:
+    previous, current = map(to_table, pair)
+    with state_dir() as folder:
+        sync_everything(folder, MAPPING, previous)
+        found = changed_keys(folder, MAPPING, current, in_place=True)
+    assert found == reference_changes(previous, current)
 
 
 @SECONDARY_SETTINGS

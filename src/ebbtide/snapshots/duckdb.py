@@ -127,6 +127,7 @@ class DuckDBSnapshotStore:
         # in place, work.hashes does, and work.stage gets only the rows the diff names.
         self._hashes = "work.stage"
         self._in_place: InPlaceModel | None = None
+        self.hashed_in_place = False  # whether this run hashed the model in its DuckDB file
         try:
             self.attach()
         except BaseException:
@@ -186,6 +187,7 @@ class DuckDBSnapshotStore:
         `include`, `pending`: keys a replay resends, and of records that failed before; the
         local diff stages every row anyway."""
         if isinstance(source, DuckDBFileSource):
+            source.close()  # see DuckDBFileSource.close
             model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
             if model is not None:
                 bound = bind(self.mapping, model.schema)
@@ -197,6 +199,7 @@ class DuckDBSnapshotStore:
     def _hash_in_place(self, model: InPlaceModel, bound: BoundMapping) -> int:
         """Every row's key and hash into work.hashes, computed where the model lies."""
         self.bound, self._in_place, self._hashes = bound, model, "work.main.hashes"
+        self.hashed_in_place = True
         rows = model.rows(bound.columns, sql.hash_expression(bound))
         keys = ", ".join(sql.quote(k) for k in self.mapping.key_columns)
         with model.scope():

@@ -30,17 +30,25 @@ class DuckDBSource:
         # Readers not yet read to the end, by id: each holds the database (and its file lock)
         # open past the connection's close, so `close` ends them first.
         self._reading: dict[int, pa.RecordBatchReader] = {}
+        self._memory_limit = memory_limit
+        self._con: duckdb.DuckDBPyConnection | None = self._open()
+
+    def _open(self) -> duckdb.DuckDBPyConnection:
         try:
-            self._con = duckdb.connect(
-                str(path), read_only=True, config={"memory_limit": memory_limit, "threads": 1}
+            return duckdb.connect(
+                str(self._path),
+                read_only=True,
+                config={"memory_limit": self._memory_limit, "threads": 1},
             )
         except duckdb.Error as exc:
-            raise SourceError(_cannot_open(path, exc)) from exc
+            raise SourceError(_cannot_open(self._path, exc)) from exc
 
     def duckdb_file(self) -> Path:
         return self._path
 
     def read(self, query: str) -> pa.RecordBatchReader:
+        if self._con is None:  # closed for a diff in place that then streamed after all
+            self._con = self._open()
         try:
             reader = self._con.execute(query).to_arrow_reader(BATCH_ROWS)
         except duckdb.Error as exc:
@@ -65,7 +73,9 @@ class DuckDBSource:
         for reader in self._reading.values():
             reader.close()
         self._reading.clear()
-        self._con.close()
+        if self._con is not None:
+            self._con.close()
+            self._con = None
 
 
 def _cannot_open(path: Path, error: duckdb.Error) -> str:
