@@ -10,40 +10,14 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
+# The statuses live in `ebbtide.enums` (the CLI offers them without importing this module);
+# they are named here as they always were.
+from ebbtide.enums import FailureStatus as FailureStatus
+from ebbtide.enums import RunStatus as RunStatus
+from ebbtide.enums import Trigger as Trigger
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import Operation
-
-
-class RunStatus(StrEnum):
-    """A run's status; the values are the words users see."""
-
-    RUNNING = "running"
-    SUCCESS = "success"
-    PARTIAL_SUCCESS = "partial_success"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
-    CANCELLED = "cancelled"
-
-
-class Trigger(StrEnum):
-    """What started a run; a reset is recorded in the history as a run of its own."""
-
-    MANUAL = "manual"
-    SCHEDULE = "schedule"
-    REPLAY = "replay"
-    RESET = "reset"
-
-
-class FailureStatus(StrEnum):
-    """Where a failed record stands; the values are the words users see."""
-
-    PENDING = "pending"  # retried by every sync until it loads or expires
-    EXPIRED = "expired"  # given up: not retried until the row changes again
-    RESOLVED = "resolved"  # loaded later, or the destination already has its value
-    OBSOLETE = "obsolete"  # the row left the model before it could be retried
-    RESET = "reset"  # closed by a reset of the mapping
 
 
 @dataclass(frozen=True)

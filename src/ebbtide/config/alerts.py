@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ebbtide.config.schedule import Duration
 
+# In `ebbtide.enums`, so that the CLI offers them without pydantic; named here as before.
+from ebbtide.enums import AlertStatus as AlertStatus
+from ebbtide.enums import Channel as Channel
+
 
 class _Spec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-
-class AlertStatus(StrEnum):
-    """What a person can hear about: a sync that failed, one that partly failed, and the first
-    success after a failure."""
-
-    FAILED = "failed"
-    PARTIAL_SUCCESS = "partial_success"
-    RECOVERED = "recovered"
-
-
-class Channel(StrEnum):
-    EMAIL = "email"
-    SLACK = "slack"
-    IN_APP = "in_app"
-    WEBHOOK = "webhook"
 
 
 class SmtpSpec(_Spec):

@@ -10,17 +10,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 
+# In `ebbtide.enums`, so that the CLI offers it without SQLAlchemy; named here as before.
+from ebbtide.enums import TokenScope as TokenScope
 from ebbtide.state.schema import api_tokens
-
-
-class TokenScope(StrEnum):
-    READ = "read"  # GET only
-    WRITE = "write"  # GET, and the POSTs that change something (sync now, pause, resume)
 
 
 @dataclass(frozen=True)

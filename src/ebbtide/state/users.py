@@ -10,13 +10,14 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+# In `ebbtide.enums`, so that the CLI offers it without argon2; named here as before.
+from ebbtide.enums import Role as Role
 from ebbtide.errors import ConflictError, UsageError
 from ebbtide.state.schema import server_keys, users
 
@@ -28,19 +29,6 @@ MIN_PASSWORD_LENGTH = 10
 _hasher = PasswordHasher()
 # Verified against when the email is unknown, so that both answers take as long.
 _UNKNOWN_USER_HASH = _hasher.hash(secrets.token_urlsafe(16))
-
-
-class Role(StrEnum):
-    ADMIN = "admin"  # everything, and manages users
-    EDITOR = "editor"  # sync now, reset, replay, pause, alerts
-    VIEWER = "viewer"  # reads
-
-    def may(self, needed: Role) -> bool:
-        """Whether this role can do what `needed` can."""
-        return _RANK[self] >= _RANK[needed]
-
-
-_RANK = {Role.VIEWER: 0, Role.EDITOR: 1, Role.ADMIN: 2}
 
 
 @dataclass(frozen=True)
