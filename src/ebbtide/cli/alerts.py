@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -11,11 +11,12 @@ from rich.text import Text
 
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, out, service
-from ebbtide.config.alerts import AlertStatus, Channel, SubscriptionSpec
+from ebbtide.enums import AlertStatus, Channel
 from ebbtide.errors import UsageError
-from ebbtide.services.alerts import AlertService
-from ebbtide.services.views import NotificationView
-from ebbtide.state.store import utcnow
+
+if TYPE_CHECKING:
+    from ebbtide.config.alerts import SubscriptionSpec
+    from ebbtide.services.alerts import AlertService
 
 alerts_app = typer.Typer(
     help="Alerts on failed and partially successful syncs.", no_args_is_help=True
@@ -152,6 +153,9 @@ def notifications(
     json_output: JsonFlag = False,
 ) -> None:
     """A person's in-app notifications, newest first."""
+    from ebbtide.services.views import NotificationView
+    from ebbtide.state.store import utcnow
+
     book = _alerts().book
     found = book.notifications(email, unread_only=unread)
     if json_output:

@@ -7,7 +7,7 @@ import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -15,22 +15,18 @@ from rich.markup import escape
 from ebbtide.cli import context, render
 from ebbtide.cli.alerts import alerts_app, notifications
 from ebbtide.cli.context import JsonFlag, err, options, out
-from ebbtide.cli.progress import ProgressListener
 from ebbtide.cli.serve import serve, sync_now
 from ebbtide.cli.syncs import EXIT_FOR_STATUS, SyncOutcome, run_one, show_errors, show_syncs
 from ebbtide.cli.tokens import tokens_app
 from ebbtide.cli.users import users_app
-from ebbtide.config.workspace import Workspace
+from ebbtide.enums import FailureStatus, RunStatus, Trigger
 from ebbtide.errors import ConfigErrors, EbbtideError, UsageError
-from ebbtide.services.credentials import check_credentials
-from ebbtide.services.history import DEFAULT_STATUSES, History
-from ebbtide.services.replay import ReplayService
-from ebbtide.services.reset import ResetService
-from ebbtide.services.sync import SyncService
-from ebbtide.services.views import RunView
-from ebbtide.services.workspace_init import init_workspace
-from ebbtide.services.workspace_services import check_mappings, default_actor
-from ebbtide.values import FailureStatus, RunFilter, RunStatus, Trigger
+
+# The services (and DuckDB, pyarrow, SQLAlchemy, aiohttp behind them) are imported inside the
+# commands that call them: `ebbtide --help` and `ebbtide runs list` start without them.
+if TYPE_CHECKING:
+    from ebbtide.config.workspace import Workspace
+    from ebbtide.services.history import History
 
 EXIT_CANCELLED = 130  # as a shell reports a process stopped by a signal
 
@@ -90,6 +86,8 @@ def init(
     ] = False,
 ) -> None:
     """Create a workspace: ebbtide.yml, a models/ folder and a .gitignore."""
+    from ebbtide.services.workspace_init import init_workspace
+
     created = init_workspace(directory, demo=demo)
     for path in created:
         out.print(f"created {escape(str(path))}")
@@ -121,6 +119,10 @@ def validate(
     --check-credentials, each destination's credentials are tried on one cheap call that
     changes nothing (exit 1 if any is refused).
     """
+    from ebbtide.services.credentials import check_credentials
+    from ebbtide.services.sync import SyncService
+    from ebbtide.services.workspace_services import check_mappings
+
     workspace = _workspace()
     check_mappings(SyncService(workspace), offline=offline)
     summary: dict[str, object] = {
@@ -227,8 +229,10 @@ def runs_list(
     json_output: JsonFlag = False,
 ) -> None:
     """Recent runs, newest first."""
+    from ebbtide.values import RunFilter
+
     where = RunFilter(status=status, trigger=trigger.value if trigger else None, before=before)
-    runs = _history().runs(mapping, limit, where)
+    runs = context.recent_runs(mapping, limit, where)
     if json_output:
         render.print_views(out, runs)
     else:
@@ -270,6 +274,8 @@ def records_failed(
     json_output: JsonFlag = False,
 ) -> None:
     """Records of a mapping that failed: pending retry, or expired (given up)."""
+    from ebbtide.services.history import DEFAULT_STATUSES
+
     records = _history().failed_records(mapping, status or DEFAULT_STATUSES, limit)
     if json_output:
         render.print_views(out, records)
@@ -284,6 +290,10 @@ def reset(
     json_output: JsonFlag = False,
 ) -> None:
     """Forget what the destination has: the next sync sends the whole model again."""
+    from ebbtide.services.reset import ResetService
+    from ebbtide.services.views import RunView
+    from ebbtide.services.workspace_services import default_actor
+
     service = _service()
     resets = ResetService(service)
     plan = resets.plan(mapping)
@@ -312,6 +322,11 @@ def replay(
     json_output: JsonFlag = False,
 ) -> None:
     """Resend the records of a past run, as a run of its own."""
+    from ebbtide.cli.progress import ProgressListener
+    from ebbtide.services.replay import ReplayService
+    from ebbtide.services.views import RunView
+    from ebbtide.services.workspace_services import default_actor
+
     service = _service()
     replays = ReplayService(service)
     plan = replays.plan(run_id, latest=latest, only_failed=only_failed)
@@ -338,6 +353,9 @@ def journals_prune(
     json_output: JsonFlag = False,
 ) -> None:
     """Delete the sent-record journals of runs older than the retention."""
+    from ebbtide.services.replay import ReplayService
+    from ebbtide.services.sync import SyncService
+
     workspace = _workspace()
     days = keep_days if keep_days is not None else workspace.spec.journals.keep_days
     files, size = ReplayService(SyncService(workspace)).prune(days)

@@ -9,23 +9,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ebbtide.services.sync import SyncPlan
-from ebbtide.services.views import (
-    ErrorGroupView,
-    FailedRecordView,
-    RecordFailureView,
-    RunDetailsView,
-    RunView,
-    View,
-)
-from ebbtide.values import RunStatus
+from ebbtide.enums import RunStatus
+
+if TYPE_CHECKING:
+    from ebbtide.services.sync import SyncPlan
+    from ebbtide.services.views import (
+        ErrorGroupView,
+        FailedRecordView,
+        RecordFailureView,
+        RunDetailsView,
+        RunView,
+        View,
+    )
 
 STATUS_STYLE = {
     RunStatus.SUCCESS: "green",
@@ -43,6 +45,8 @@ def print_json(console: Console, value: Any) -> None:
 
 def print_views(console: Console, value: View | Sequence[View]) -> None:
     """The `--json` of the history: the typed views, exactly as the API returns them."""
+    from ebbtide.services.views import View
+
     if isinstance(value, View):
         print_json(console, value.model_dump(mode="json"))
     else:

@@ -17,13 +17,12 @@ from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, err, options, out
 from ebbtide.cli.context import workspace as current_workspace
 from ebbtide.cli.syncs import EXIT_FOR_STATUS
-from ebbtide.config.workspace import find_workspace
-from ebbtide.services.scheduler import ScheduleService, SyncRequestOutcome
-from ebbtide.values import RunRecord
 
 if TYPE_CHECKING:
     from ebbtide.server.api.server import ApiServer
     from ebbtide.server.scheduler import ServeLoop
+    from ebbtide.services.scheduler import SyncRequestOutcome
+    from ebbtide.values import RunRecord
 
 
 def serve(
@@ -56,6 +55,7 @@ def serve(
     run starts once. The REST API (/api/v1) and the web UI (/) listen on --host and --port.
     """
     # Imported here: the scheduler's metrics and queue would slow every other command's start.
+    from ebbtide.config.workspace import find_workspace
     from ebbtide.server.scheduler import ServeLoop, ServeSettings
 
     root = (options.workspace or find_workspace(Path.cwd())).resolve()
@@ -122,6 +122,8 @@ def sync_now(
     The request waits in the state store until a serve process starts it; a second request
     while one waits is merged into it.
     """
+    from ebbtide.services.scheduler import ScheduleService
+
     workspace = current_workspace()
     service = ScheduleService(workspace)
     try:

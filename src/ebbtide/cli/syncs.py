@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
 from ebbtide.cli import render
 from ebbtide.cli.context import err, history, out
-from ebbtide.cli.progress import ProgressListener
+from ebbtide.enums import RunStatus
 from ebbtide.errors import EbbtideError
-from ebbtide.services.sync import SyncService
-from ebbtide.services.views import RunView
-from ebbtide.values import RunRecord, RunStatus
+
+if TYPE_CHECKING:
+    from ebbtide.services.sync import SyncService
+    from ebbtide.values import RunRecord
 
 EXIT_FOR_STATUS = {
     RunStatus.SUCCESS: 0,
@@ -45,6 +47,8 @@ class SyncOutcome:
 
 def run_one(service: SyncService, name: str, force: bool, json_output: bool) -> RunRecord:
     """One sync, with a progress bar when a person watches the terminal."""
+    from ebbtide.cli.progress import ProgressListener
+
     if json_output or not sys.stderr.isatty():
         return service.run(name, force=force)
     with ProgressListener(name, err) as listener:
@@ -53,6 +57,8 @@ def run_one(service: SyncService, name: str, force: bool, json_output: bool) -> 
 
 def show_syncs(service: SyncService, outcome: SyncOutcome, json_output: bool) -> None:
     """Every run's result, then each mapping that could not run and why."""
+    from ebbtide.services.views import RunView
+
     if not outcome.records:
         pass  # no run started: the reasons below are all there is to say
     elif json_output:

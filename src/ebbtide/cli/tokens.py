@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -10,14 +10,20 @@ from rich.markup import escape
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, err, out
 from ebbtide.cli.context import workspace as current_workspace
+from ebbtide.enums import TokenScope
 from ebbtide.errors import UsageError
-from ebbtide.state.store import SqlStateStore
-from ebbtide.state.tokens import TokenBook, TokenScope
+
+if TYPE_CHECKING:
+    from ebbtide.state.store import SqlStateStore
+    from ebbtide.state.tokens import TokenBook
 
 tokens_app = typer.Typer(help="API tokens for the REST API.", no_args_is_help=True)
 
 
 def _book() -> tuple[TokenBook, SqlStateStore]:
+    from ebbtide.state.store import SqlStateStore
+    from ebbtide.state.tokens import TokenBook
+
     workspace = current_workspace()
     state = SqlStateStore(workspace.spec.state, workspace.root)
     return TokenBook(state.engine), state

@@ -6,16 +6,18 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from ebbtide.cli import render
 from ebbtide.cli.context import JsonFlag, err, out
 from ebbtide.cli.context import workspace as current_workspace
+from ebbtide.enums import Role
 from ebbtide.errors import UsageError
-from ebbtide.state.store import SqlStateStore
-from ebbtide.state.users import Role, User, UserBook
+
+if TYPE_CHECKING:
+    from ebbtide.state.users import User, UserBook
 
 users_app = typer.Typer(help="Users of the web UI.", no_args_is_help=True)
 
@@ -24,6 +26,10 @@ Email = Annotated[str, typer.Argument(help="The person's email address (their lo
 
 @contextmanager
 def _book() -> Iterator[UserBook]:
+    # argon2 hashes one password when `ebbtide.state.users` is imported: only here.
+    from ebbtide.state.store import SqlStateStore
+    from ebbtide.state.users import UserBook
+
     workspace = current_workspace()
     state = SqlStateStore(workspace.spec.state, workspace.root)
     try:
