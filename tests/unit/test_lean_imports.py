@@ -1,0 +1,222 @@
+"""The CLI starts lean: `ebbtide --help` loads no driver, framework or service, and
+`ebbtide runs list` loads no more than the workspace, the state store and the run's view.
+
+Each check runs a fresh interpreter and looks at `sys.modules`: what a module imports, not how
+long it takes (timings belong to `bench/`, not to tests).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import ebbtide.config.alerts
+import ebbtide.enums
+import ebbtide.state.tokens
+import ebbtide.state.users
+import ebbtide.values
+from ebbtide.cli.context import workspace_root as cli_workspace_root
+from ebbtide.errors import ConfigError
+from ebbtide.services.workspace_services import workspace_root as services_workspace_root
+
+# Nothing `ebbtide --help` needs: each command imports what it calls when it runs.
+NOT_FOR_HELP = (
+    "duckdb",
+    "pyarrow",
+    "sqlalchemy",
+    "aiohttp",
+    "argon2",
+    "fastapi",
+    "uvicorn",
+    "alembic",
+    "pydantic",
+    "ebbtide.services",
+    "ebbtide.values",
+    "ebbtide.config.workspace",
+)
+# Nothing `ebbtide runs list` needs once the state store exists (the workspace's own checks
+# load each source and destination type it names: those are the adapters' to keep light).
+NOT_FOR_RUNS_LIST = (
+    "ebbtide.services.sync",
+    "ebbtide.services.history",
+    "ebbtide.engine.run",
+    "pyarrow.compute",
+    "alembic",
+    "argon2",
+    "fastapi",
+    "uvicorn",
+)
+
+# Runs the CLI in-process with the arguments given, then reports its exit code and which of
+# the named modules were loaded (on stderr, after whatever the command printed).
+PROBE = """
+import contextlib, io, json, sys
+from ebbtide.cli.app import app, main
+names, commands = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+codes = []
+for argv in commands:
+    sys.argv = ["ebbtide", *argv]
+    with contextlib.redirect_stdout(io.StringIO()) as shown:
+        try:
+            main()
+        except SystemExit as exit:
+            codes.append(exit.code or 0)
+print(json.dumps({
+    "codes": codes, "out": shown.getvalue(),
+    "loaded": sorted(m for m in names if m in sys.modules),
+}), file=sys.stderr)
+"""
+
+
+def probe(
+    names: tuple[str, ...], *commands: list[str], cwd: Path | None = None
+) -> dict[str, object]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, json.dumps(names), json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        check=True,
+    )
+    report: dict[str, object] = json.loads(done.stderr.strip().splitlines()[-1])
+    return report
+
+
+def every_command() -> list[list[str]]:
+    import typer.main
+
+    from ebbtide.cli.app import app
+
+    def walk(command: object, path: list[str]) -> list[list[str]]:
+        subcommands: dict[str, object] = getattr(command, "commands", None) or {}
+        found = [path]
+        for name, sub in subcommands.items():
+            found += walk(sub, [*path, name])
+        return found
+
+    return walk(typer.main.get_command(app), [])
+
+
+def test_importing_the_cli_loads_no_driver_framework_or_service() -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, ebbtide.cli.app;"
+            f" print(sorted(m for m in {NOT_FOR_HELP!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "[]"
+
+
+def test_the_help_loads_none_of_them() -> None:
+    report = probe(NOT_FOR_HELP, ["--help"])
+    assert report["codes"] == [0]
+    assert report["loaded"] == []
+
+
+def test_the_help_of_every_command_loads_none_of_them_but_pydantic() -> None:
+    """Typer builds a command's parameters with pydantic, so a command's own help loads it.
+
+    Also proves that every command's annotations resolve without the imports that
+    `if TYPE_CHECKING:` keeps from running (Typer reads them to build the options)."""
+    commands = [[*path, "--help"] for path in every_command()]
+    report = probe(tuple(m for m in NOT_FOR_HELP if m != "pydantic"), *commands)
+    assert report["codes"] == [0] * len(commands)
+    assert report["loaded"] == []
+
+
+def test_runs_list_reads_without_the_sync_services(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "ebbtide", "init", "ws"],
+        cwd=tmp_path,
+        check=True,
+        text=True,
+        capture_output=True,
+    )
+    workspace = tmp_path / "ws"
+    subprocess.run(  # opens the state store: the schema is created, with Alembic
+        [sys.executable, "-m", "ebbtide", "runs", "list"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+    )
+
+    report = probe(NOT_FOR_RUNS_LIST, ["runs", "list", "--json"], cwd=workspace)
+
+    assert report["codes"] == [0]
+    assert json.loads(str(report["out"])) == []
+    assert report["loaded"] == []
+
+
+def test_runs_list_still_refuses_an_unknown_mapping(tmp_path: Path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "ebbtide", "init", "ws"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    shown = subprocess.run(
+        [sys.executable, "-m", "ebbtide", "runs", "list", "users_to_archiv"],
+        cwd=tmp_path / "ws",
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 2
+    assert "users_to_archiv" in shown.stderr and "users_to_archive" in shown.stderr
+
+
+def test_the_enums_keep_their_old_homes() -> None:
+    assert ebbtide.values.RunStatus is ebbtide.enums.RunStatus
+    assert ebbtide.values.Trigger is ebbtide.enums.Trigger
+    assert ebbtide.values.FailureStatus is ebbtide.enums.FailureStatus
+    assert ebbtide.config.alerts.AlertStatus is ebbtide.enums.AlertStatus
+    assert ebbtide.config.alerts.Channel is ebbtide.enums.Channel
+    assert ebbtide.state.tokens.TokenScope is ebbtide.enums.TokenScope
+    assert ebbtide.state.users.Role is ebbtide.enums.Role
+
+
+def test_the_enums_module_imports_nothing_of_ebbtide() -> None:
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, ebbtide.enums;"
+            " print(sorted(m for m in sys.modules if m.startswith('ebbtide')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "['ebbtide', 'ebbtide.enums']"
+
+
+@pytest.mark.parametrize(
+    "given",
+    [None, "ws", "ws/ebbtide.yml", "ws/other.yml", "ws/sub", "~/ws"],
+)
+def test_the_cli_finds_a_workspace_as_the_services_do(
+    given: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cli.context` keeps its own copy of the rule, so as not to import every service."""
+    (tmp_path / "ws" / "sub").mkdir(parents=True)
+    (tmp_path / "ws" / "ebbtide.yml").write_text("state: sqlite:///.ebbtide/state.db\n")
+    (tmp_path / "ws" / "other.yml").write_text("")
+    monkeypatch.chdir(tmp_path / "ws" / "sub")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    path = None if given is None else Path(given) if given.startswith("~") else tmp_path / given
+
+    def outcome(find: object) -> object:
+        try:
+            return find(path)  # type: ignore[operator]
+        except ConfigError as error:
+            return ("ConfigError", error.describe())
+
+    assert outcome(cli_workspace_root) == outcome(services_workspace_root)
