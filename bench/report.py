@@ -53,6 +53,7 @@ def table(results: list[Measurement], note: str) -> Table:
     )
     for name in ("scenario", "rows", "records sent", "wall (s)", "records/s", "peak MB"):
         grid.add_column(name, justify="left" if name == "scenario" else "right", no_wrap=True)
+    grid.add_column("run (s)", justify="right", no_wrap=True)
     grid.add_column("extract/diff/load/commit (s)", justify="right", no_wrap=True)
     grid.add_column("target")
     grid.add_column("result")
@@ -68,6 +69,7 @@ def table(results: list[Measurement], note: str) -> Table:
             f"{m.wall_s:.2f}",
             f"{m.rate:,.0f}" if m.sent else "—",
             f"{m.max_rss_mb:,.0f}",
+            f"{m.phases['run']:.2f}" if "run" in m.phases else "—",
             phases,
             v.target,
             result,

@@ -19,7 +19,7 @@ BARE_RECORDS = 1_000_000
 class Suite:
     """Where the benchmark runs and against which receiver."""
 
-    repo: Path  # children run from here, so `python -m bench.child` imports
+    repo: Path  # children run from here, so `python -m bench.…` imports
     work: Path  # one workspace per size and round, removed afterwards unless `keep`
     cache: Path  # pristine warehouses, by size, kept between benchmark runs
     url: str
