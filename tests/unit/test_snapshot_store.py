@@ -459,3 +459,53 @@ def test_the_latest_run_wins_when_several_journals_hold_one_key(tmp_path: Path) 
     stale = sum(1 for key, h in latest.items() if kept[key] != h)
     store.close()
     assert stale == 0, f"{stale} of {len(ids)} keys kept the older run's hash"
+
+
+# -- a model that is its snapshot ------------------------------------------------------------
+
+
+def swapped_plans() -> pa.Table:
+    return pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "email": ["user1@example.com", "user2@example.com", "user3@example.com"],
+            "plan": ["pro", "free", "team"],
+        }
+    )
+
+
+def test_a_model_that_is_its_snapshot_has_no_changes(tmp_path: Path) -> None:
+    synced(tmp_path, users([1, 2, 3]))
+    store = DuckDBSnapshotStore(tmp_path, MAPPING)
+    try:
+        assert stage_and_diff(store, users([1, 2, 3])) == ChangeCounts()
+        assert outbound(store).num_rows == 0
+    finally:
+        store.close()
+
+
+def test_two_rows_that_swap_their_values_are_two_updates(tmp_path: Path) -> None:
+    # The same hashes, on other keys: a fingerprint of hashes alone would see no change.
+    synced(tmp_path, swapped_plans())
+    swapped = swapped_plans().set_column(2, "plan", pa.array(["free", "pro", "team"]))
+    swapped = swapped.set_column(
+        1, "email", pa.array(["user2@example.com", "user1@example.com", "user3@example.com"])
+    )
+    store = DuckDBSnapshotStore(tmp_path, MAPPING)
+    try:
+        assert stage_and_diff(store, swapped) == ChangeCounts(updated=2)
+        assert changes(store)["updated"] == {1, 2}
+    finally:
+        store.close()
+
+
+def test_a_row_replaced_by_a_copy_of_another_is_still_a_duplicate_key(tmp_path: Path) -> None:
+    # As many rows as the snapshot holds, each (key, hash) one the snapshot knows.
+    synced(tmp_path, users([1, 2, 3]))
+    store = DuckDBSnapshotStore(tmp_path, MAPPING)
+    try:
+        store.stage(rows(users([1, 1, 3])))
+        with pytest.raises(ModelError, match="1 primary key value"):
+            store.check_keys()
+    finally:
+        store.close()
