@@ -22,12 +22,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import aiohttp
 from yarl import URL
 
 from ebbtide.errors import DestinationError, ErrorClass
+
+if TYPE_CHECKING:  # imported when a run first sends: a sync with nothing to send never does
+    import aiohttp
 
 STATUS_CLASSES = {
     400: ErrorClass.VALIDATION,
@@ -223,6 +225,8 @@ class HttpClient:
         self._session: aiohttp.ClientSession | None = None
 
     async def open(self) -> None:
+        import aiohttp
+
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=self._concurrency),
             timeout=aiohttp.ClientTimeout(total=self.timeout_s),
@@ -260,6 +264,8 @@ class HttpClient:
         params: Mapping[str, str] | None = None,
     ) -> HttpAnswer:
         """One request; any status is an answer (redirects are returned, never followed)."""
+        import aiohttp
+
         if self._session is None:
             await self.open()
         assert self._session is not None

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -34,10 +35,12 @@ from ebbtide.config.schedule import duration
 from ebbtide.config.workspace import Workspace
 from ebbtide.errors import ErrorClass, UsageError
 from ebbtide.services.advice import recommended_action
-from ebbtide.services.views import SubscriptionView
 from ebbtide.state.alerts import AlertState, Delivery
 from ebbtide.state.store import SqlStateStore, utcnow
 from ebbtide.values import FailureGroup, RunRecord, RunStatus, Trigger
+
+if TYPE_CHECKING:
+    from ebbtide.services.views import SubscriptionView
 
 log = logging.getLogger(__name__)
 
@@ -370,6 +373,8 @@ class AlertService:
 
     def listed(self) -> list[SubscriptionView]:
         """Every subscription: those in ebbtide.yml, then those in the state store."""
+        from ebbtide.services.views import SubscriptionView  # pydantic views: only when shown
+
         rows = [("ebbtide.yml", s) for s in self.workspace.spec.alerts.subscriptions]
         rows += [(str(s.id), s.spec) for s in self.book.subscriptions()]
         return [

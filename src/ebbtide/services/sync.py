@@ -6,6 +6,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
@@ -45,7 +46,6 @@ from ebbtide.ports import (
 from ebbtide.services.alerts import AlertService
 from ebbtide.services.lease import LeaseKeeper
 from ebbtide.services.progress import CancelRequested, ProgressReporter
-from ebbtide.services.views import SyncPlanView
 from ebbtide.snapshots import open_snapshot_store, shared_snapshots
 from ebbtide.snapshots.failures import storage_failure, was_interrupted
 from ebbtide.snapshots.journal import acknowledged
@@ -65,6 +65,9 @@ from ebbtide.values import (
     RunStatus,
     Trigger,
 )
+
+if TYPE_CHECKING:
+    from ebbtide.services.views import SyncPlanView
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +91,8 @@ class SyncPlan:
     guard: str | None = None  # the guard the sync would trip, if any
 
     def view(self) -> SyncPlanView:
+        from ebbtide.services.views import SyncPlanView  # pydantic views: only when shown
+
         return SyncPlanView(
             mapping=self.mapping,
             mode=self.mode,
