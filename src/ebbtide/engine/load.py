@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ebbtide.config.redact import Redactor
 from ebbtide.engine.acknowledgement import Acknowledged, acknowledge
@@ -232,6 +231,8 @@ class Loader:
     def _without_oversized(self, batch: OutboundBatch) -> OutboundBatch:
         """A record larger than the destination accepts fails alone, not with its batch: one
         the snapshot store found too large to build, or one rendered past `max_record_bytes`."""
+        import pyarrow.compute as pc
+
         at = _marked_too_large(batch.records)
         limit = self.settings.max_record_bytes
         if limit is not None:
@@ -354,6 +355,8 @@ def _count_ops(records: pa.RecordBatch) -> dict[Operation, int]:
 def _by_request_bytes(batch: OutboundBatch, limit: int | None) -> list[OutboundBatch]:
     """Consecutive parts of `batch` whose records' JSON sums to at most `limit` bytes (a
     record over the limit alone goes alone; the destination refuses it, and it fails alone)."""
+    import pyarrow.compute as pc
+
     if limit is None:
         return [batch]
     records: Any = batch.records.column(RECORD_COLUMN)

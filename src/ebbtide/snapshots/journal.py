@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import cast
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ebbtide.errors import SnapshotDamagedError
 from ebbtide.ports import OP_COLUMN, ChangeCounts, Operation
@@ -54,6 +53,8 @@ def acknowledged(directory: Path) -> dict[int, ChangeCounts]:
     Read before the journals are merged, so a run that died is credited with what it
     delivered; a batch torn by a crash is not counted (it is resent, like one in flight).
     """
+    import pyarrow.compute as pc
+
     counted: dict[int, ChangeCounts] = {}
     for file in journal_files(directory):
         if not file.stem.isdigit():

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ebbtide.ports import KEY_COLUMN, OP_COLUMN, OUTCOME_COLUMN
 from ebbtide.snapshots.sent_journal import JOURNALS_DIR
@@ -26,6 +24,9 @@ class SentRecord:
 
 def sent_records(state_dir: Path, mapping: str, keys: Collection[str]) -> list[SentRecord]:
     """Every journaled send of a record whose key text is one of `keys`, newest run first."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     wanted = pa.array(sorted(keys), pa.string())
     found: list[SentRecord] = []
     for path in sorted((state_dir / JOURNALS_DIR / mapping).glob("*.parquet"), reverse=True):

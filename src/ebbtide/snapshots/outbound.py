@@ -17,7 +17,6 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ebbtide.mapping.binding import BoundMapping
 from ebbtide.ports import (
@@ -188,6 +187,7 @@ def chained(readers: Iterator[pa.RecordBatchReader]) -> pa.RecordBatchReader:
 
 def bounded_batches(reader: pa.RecordBatchReader, max_bytes: int) -> pa.RecordBatchReader:
     """`reader`'s batches, cut where their records would pass `max_bytes` (one record at least)."""
+    import pyarrow.compute as pc
 
     def cut() -> Iterator[pa.RecordBatch]:
         for batch in iter_batches(reader):

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from ebbtide.ports import OP_COLUMN, OUTCOME_COLUMN, PROBLEM_COLUMN
 
@@ -47,7 +45,7 @@ class SentJournal:
         # What the records were sent as (key, model, destination): a replay checks it.
         self._identity: dict[bytes | str, bytes | str] = {k: v for k, v in (identity or {}).items()}
         self._partial = path.with_name(path.name + PARTIAL)
-        self._writer: pq.ParquetWriter | None = None
+        self._writer: Any = None  # a pyarrow.parquet.ParquetWriter, once there is a row group
         self._schema: pa.Schema | None = None
         self._buffer: list[pa.RecordBatch] = []
         self._buffered = 0
@@ -93,6 +91,8 @@ class SentJournal:
         self._pending.append(self._encoder.submit(self._write_group, table))
 
     def _write_group(self, table: pa.Table) -> None:
+        import pyarrow.parquet as pq
+
         if self._writer is None:
             self._writer = pq.ParquetWriter(
                 self._partial,
@@ -133,12 +133,17 @@ def journal_state(state_dir: Path, mapping: str, run_id: int) -> JournalState:
 
 def sent_identity(path: Path) -> dict[str, str]:
     """What a journal's records were sent as: primary key, model, destination."""
+    import pyarrow.parquet as pq
+
     metadata = pq.read_schema(path).metadata or {}
     return {k.decode(): v.decode() for k, v in metadata.items() if not k.startswith(b"ARROW")}
 
 
 def read_sent(path: Path, *, only_failed: bool = False) -> pa.Table:
     """The records of a journal, or only those that failed."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
     if only_failed:
         table = table.filter(pc.is_valid(table.column(OUTCOME_COLUMN)))
