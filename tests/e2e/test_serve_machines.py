@@ -15,7 +15,7 @@ import re
 import signal
 import threading
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -202,9 +202,14 @@ def test_three_serve_processes_share_the_work_and_recover_a_killed_one(
     assert all(r["status"] in ("success", "interrupted") for r in history), history
     _never_twice_at_once(history, receiver)
     _each_slot_started_once(logs)
-    _resent_only_in_flight(history, receiver, held)
     killed = [r for r in history if r["pid"] == victim.process.pid]
     assert killed and all(r["status"] in ("success", "interrupted") for r in killed)
+    # Besides the held run, the victim's other worker may have had batches at the receiver,
+    # unanswered, when it was killed; and a run stalled by the held receiver on a busy machine
+    # may have been taken over. Only a run cut short may have its in-flight batches resent.
+    cut_short = {r["id"] for r in history if r["status"] == "interrupted"}
+    assert held in cut_short
+    _resent_only_in_flight(history, receiver, cut_short)
     assert {s for s in ("a", "c") if "started" in logs["abc".index(s)]} == {"a", "c"}
 
 
@@ -265,10 +270,10 @@ def _each_slot_started_once(logs: list[str]) -> None:
 
 
 def _resent_only_in_flight(
-    history: list[dict[str, Any]], receiver: Receiver, killed_run: int
+    history: list[dict[str, Any]], receiver: Receiver, killed_runs: set[int]
 ) -> None:
-    """A record (key and version) reached the receiver twice only when it was in flight in
-    the killed run, and at most a batch per request in flight."""
+    """A record (key and version) reached the receiver twice only when it was in flight in a
+    run that was cut short (taken over), and at most a batch per request in flight, per run."""
     mapping_of = {r["id"]: r["mapping"] for r in history}
     first_seen: dict[tuple[str, Any, Any], int] = {}
     resent: list[tuple[str, Any, int]] = []
@@ -278,5 +283,6 @@ def _resent_only_in_flight(
         if identity in first_seen and first_seen[identity] != run_id:
             resent.append((identity[0], record["key"], first_seen[identity]))
         first_seen.setdefault(identity, run_id)
-    assert all(first == killed_run for _m, _k, first in resent), resent
-    assert len(resent) <= BATCH_SIZE * CONCURRENCY, resent
+    assert all(first in killed_runs for _m, _k, first in resent), resent
+    per_run = Counter(first for _m, _k, first in resent)
+    assert all(n <= BATCH_SIZE * CONCURRENCY for n in per_run.values()), per_run
