@@ -12,16 +12,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import ebbtide.config.alerts
 import ebbtide.enums
 import ebbtide.state.tokens
 import ebbtide.state.users
 import ebbtide.values
-from ebbtide.cli.context import workspace_root as cli_workspace_root
-from ebbtide.errors import ConfigError
-from ebbtide.services.workspace_services import workspace_root as services_workspace_root
 
 # Nothing `ebbtide --help` needs: each command imports what it calls when it runs.
 NOT_FOR_HELP = (
@@ -196,27 +191,3 @@ def test_the_enums_module_imports_nothing_of_ebbtide() -> None:
         check=True,
     )
     assert shown.stdout.strip() == "['ebbtide', 'ebbtide.enums']"
-
-
-@pytest.mark.parametrize(
-    "given",
-    [None, "ws", "ws/ebbtide.yml", "ws/other.yml", "ws/sub", "~/ws"],
-)
-def test_the_cli_finds_a_workspace_as_the_services_do(
-    given: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """`cli.context` keeps its own copy of the rule, so as not to import every service."""
-    (tmp_path / "ws" / "sub").mkdir(parents=True)
-    (tmp_path / "ws" / "ebbtide.yml").write_text("state: sqlite:///.ebbtide/state.db\n")
-    (tmp_path / "ws" / "other.yml").write_text("")
-    monkeypatch.chdir(tmp_path / "ws" / "sub")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    path = None if given is None else Path(given) if given.startswith("~") else tmp_path / given
-
-    def outcome(find: object) -> object:
-        try:
-            return find(path)  # type: ignore[operator]
-        except ConfigError as error:
-            return ("ConfigError", error.describe())
-
-    assert outcome(cli_workspace_root) == outcome(services_workspace_root)

@@ -38,7 +38,7 @@ def test_no_window_at_the_destination_holds_more_arrivals_than_the_limit() -> No
     limiter = RateLimiter(requests=3, per_s=0.25)
     arrivals = asyncio.run(send_all(limiter, count=24, concurrency=8, seed=7))
     assert len(arrivals) == 24
-    assert busiest_window(arrivals, 0.25) == 3
+    assert 2 <= busiest_window(arrivals, 0.25) <= 3  # the limit kept, and used
 
 
 def test_event_loops_in_two_threads_share_the_permits() -> None:
@@ -55,7 +55,7 @@ def test_event_loops_in_two_threads_share_the_permits() -> None:
         thread.join()
     both = arrivals[0] + arrivals[1]
     assert len(both) == 16
-    assert busiest_window(both, 0.2) == 2
+    assert busiest_window(both, 0.2) <= 2
 
 
 def test_a_pause_holds_back_requests_already_waiting_for_their_permit() -> None:

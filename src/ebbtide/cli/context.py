@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 
-from ebbtide.errors import ConfigError
-
 if TYPE_CHECKING:
     from ebbtide.config.workspace import Workspace
     from ebbtide.services.history import History
@@ -26,9 +24,6 @@ if TYPE_CHECKING:
 
 out = Console()
 err = Console(stderr=True)
-
-# As `ebbtide.config.workspace.WORKSPACE_FILE`, which is not imported before it is needed.
-WORKSPACE_FILE = "ebbtide.yml"
 
 
 @dataclass
@@ -44,31 +39,8 @@ options = Options()
 JsonFlag = Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys).")]
 
 
-def workspace_root(path: Path | None) -> Path:
-    """The folder of the workspace at `path`: a folder holding `ebbtide.yml`, or that file.
-
-    Without a path: the current folder or its nearest parent holding `ebbtide.yml`. The same
-    rule as `ebbtide.services.workspace_services.workspace_root` (a test holds them together),
-    kept here because importing that module imports every service, DuckDB and aiohttp with
-    them, which `runs list` and the other reads do not need.
-    """
-    from ebbtide.config.workspace import find_workspace
-
-    if path is None:
-        return find_workspace(Path.cwd()).resolve()
-    path = path.expanduser()
-    if path.is_file() or path.suffix in (".yml", ".yaml"):
-        if path.name != WORKSPACE_FILE:
-            raise ConfigError(
-                f"a workspace's file is named {WORKSPACE_FILE}: give its folder, or that file",
-                file=str(path),
-            )
-        path = path.parent
-    return path.resolve()
-
-
 def workspace() -> Workspace:
-    from ebbtide.config.workspace import load_workspace
+    from ebbtide.config.workspace import load_workspace, workspace_root
 
     loaded = load_workspace(workspace_root(options.workspace))
     options.redact = loaded.redact

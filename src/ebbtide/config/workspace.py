@@ -99,6 +99,24 @@ def find_workspace(start: Path) -> Path:
     )
 
 
+def workspace_root(path: Path | None) -> Path:
+    """The folder of the workspace at `path`: a folder holding `ebbtide.yml`, or that file.
+
+    Without a path: the current folder or its nearest parent holding `ebbtide.yml`.
+    """
+    if path is None:
+        return find_workspace(Path.cwd()).resolve()
+    path = path.expanduser()
+    if path.is_file() or path.suffix in (".yml", ".yaml"):
+        if path.name != WORKSPACE_FILE:
+            raise ConfigError(
+                f"a workspace's file is named {WORKSPACE_FILE}: give its folder, or that file",
+                file=str(path),
+            )
+        path = path.parent
+    return path.resolve()
+
+
 def load_workspace(root: Path) -> Workspace:
     """Read, substitute, validate and cross-check `ebbtide.yml`, reporting every error at once."""
     file = root / WORKSPACE_FILE

@@ -11,7 +11,7 @@ import os
 from functools import cached_property
 from pathlib import Path
 
-from ebbtide.config.workspace import WORKSPACE_FILE, Workspace, find_workspace, load_workspace
+from ebbtide.config.workspace import Workspace, load_workspace, workspace_root
 from ebbtide.errors import ConfigError, ConfigErrors
 from ebbtide.services.history import History
 from ebbtide.services.replay import ReplayService
@@ -19,24 +19,6 @@ from ebbtide.services.reset import ResetService
 from ebbtide.services.scheduler import ScheduleService
 from ebbtide.services.sync import SyncService
 from ebbtide.state.store import SqlStateStore
-
-
-def workspace_root(path: Path | None) -> Path:
-    """The folder of the workspace at `path`: a folder holding `ebbtide.yml`, or that file.
-
-    Without a path: the current folder or its nearest parent holding `ebbtide.yml`.
-    """
-    if path is None:
-        return find_workspace(Path.cwd()).resolve()
-    path = path.expanduser()
-    if path.is_file() or path.suffix in (".yml", ".yaml"):
-        if path.name != WORKSPACE_FILE:
-            raise ConfigError(
-                f"a workspace's file is named {WORKSPACE_FILE}: give its folder, or that file",
-                file=str(path),
-            )
-        path = path.parent
-    return path.resolve()
 
 
 def open_workspace(path: Path | None) -> Workspace:
