@@ -201,7 +201,7 @@ class DuckDBSnapshotStore:
         """Every row's key and hash into work.hashes, computed where the model lies."""
         self.bound, self._in_place, self._hashes = bound, model, "work.main.hashes"
         self.hashed_in_place = True
-        rows = model.rows(bound.columns, sql.hash_expression(bound))
+        rows = self._rows_in(model)
         keys = ", ".join(sql.quote(k) for k in self.mapping.key_columns)
         with model.scope():
             self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
@@ -217,8 +217,7 @@ class DuckDBSnapshotStore:
         model, self._in_place = self._in_place, None
         if model is None:
             return
-        assert self.bound is not None
-        rows = model.rows(self.bound.columns, sql.hash_expression(self.bound))
+        rows = self._rows_in(model)
         nothing = "" if self._count("work.main.changes") else " LIMIT 0"  # not even one scan
         try:
             with model.scope():
@@ -230,6 +229,11 @@ class DuckDBSnapshotStore:
         finally:
             model.detach()
 
+    def _rows_in(self, model: InPlaceModel) -> str:
+        """The mapped columns of every row of `model`, with their hashes (SQL, run in scope)."""
+        assert self.bound is not None
+        return model.rows(self.bound.columns, sql.hash_expression(self.bound))
+
     @contextlib.contextmanager
     def _whole_rows(self) -> Iterator[str]:
         """Every row of the model with all its mapped columns, as a relation `s` (for samples)."""
@@ -237,9 +241,8 @@ class DuckDBSnapshotStore:
         if model is None:
             yield "work.stage s"
             return
-        assert self.bound is not None
         with model.scope():
-            yield f"({model.rows(self.bound.columns, sql.hash_expression(self.bound))}) s"
+            yield f"({self._rows_in(model)}) s"
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""

@@ -85,6 +85,8 @@ class InPlaceModel:
         self.con.execute(f"USE {quote(self.catalog)}")
         try:
             yield
+        except (duckdb.IOException, duckdb.OutOfMemoryException):
+            raise  # the scratch space's, told as a storage failure like any other
         except duckdb.Error as exc:
             raise SourceError(f"the model's SQL failed on DuckDB: {exc}") from exc
         finally:
