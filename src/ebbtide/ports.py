@@ -327,6 +327,7 @@ class SnapshotStore(Protocol):
     """
 
     journal_dir: Path  # where acknowledged batches wait to be merged (a dead run's too)
+    detection: str  # how extract() found the changes: "full", "cursor" or "full: <why>"
 
     def merge_journals(self, unsent: frozenset[Operation] = frozenset()) -> int:
         """Fold accepted records, and changes the mode does not send, into the snapshot."""
@@ -392,8 +393,9 @@ class SnapshotStore(Protocol):
         """Advance the snapshot for expired records so they stop being retried."""
         ...
 
-    def apply_accepted(self, files: list[Path]) -> int:
-        """Commit what was gathered into the snapshot, then drop the journals."""
+    def apply_accepted(self, files: list[Path], *, complete: bool = False) -> int:
+        """Commit what was gathered into the snapshot, then drop the journals. `complete`:
+        the run offered the destination every change (a cursor it read may be kept)."""
         ...
 
     def open_journal(self, run_id: int) -> Journal:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 # The statuses live in `ebbtide.enums` (the CLI offers them without importing this module);
 # they are named here as they always were.
@@ -18,6 +18,16 @@ from ebbtide.enums import RunStatus as RunStatus
 from ebbtide.enums import Trigger as Trigger
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import Operation
+
+
+@dataclass(frozen=True)
+class CursorSettings:
+    """A mapping's `change_detection: {cursor: …}`, as the snapshot store applies it."""
+
+    column: str
+    lookback: timedelta | float | None  # a duration for a time cursor, a number for a numeric
+    full_diff_every: int  # syncs
+    full_diff_interval: timedelta
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,9 @@ class RunResult:
     error: str | None = None
     fatal: DestinationError | None = None
     retry: RetryOutcome | None = None
+    # How the changes were found: "full" (every row's hash), "cursor", or "full" with why a
+    # cursor mapping read everything ("full: every 24 syncs"); "" for a replay.
+    detection: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,6 +161,7 @@ class RunRecord:
     after_reset: bool = False
     snapshot_size: int | None = None  # records the destination had when the run started
     forced: bool = False
+    detection: str | None = None  # how the changes were found (RunResult.detection)
 
     @property
     def duration_s(self) -> float | None:

@@ -113,6 +113,8 @@ def run_details(console: Console, run: RunDetailsView) -> None:
         f" (extract {seconds(run.phases_s.extract)}, diff {seconds(run.phases_s.diff)},"
         f" load {seconds(run.phases_s.load)}, commit {seconds(run.phases_s.commit)})"
     )
+    if run.detection is not None and run.detection != "full":
+        console.print(f"changes found by: {run.detection}")
     counts = Table(show_header=True, title="Records", title_justify="left")
     labels = (
         "extracted",

@@ -118,6 +118,7 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
             job.source, job.query, include, pending=list(job.pending)
         )
         job.source.close()  # its buffers are not needed past this point
+        result.detection = "" if job.replay is not None else job.snapshot.detection
         job.snapshot.check_keys()
     with _timed(timings, "diff_s"):
         job.listener.phase(Phase.DIFF)
@@ -132,7 +133,9 @@ def execute(job: SyncJob, result: RunResult) -> RunResult:
     with _timed(timings, "commit_s"):
         job.listener.phase(Phase.COMMIT)
         job.record_loaded(result.counts)
-        result.retry = _commit(job, failed_keys)
+        # A replay's read is no diff: a cursor it read says nothing of the rows it left out.
+        complete = result.fatal is None and job.replay is None
+        result.retry = _commit(job, failed_keys, complete=complete)
         result.counts.retried = result.retry.retried
     stopped = result.fatal
     result.status = status_of(
@@ -172,15 +175,16 @@ def _changes(job: SyncJob, counts: RunCounts, size: int) -> ChangeCounts:
     return changes
 
 
-def _commit(job: SyncJob, failed_keys: dict[str, ErrorClass]) -> RetryOutcome:
-    """Settle failed records, then advance the snapshot in one transaction."""
+def _commit(job: SyncJob, failed_keys: dict[str, ErrorClass], *, complete: bool) -> RetryOutcome:
+    """Settle failed records, then advance the snapshot in one transaction. `complete`: every
+    change was offered to the destination (none left unsent by a stop)."""
     sent = _sent_ops(job)
     files = job.snapshot.collect_accepted(unsent=frozenset(Operation) - sent)
     fates = job.snapshot.pending_fates(list(job.pending), sent)
     outcome = settle(job.pending, fates, failed_keys, job.retry_policy, datetime.now(UTC))
     job.snapshot.give_up(outcome.expired)
     job.fence()
-    job.snapshot.apply_accepted(files)
+    job.snapshot.apply_accepted(files, complete=complete)
     return outcome
 
 

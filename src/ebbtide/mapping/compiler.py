@@ -9,10 +9,19 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from ebbtide.config.models import FieldSource, FieldType, MappingSpec, ModelSpec, SyncMode
+from ebbtide.config.models import (
+    ChangeDetectionSpec,
+    FieldSource,
+    FieldType,
+    MappingSpec,
+    ModelSpec,
+    SyncMode,
+)
+from ebbtide.config.schedule import duration
 from ebbtide.errors import MappingError
 from ebbtide.ports import ActionSpec, FieldSpec, Operation
 from ebbtide.suggest import did_you_mean
+from ebbtide.values import CursorSettings
 
 _SENT_BY_MODE: dict[SyncMode, frozenset[Operation]] = {
     SyncMode.UPSERT: frozenset({Operation.ADDED, Operation.UPDATED}),
@@ -49,6 +58,7 @@ class CompiledMapping:
     fields: tuple[CompiledField, ...]
     sensitive: frozenset[str] = frozenset()
     field_columns: bool = True  # the destination reads typed field columns, not only records
+    cursor: CursorSettings | None = None  # `change_detection:`; None: every row is hashed
 
     @property
     def signature(self) -> str:
@@ -113,6 +123,7 @@ def compile_mapping(
         fields=fields,
         sensitive=frozenset(spec.sensitive),
         field_columns=action.field_columns,
+        cursor=_cursor_settings(spec.change_detection),
     )
 
 
@@ -229,3 +240,15 @@ def _is_iso_date(value: Any, target: FieldType) -> bool:
 
 def _a(kind: FieldType) -> str:
     return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+def _cursor_settings(spec: ChangeDetectionSpec | None) -> CursorSettings | None:
+    if spec is None:
+        return None
+    lookback = spec.lookback
+    return CursorSettings(
+        column=spec.cursor,
+        lookback=duration(lookback) if isinstance(lookback, str) else lookback,
+        full_diff_every=spec.full_diff_every,
+        full_diff_interval=duration(spec.full_diff_interval),
+    )

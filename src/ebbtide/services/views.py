@@ -68,6 +68,10 @@ class RunView(View):
     after_reset: bool
     snapshot_size: int | None  # records the destination had when the run started
     forced: bool
+    # How the changes were found: "full" (every row's hash), "cursor" (rows past the mapping's
+    # change_detection cursor, every key), or "full: <why>" for a cursor mapping; null for a
+    # replay or a run that stopped before.
+    detection: str | None = None
 
     @classmethod
     def of(cls, run: RunRecord) -> RunView:
@@ -99,6 +103,7 @@ class RunView(View):
             after_reset=run.after_reset,
             snapshot_size=run.snapshot_size,
             forced=run.forced,
+            detection=run.detection,
         )
 
 

@@ -13,6 +13,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
@@ -31,6 +32,7 @@ from ebbtide.ports import (
     PendingFate,
     Source,
 )
+from ebbtide.snapshots import cursor
 from ebbtide.snapshots import duckdb_sql as sql
 from ebbtide.snapshots.failures import (
     damaged_snapshot,
@@ -48,6 +50,7 @@ from ebbtide.snapshots.journal import (
 from ebbtide.snapshots.outbound import OutboundQueries, record_limit
 from ebbtide.snapshots.scratch import new_scratch
 from ebbtide.snapshots.staging import chunked, remember_errors
+from ebbtide.values import CursorSettings
 
 SAMPLE_KEYS = 10
 STAGE_CHUNK_ROWS = 1_000_000
@@ -129,6 +132,10 @@ class DuckDBSnapshotStore:
         self._in_place: InPlaceModel | None = None
         self.hashed_in_place = False  # whether this run hashed the model in its DuckDB file
         self._unchanged = False  # the model is the snapshot, key for key and hash for hash
+        # How this run found its changes (RunResult.detection), and for a cursor mapping, the
+        # greatest cursor it read: kept in the snapshot's meta once a complete run commits.
+        self.detection = cursor.FULL
+        self._greatest: cursor.Greatest | None = None
         try:
             self.attach()
         except BaseException:
@@ -186,16 +193,122 @@ class DuckDBSnapshotStore:
         """Read the model from the source and stage it; returns how many rows it has.
 
         `include`, `pending`: keys a replay resends, and of records that failed before; the
-        local diff stages every row anyway."""
+        local diff stages every row anyway, unless the mapping reads past a cursor."""
+        settings = self.mapping.cursor
+        if settings is None:
+            return self._extract_all(source, query)
+        self._greatest = cursor.Greatest(settings.column)
+        why = "full: a replay" if include is not None else self._why_full(settings)
+        if why is None:
+            needed = self._extract_past_cursor(source, query, settings, pending)
+            if not needed:
+                self.detection = cursor.CURSOR
+                return self._count(self._hashes)
+            why = f"full: {needed} record(s) to add or retry are older than the cursor"
+            self._greatest = cursor.Greatest(settings.column)
+            self._forget_past_cursor()
+        self.detection = why
+        return self._extract_all(source, query)
+
+    def _extract_all(self, source: Source, query: str) -> int:
+        """Every row of the model, staged (or hashed where it lies) with its hash."""
+        self._hashes = "work.stage"
         if isinstance(source, DuckDBFileSource):
             source.close()  # see DuckDBFileSource.close
             model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
             if model is not None:
                 bound = bind(self.mapping, model.schema)
                 if model.can_read(bound.columns):
-                    return self._hash_in_place(model, bound)
+                    hashed = self._hash_in_place(model, bound)
+                    if self._greatest is not None:
+                        self._greatest.add(model.greatest(self._greatest.column))
+                    return hashed
                 model.detach()
         return self.stage(source.read(query))
+
+    def _why_full(self, settings: CursorSettings) -> str | None:
+        if not self._snapshot_exists():
+            return "full: no snapshot yet"
+        state = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
+        return cursor.why_full(settings, state, datetime.now(UTC))
+
+    def _extract_past_cursor(
+        self, source: Source, query: str, settings: CursorSettings, pending: Sequence[str]
+    ) -> int:
+        """Every key, and the whole rows past the cursor, into work.hashes (each key with its
+        row's hash, or the snapshot's when the row was not read); returns how many records
+        the sync needs whole but did not read (so must read everything)."""
+        state = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
+        past = cursor.past_filter(settings.column, cursor.since_literal(settings, state))
+        assert self._greatest is not None
+        keys = self.mapping.key_columns
+        model = None
+        if isinstance(source, DuckDBFileSource):
+            source.close()  # see DuckDBFileSource.close
+            model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
+            if model is not None and not model.can_read(bind(self.mapping, model.schema).columns):
+                model.detach()
+                model = None
+        if model is not None:
+            self._past_cursor_in_place(model, past)
+        else:
+            self._stage_keys(source.read(cursor.key_query(query, keys)))
+            self.stage(source.read(cursor.past_query(query, past)))  # tracks the greatest
+        key_join = sql.key_join
+        self.con.execute(
+            f"""CREATE OR REPLACE TABLE work.main.hashes AS
+            SELECT k.*, coalesce(p.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN}
+            FROM work.main.keys k LEFT JOIN work.main.stage p ON {key_join("k", "p", keys)}
+            LEFT JOIN snapshot n ON {key_join("k", "n", keys)}"""
+        )
+        self._hashes = "work.main.hashes"
+        unread = self._count(f"{self._hashes} WHERE {HASH_COLUMN} IS NULL")
+        if pending:
+            self.con.register("pending_keys", pa.table({"k": pa.array(pending, pa.string())}))
+            try:
+                unread += self._count(
+                    f"work.main.keys k WHERE {self._key_json('k')} IN (SELECT k FROM pending_keys)"
+                    f" AND NOT EXISTS (SELECT 1 FROM work.main.stage p"
+                    f" WHERE {key_join('k', 'p', keys)})"
+                )
+            finally:
+                self.con.unregister("pending_keys")
+        return unread
+
+    def _past_cursor_in_place(self, model: InPlaceModel, past: str) -> None:
+        """The cursor read of a DuckDB model where it lies: keys, and rows past the cursor."""
+        assert self._greatest is not None
+        self.bound = bound = bind(self.mapping, model.schema)
+        self._in_place, self.hashed_in_place = model, True
+        rows = model.rows(bound.columns, sql.hash_expression(bound), where=past)
+        with model.scope():
+            self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE work.main.keys AS SELECT * EXCLUDE ({HASH_COLUMN})"
+                f" FROM ({model.rows(self.mapping.key_columns, 'NULL')})"
+            )
+            self.con.execute(f"CREATE OR REPLACE TABLE work.main.stage AS {rows}")
+        self._greatest.add(model.greatest(self._greatest.column, where=past))
+
+    def _forget_past_cursor(self) -> None:
+        """Before the whole model is read after all: the cursor read lets go of it."""
+        model, self._in_place = self._in_place, None
+        if model is not None:
+            model.detach()
+        self.hashed_in_place = False
+        self._hashes = "work.stage"
+
+    def _stage_keys(self, keys: pa.RecordBatchReader) -> None:
+        """Every key of the model into work.keys, in bounded statements (see _stage)."""
+        for number, chunk in enumerate(chunked(keys, STAGE_CHUNK_ROWS)):
+            verb = (
+                "CREATE OR REPLACE TABLE work.keys AS" if number == 0 else "INSERT INTO work.keys"
+            )
+            self.con.register("model_keys", chunk)
+            try:
+                self.con.execute(f"{verb} SELECT * FROM model_keys")
+            finally:
+                self.con.unregister("model_keys")
 
     def _hash_in_place(self, model: InPlaceModel, bound: BoundMapping) -> int:
         """Every row's key and hash into work.hashes, computed where the model lies."""
@@ -246,6 +359,8 @@ class DuckDBSnapshotStore:
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
+        if self._greatest is not None and self._hashes == "work.stage":
+            rows = cursor.tracking(rows, self._greatest)  # a full read of a cursor mapping
         self.bound = bound = bind(self.mapping, rows.schema)
         return self._stage(rows, sql.hash_expression(bound))
 
@@ -555,10 +670,12 @@ class DuckDBSnapshotStore:
         finally:
             self.con.unregister("expired_keys")
 
-    def apply_accepted(self, files: list[Path]) -> int:
-        """One transaction: the snapshot takes in work.accepted; then the journals go."""
+    def apply_accepted(self, files: list[Path], *, complete: bool = False) -> int:
+        """One transaction: the snapshot takes in work.accepted (and, after a `complete` run
+        of a cursor mapping, the cursor it read); then the journals go."""
         merged = self._count("work.accepted")
-        if not merged and not files:
+        cursor_meta = self._cursor_after() if complete else None
+        if not merged and not files and cursor_meta is None:
             return 0
         self.attach()
         keys = self.mapping.key_columns
@@ -581,6 +698,8 @@ class DuckDBSnapshotStore:
                 f"INSERT INTO snapshot SELECT {key_list}, {HASH_COLUMN} FROM work.accepted"
                 f" WHERE {OP_COLUMN} <> 'deleted'{latest}"
             )
+            if cursor_meta is not None:
+                self._set_meta({cursor.META_KEY: cursor_meta})
             self.con.execute("COMMIT")
         except duckdb.Error:
             self.con.execute("ROLLBACK")
@@ -589,6 +708,14 @@ class DuckDBSnapshotStore:
             file.unlink(missing_ok=True)  # a run that took over may have merged it already
         self.con.execute("DELETE FROM work.accepted")
         return merged
+
+    def _cursor_after(self) -> str | None:
+        """The cursor state to keep once this run commits; None when there is none to keep."""
+        settings, greatest = self.mapping.cursor, self._greatest
+        if settings is None or greatest is None or not self._attached:
+            return None
+        kept = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
+        return kept.after(self.detection, greatest.value, datetime.now(UTC)).dump()
 
     def _accept_changes(self, where: str, seq: int) -> None:
         key_list = ", ".join(f"c.{sql.quote(k)}" for k in self.mapping.key_columns)

@@ -69,14 +69,24 @@ class InPlaceModel:
         """Whether these columns hash in place as they would when streamed."""
         return all(self._reads.get(c) is not None for c in columns)
 
-    def rows(self, columns: tuple[str, ...], row_hash: str) -> str:
-        """SELECT of `columns` and the row hash, run in `scope()`."""
+    def rows(self, columns: tuple[str, ...], row_hash: str, where: str = "") -> str:
+        """SELECT of `columns` and the row hash, run in `scope()`; `where` filters the model's
+        rows (its own columns, as `m`)."""
         reads = ", ".join(f"{self._reads[c]} AS {quote(c)}" for c in columns)
         listed = ", ".join(quote(c) for c in columns)
         return (
             f"SELECT {listed}, {row_hash} AS {HASH_COLUMN}"
-            f" FROM (SELECT {reads} FROM ({self.query}\n) model_rows) model_rows"
+            f" FROM (SELECT {reads} FROM ({self.query}\n) m{_where(where)}) model_rows"
         )
+
+    def greatest(self, column: str, where: str = "") -> object:
+        """The greatest value of one of the model's columns (a cursor), over the rows `where`
+        keeps."""
+        with self.scope():
+            row = self.con.execute(
+                f"SELECT max(m.{quote(column)}) FROM ({self.query}\n) m{_where(where)}"
+            ).fetchone()
+        return row[0] if row else None
 
     @contextmanager
     def scope(self) -> Iterator[None]:
@@ -115,6 +125,10 @@ class InPlaceModel:
             else:
                 reads[str(name)] = None
         return reads, schema
+
+
+def _where(condition: str) -> str:
+    return f" WHERE {condition}" if condition else ""
 
 
 def _without_semicolon(query: str) -> str:

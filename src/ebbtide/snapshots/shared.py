@@ -51,10 +51,10 @@ class SharedSnapshotStore(DuckDBSnapshotStore):
         if first:
             self.shared.publish(self.lease, self.shared.fetched_through)
 
-    def apply_accepted(self, files: list[Path]) -> int:
+    def apply_accepted(self, files: list[Path], *, complete: bool = False) -> int:
         """The commit: the local copy absorbs the acknowledgements, then becomes the current
         version for every worker (unless nothing changed)."""
-        merged = super().apply_accepted(files)
+        merged = super().apply_accepted(files, complete=complete)
         self._seal()
         if self.shared.changed():
             self.shared.publish(self.lease, self.lease.run_id)

@@ -417,7 +417,7 @@ class WarehouseSnapshotStore(DuckDBSnapshotStore):
             file.unlink(missing_ok=True)
         return merged
 
-    def apply_accepted(self, files: list[Path]) -> int:
+    def apply_accepted(self, files: list[Path], *, complete: bool = False) -> int:
         """The commit: this run's journals are in the warehouse already (batch by batch);
         what it did not send (and the records given up) goes in now, in one transaction."""
         rest = self.con.execute(

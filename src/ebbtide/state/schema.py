@@ -64,6 +64,8 @@ runs = sa.Table(
     # acknowledgements): the delete guard's memory of how large the destination was.
     sa.Column("snapshot_size", sa.BigInteger),
     sa.Column("forced", sa.Boolean, nullable=False, default=False),  # `--force`: re-bases it
+    # How the run found its changes: "full", "cursor", or "full: <why>" (change_detection).
+    sa.Column("detection", sa.String(200)),
     sa.Column("host", sa.String(200)),
     sa.Column("pid", sa.Integer),
     sa.Index("ix_runs_mapping_id", "mapping", "id"),

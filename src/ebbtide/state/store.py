@@ -420,6 +420,7 @@ class SqlStateStore:
                     failed=counts.failed,
                     retried=counts.retried,
                     failed_by_class=dict(counts.failed_by_class),
+                    detection=result.detection or None,
                 )
             )
         return self.get_run(lease.run_id)
