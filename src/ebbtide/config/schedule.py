@@ -9,8 +9,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
 from pydantic import AfterValidator
+
+# croniter (and dateutil behind it) is imported where a cron expression is read: the config
+# models import this module, and most commands read no schedule.
 
 _INTERVAL = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -48,6 +50,8 @@ def check_schedule(text: str) -> str:
         raise ValueError(f"{text!r} is not a schedule: an interval must be longer than 0")
     if text == "manual" or interval is not None:
         return text
+    from croniter import croniter
+
     if len(text.split()) in (5, 6) and croniter.is_valid(text):
         return text
     raise ValueError(
@@ -132,6 +136,8 @@ def _next_cron_slot(expression: str, after: datetime, zone: ZoneInfo) -> datetim
     first occurrence only.
     """
     local = after.astimezone(zone).replace(tzinfo=None)
+    from croniter import croniter
+
     slots = croniter(expression, local)
     for _ in range(_CRON_LOOKAHEAD):
         wall: datetime = slots.get_next(datetime)

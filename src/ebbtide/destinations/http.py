@@ -21,15 +21,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, Literal
-
-from yarl import URL
 
 from ebbtide.errors import DestinationError, ErrorClass
 
-if TYPE_CHECKING:  # imported when a run first sends: a sync with nothing to send never does
+# aiohttp is imported when a run first sends (a sync with nothing to send never does), yarl
+# when a client is made: loading a workspace imports the destination modules it names.
+if TYPE_CHECKING:
     import aiohttp
+    from yarl import URL
 
 STATUS_CLASSES = {
     400: ErrorClass.VALIDATION,
@@ -81,6 +81,8 @@ def parse_retry_after(value: str | None) -> float | None:
     try:
         seconds = float(value)
     except ValueError:
+        from email.utils import parsedate_to_datetime
+
         try:
             when = parsedate_to_datetime(value)
         except (TypeError, ValueError):
@@ -217,6 +219,8 @@ class HttpClient:
         concurrency: int = 4,
         auth: aiohttp.BasicAuth | None = None,
     ) -> None:
+        from yarl import URL
+
         self.base_url = URL(base_url.rstrip("/") + "/") if base_url else URL()
         self.timeout_s = timeout_s
         self._headers = dict(headers or {})
@@ -248,6 +252,8 @@ class HttpClient:
 
     def url(self, path: str) -> URL:
         """`path` under the base URL ("/crm/v3/…" or "crm/v3/…"); a full URL as it is."""
+        from yarl import URL
+
         target = URL(path)
         if target.is_absolute():
             return target
@@ -265,6 +271,7 @@ class HttpClient:
     ) -> HttpAnswer:
         """One request; any status is an answer (redirects are returned, never followed)."""
         import aiohttp
+        from yarl import URL
 
         if self._session is None:
             await self.open()

@@ -6,10 +6,9 @@ import json
 import re
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from pydantic import Field, HttpUrl
-from yarl import URL
 
 from ebbtide.config.models import DeclaredField, DestinationConfig
 from ebbtide.destinations import http
@@ -31,6 +30,9 @@ from ebbtide.ports import (
     OutboundBatch,
     RecordRejection,
 )
+
+if TYPE_CHECKING:  # yarl comes with the HTTP client, when a destination is made
+    from yarl import URL
 
 _ANSWER_EXCERPT = 120
 _MAX_REDIRECTS = 5
@@ -79,6 +81,8 @@ class WebhookDestination:
         records = ",".join(cast(list[str], batch.records.column(RECORD_COLUMN).to_pylist()))
         head = json.dumps({"mapping": batch.mapping, "action": batch.action})[:-1]
         body = f'{head},"records":[{records}]}}'.encode()
+        from yarl import URL
+
         return await self._post(URL(str(self.config.url)), body, batch.idempotency_key)
 
     async def _post(self, url: URL, body: bytes, idempotency_key: str) -> BatchResult:
@@ -183,6 +187,8 @@ def _rejection(key: str, item: dict[str, Any]) -> RecordRejection:
 def _redirect_target(url: URL, location: str | None) -> URL | None:
     if not location:
         return None
+    from yarl import URL
+
     try:
         return url.join(URL(location))
     except ValueError:

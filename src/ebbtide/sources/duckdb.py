@@ -5,14 +5,19 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow as pa
 
 from ebbtide.config.models import SourceConfig
 from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin, iter_batches
 from ebbtide.sources import BATCH_ROWS
+
+# DuckDB is imported when a source is opened: loading a workspace imports each source type it
+# names to check its settings, and `ebbtide runs list` does no more than that.
+if TYPE_CHECKING:
+    import duckdb
 
 
 class DuckDBSourceConfig(SourceConfig):
@@ -34,6 +39,8 @@ class DuckDBSource:
         self._con: duckdb.DuckDBPyConnection | None = self._open()
 
     def _open(self) -> duckdb.DuckDBPyConnection:
+        import duckdb
+
         try:
             return duckdb.connect(
                 str(self._path),
@@ -47,6 +54,8 @@ class DuckDBSource:
         return self._path
 
     def read(self, query: str) -> pa.RecordBatchReader:
+        import duckdb
+
         if self._con is None:  # closed for a diff in place that then streamed after all
             self._con = self._open()
         try:
@@ -59,6 +68,8 @@ class DuckDBSource:
     def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         """DuckDB runs the query as its batches are pulled: an error in a later row, or the
         file failing underneath, arrives here (through Arrow, as an OSError)."""
+        import duckdb
+
         try:
             yield from iter_batches(reader)
         except (duckdb.Error, OSError, pa.ArrowException) as exc:

@@ -11,9 +11,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path, PurePath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import duckdb
 import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
@@ -21,6 +20,10 @@ from ebbtide.config.models import SourceConfig, Spec
 from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin, iter_batches
 from ebbtide.sources import BATCH_ROWS
+
+# DuckDB is imported when a source is opened, not when a workspace that names one is loaded.
+if TYPE_CHECKING:
+    import duckdb
 
 Format = Literal["parquet", "csv", "json"]
 # How a file's name tells its format; `format:` says it where the name does not.
@@ -121,6 +124,8 @@ class FilesSource:
     """Views over files in an in-memory DuckDB; a model's query streams as Arrow batches."""
 
     def __init__(self, views: dict[str, FileTable], root: Path, memory_limit: str) -> None:
+        import duckdb
+
         self._paths = {name: _resolve(root, table.path) for name, table in views.items()}
         self.where = ", ".join(f"{name} = {path}" for name, path in self._paths.items())
         self._reading: dict[int, pa.RecordBatchReader] = {}
@@ -142,6 +147,8 @@ class FilesSource:
 
     def _create_view(self, name: str, table: FileTable, path: str) -> None:
         """DuckDB reads the files' schema here: no match, or an unreadable file, fails now."""
+        import duckdb
+
         try:
             self._con.execute(f'CREATE VIEW "{name}" AS SELECT * FROM {_reader(table, path)}')
         except duckdb.Error as exc:
@@ -156,6 +163,8 @@ class FilesSource:
             ) from exc
 
     def read(self, query: str) -> pa.RecordBatchReader:
+        import duckdb
+
         self._check_reads_only(query)
         try:
             reader = self._con.execute(query).to_arrow_reader(BATCH_ROWS)
@@ -168,6 +177,8 @@ class FilesSource:
 
     def _check_reads_only(self, query: str) -> None:
         """One SELECT: a COPY … TO, ATTACH or INSTALL would write, to the lake or elsewhere."""
+        import duckdb
+
         try:
             statements = self._con.extract_statements(query)
         except duckdb.Error as exc:
@@ -185,6 +196,8 @@ class FilesSource:
     def _batches(self, reader: pa.RecordBatchReader) -> Iterator[pa.RecordBatch]:
         """DuckDB reads the files as batches are pulled: an unreadable row group, a file
         emptied underneath, or an error in a later row arrives here."""
+        import duckdb
+
         try:
             yield from iter_batches(reader)
         except (duckdb.Error, OSError, pa.ArrowException) as exc:
