@@ -27,6 +27,7 @@ from ebbtide.ports import iter_batches
 from ebbtide.values import CursorSettings
 
 META_KEY = "cursor"
+PAST_COLUMN = "__past_cursor"  # whether a key's row was read whole (its cursor had moved)
 FULL = "full"
 CURSOR = "cursor"
 _DEFAULT_TIME_LOOKBACK = timedelta(hours=1)

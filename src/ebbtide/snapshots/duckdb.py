@@ -249,45 +249,45 @@ class DuckDBSnapshotStore:
             if model is not None and not model.can_read(bind(self.mapping, model.schema).columns):
                 model.detach()
                 model = None
-        if model is not None:
+        listed = ", ".join(f"k.{sql.quote(k)}" for k in keys)
+        if model is not None:  # one scan: a row's hash is computed only past the cursor
             self._past_cursor_in_place(model, past)
+            read = f"""SELECT {listed}, coalesce(k.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN},
+                k.{cursor.PAST_COLUMN} FROM ({self._rows_in(model, past)}) k"""
         else:
             self._stage_keys(source.read(cursor.key_query(query, keys)))
             self.stage(source.read(cursor.past_query(query, past)))  # tracks the greatest
-        key_join = sql.key_join
-        self.con.execute(
-            f"""CREATE OR REPLACE TABLE work.main.hashes AS
-            SELECT k.*, coalesce(p.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN}
-            FROM work.main.keys k LEFT JOIN work.main.stage p ON {key_join("k", "p", keys)}
-            LEFT JOIN snapshot n ON {key_join("k", "n", keys)}"""
-        )
+            read = f"""SELECT {listed}, coalesce(p.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN},
+                p.{HASH_COLUMN} IS NOT NULL AS {cursor.PAST_COLUMN} FROM work.main.keys k
+                LEFT JOIN work.main.stage p ON {sql.key_join("k", "p", keys)}"""
         self._hashes = "work.main.hashes"
+        scope = model.scope() if model is not None else contextlib.nullcontext()
+        with scope:
+            self.con.execute(
+                f"CREATE OR REPLACE TABLE {self._hashes} AS {read}"
+                f" LEFT JOIN snap.main.snapshot n ON {sql.key_join('k', 'n', keys)}"
+            )
         unread = self._count(f"{self._hashes} WHERE {HASH_COLUMN} IS NULL")
         if pending:
             self.con.register("pending_keys", pa.table({"k": pa.array(pending, pa.string())}))
             try:
                 unread += self._count(
-                    f"work.main.keys k WHERE {self._key_json('k')} IN (SELECT k FROM pending_keys)"
-                    f" AND NOT EXISTS (SELECT 1 FROM work.main.stage p"
-                    f" WHERE {key_join('k', 'p', keys)})"
+                    f"{self._hashes} k WHERE NOT {cursor.PAST_COLUMN}"
+                    f" AND {self._key_json('k')} IN (SELECT k FROM pending_keys)"
                 )
             finally:
                 self.con.unregister("pending_keys")
         return unread
 
     def _past_cursor_in_place(self, model: InPlaceModel, past: str) -> None:
-        """The cursor read of a DuckDB model where it lies: keys, and rows past the cursor."""
+        """A DuckDB model read past its cursor where it lies: its schema, and the greatest
+        cursor past the last one."""
         assert self._greatest is not None
-        self.bound = bound = bind(self.mapping, model.schema)
+        self.bound = bind(self.mapping, model.schema)
         self._in_place, self.hashed_in_place = model, True
-        rows = model.rows(bound.columns, sql.hash_expression(bound), where=past)
         with model.scope():
+            rows = self._rows_in(model)
             self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
-            self.con.execute(
-                f"CREATE OR REPLACE TABLE work.main.keys AS SELECT * EXCLUDE ({HASH_COLUMN})"
-                f" FROM ({model.rows(self.mapping.key_columns, 'NULL')})"
-            )
-            self.con.execute(f"CREATE OR REPLACE TABLE work.main.stage AS {rows}")
         self._greatest.add(model.greatest(self._greatest.column, where=past))
 
     def _forget_past_cursor(self) -> None:
@@ -342,10 +342,12 @@ class DuckDBSnapshotStore:
         finally:
             model.detach()
 
-    def _rows_in(self, model: InPlaceModel) -> str:
-        """The mapped columns of every row of `model`, with their hashes (SQL, run in scope)."""
+    def _rows_in(self, model: InPlaceModel, past: str = "") -> str:
+        """The mapped columns of every row of `model`, with their hashes (SQL, run in scope).
+        With `past` (a cursor's filter), the hash only of the rows it keeps, and whether it
+        kept each row."""
         assert self.bound is not None
-        return model.rows(self.bound.columns, sql.hash_expression(self.bound))
+        return model.rows(self.bound.columns, sql.hash_expression(self.bound), flag=past)
 
     @contextlib.contextmanager
     def _whole_rows(self) -> Iterator[str]:

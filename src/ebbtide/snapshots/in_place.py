@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ebbtide.errors import SourceError
 from ebbtide.ports import HASH_COLUMN
+from ebbtide.snapshots.cursor import PAST_COLUMN
 from ebbtide.snapshots.duckdb_sql import literal, quote
 
 # Casts the Arrow trip makes that keep every value, its text included.
@@ -69,14 +70,21 @@ class InPlaceModel:
         """Whether these columns hash in place as they would when streamed."""
         return all(self._reads.get(c) is not None for c in columns)
 
-    def rows(self, columns: tuple[str, ...], row_hash: str, where: str = "") -> str:
-        """SELECT of `columns` and the row hash, run in `scope()`; `where` filters the model's
-        rows (its own columns, as `m`)."""
+    def rows(self, columns: tuple[str, ...], row_hash: str, flag: str = "") -> str:
+        """SELECT of `columns` and the row hash, run in `scope()`. With `flag` (a condition on
+        the model's own columns, as `m`), each row also says whether it meets it
+        (PAST_COLUMN), and only the rows that do are hashed."""
         reads = ", ".join(f"{self._reads[c]} AS {quote(c)}" for c in columns)
         listed = ", ".join(quote(c) for c in columns)
+        if not flag:
+            return (
+                f"SELECT {listed}, {row_hash} AS {HASH_COLUMN}"
+                f" FROM (SELECT {reads} FROM ({self.query}\n) m) model_rows"
+            )
         return (
-            f"SELECT {listed}, {row_hash} AS {HASH_COLUMN}"
-            f" FROM (SELECT {reads} FROM ({self.query}\n) m{_where(where)}) model_rows"
+            f"SELECT {listed}, CASE WHEN {PAST_COLUMN} THEN {row_hash} END AS {HASH_COLUMN},"
+            f" {PAST_COLUMN} FROM (SELECT {reads}, coalesce({flag}, false) AS {PAST_COLUMN}"
+            f" FROM ({self.query}\n) m) model_rows"
         )
 
     def greatest(self, column: str, where: str = "") -> object:
