@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 import sqlalchemy as sa
@@ -27,8 +28,16 @@ LOCKOUT = timedelta(minutes=15)
 MIN_PASSWORD_LENGTH = 10
 
 _hasher = PasswordHasher()
-# Verified against when the email is unknown, so that both answers take as long.
-_UNKNOWN_USER_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+
+@cache
+def _unknown_user_hash() -> str:
+    """Verified against when the email is unknown, so that both answers take as long.
+
+    Made on the first login, not at import (a hash takes a quarter of a second, which every
+    command importing this module paid); every login asks for it, known email or not, so the
+    first answer takes as long either way too."""
+    return _hasher.hash(secrets.token_urlsafe(16))
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,13 @@ class UserBook:
     def log_in(self, email: str, password: str, now: datetime) -> LoginOutcome:
         """Check a password; count a failure, and lock the account after too many."""
         address = email.strip().lower()
+        unknown_user_hash = _unknown_user_hash()
         with self.engine.begin() as conn:
             row = conn.execute(
                 sa.select(users).where(users.c.email == address).with_for_update()
             ).first()
             if row is None or row.disabled_at is not None:
-                _verifies(_UNKNOWN_USER_HASH, password)
+                _verifies(unknown_user_hash, password)
                 return LoginOutcome(None)
             if row.locked_until is not None and _aware(row.locked_until) > now:
                 return LoginOutcome(None, _aware(row.locked_until))
