@@ -157,6 +157,48 @@ def test_runs_list_reads_without_the_sync_services(tmp_path: Path) -> None:
     assert report["loaded"] == []
 
 
+def test_a_sync_for_a_script_loads_no_progress_bar_or_server(tmp_path: Path) -> None:
+    """`sync run --json` shows no bar, so Rich's progress is not imported; nor is anything of
+    the web UI, the users' password hashing or the scheduler's cron parser."""
+    subprocess.run(
+        [sys.executable, "-m", "ebbtide", "init", "ws"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    workspace = tmp_path / "ws"
+    subprocess.run(  # opens the state store: the schema is created, with Alembic
+        [sys.executable, "-m", "ebbtide", "runs", "list"],
+        cwd=workspace,
+        check=True,
+        capture_output=True,
+    )
+    names = ("rich.progress", "ebbtide.cli.progress", "argon2", "croniter", "alembic")
+
+    # The run fails (the workspace has no warehouse yet), after going all the way through.
+    report = probe(names, ["sync", "run", "users_to_archive", "--json"], cwd=workspace)
+
+    assert report["codes"] == [1]
+    assert [run["status"] for run in json.loads(str(report["out"]))] == ["failed"]
+    assert report["loaded"] == []
+
+
+def test_importing_the_users_makes_no_password_hash() -> None:
+    """The hash an unknown email is checked against is made at the first login, not at import
+    (a quarter of a second for every command that imports the module)."""
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ebbtide.state.users as u; print(u._unknown_user_hash.cache_info().currsize)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "0"
+
+
 def test_runs_list_still_refuses_an_unknown_mapping(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "ebbtide", "init", "ws"],

@@ -322,7 +322,6 @@ def replay(
     json_output: JsonFlag = False,
 ) -> None:
     """Resend the records of a past run, as a run of its own."""
-    from ebbtide.cli.progress import ProgressListener
     from ebbtide.services.replay import ReplayService
     from ebbtide.services.views import RunView
     from ebbtide.services.workspace_services import default_actor
@@ -334,6 +333,8 @@ def replay(
     if json_output or not sys.stderr.isatty():
         record = replays.replay(plan, actor=default_actor())
     else:
+        from ebbtide.cli.progress import ProgressListener  # Rich's progress bars: only to show
+
         with ProgressListener(plan.run.mapping, err) as listener:
             record = replays.replay(plan, actor=default_actor(), listener=listener)
     if json_output:

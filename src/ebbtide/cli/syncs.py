@@ -47,10 +47,10 @@ class SyncOutcome:
 
 def run_one(service: SyncService, name: str, force: bool, json_output: bool) -> RunRecord:
     """One sync, with a progress bar when a person watches the terminal."""
-    from ebbtide.cli.progress import ProgressListener
-
     if json_output or not sys.stderr.isatty():
         return service.run(name, force=force)
+    from ebbtide.cli.progress import ProgressListener  # Rich's progress bars: only to show
+
     with ProgressListener(name, err) as listener:
         return service.run(name, listener=listener, force=force)
 
