@@ -17,12 +17,8 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as adbc  # type: ignore[import-untyped]
 import psycopg
 import pyarrow as pa
-import pyarrow.compute as pc
-from adbc_driver_postgresql import StatementOptions
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from pydantic import field_validator
 
@@ -31,6 +27,9 @@ from ebbtide.config.redact import url_redactor
 from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin, WarehouseSession
 from ebbtide.sources import BATCH_ROWS
+
+# The ADBC driver (and pyarrow.compute) are imported when a source connects: loading a
+# workspace imports each source type it names, only to check its settings (with psycopg).
 
 CONNECT_TIMEOUT_S = 10
 MAX_PRECISION = 38  # decimal128; wider numerics travel as text, losslessly
@@ -128,6 +127,8 @@ class _Column:
             return self._decimal(column)
         if self.pg_type in _EARLIEST and column.null_count < len(column):
             storage, earliest = _EARLIEST[self.pg_type]
+            import pyarrow.compute as pc
+
             if pc.min(column.view(storage)).as_py() < earliest:
                 raise SourceError(
                     f"column {self.name!r} from PostgreSQL holds infinity (or a year past"
@@ -173,6 +174,9 @@ class PostgresSource:
     """Streams a query's rows with binary COPY, `BATCH_ROWS` rows per batch."""
 
     def __init__(self, url: str, *, read_only: bool = True) -> None:
+        import adbc_driver_manager
+        import adbc_driver_postgresql.dbapi as adbc  # type: ignore[import-untyped]
+
         self._redact = url_redactor(url)
         self.where = self._redact(url)
         try:
@@ -201,6 +205,9 @@ class PostgresSource:
 
     def read(self, query: str) -> pa.RecordBatchReader:
         """Describe `query`, then COPY its rows; they are decoded as the reader is consumed."""
+        import adbc_driver_manager
+        from adbc_driver_postgresql import StatementOptions
+
         if self._closed:
             raise SourceError(f"the PostgreSQL source at {self.where} is closed")
         if self._reading is not None:
@@ -233,6 +240,8 @@ class PostgresSource:
         return self._redact(head + state)
 
     def _alive(self) -> bool:
+        import adbc_driver_manager
+
         try:
             with self._con.cursor() as cursor:
                 cursor.execute("SELECT 1")
@@ -242,6 +251,8 @@ class PostgresSource:
         return True
 
     def close(self) -> None:
+        import adbc_driver_manager
+
         if self._closed:
             return
         self._closed = True
@@ -309,6 +320,8 @@ class _Read:
             yield self._finish(_join(pending))
 
     def next(self) -> pa.RecordBatch | None:
+        import adbc_driver_manager
+
         if self.lost_reason is not None:
             raise SourceError(self.lost_reason)
         if self.done:
@@ -339,6 +352,8 @@ class _Read:
 
     def end(self) -> None:
         """Let go of the COPY (the driver cancels one not read to its end) and the cursor."""
+        import adbc_driver_manager
+
         if self.done:
             return
         self.done = True
