@@ -284,3 +284,24 @@ def test_an_editor_cancels_a_running_sync_and_a_viewer_cannot(
     [record] = finished
     assert record.status is RunStatus.CANCELLED
     assert record.error is not None and "editor@example.com" in record.error
+
+
+def test_a_sync_page_says_how_the_changes_were_found(kit: Kit, receiver: Receiver) -> None:
+    service = kit.build(
+        receiver.url,
+        rows=5,
+        mappings={MIRROR: mapping("mirror", change_detection={"cursor": "id"})},
+    )
+    services = services_over(lambda: service.workspace, service.state)
+    assert services.users is not None
+    ui = Ui(service, services.users, create_app(services))
+    first, second = ui.service.run(MIRROR), ui.service.run(MIRROR)
+    browser = ui.logged_in(Role.VIEWER)
+    shown = {
+        run.id: re.sub(r"\s+", " ", browser.get(f"/runs/{run.id}").text) for run in (first, second)
+    }
+    assert 'data-testid="detection">full: no snapshot yet<' in shown[first.id]
+    assert (
+        'data-testid="detection">cursor: every key, and the rows past the cursor<'
+        in (shown[second.id])
+    )
