@@ -199,6 +199,40 @@ def test_importing_the_users_makes_no_password_hash() -> None:
     assert shown.stdout.strip() == "0"
 
 
+def test_an_adapter_checks_its_settings_without_its_client() -> None:
+    """Loading a workspace imports each adapter type it names: the drivers and HTTP clients
+    come when a source connects or a destination is made."""
+    modules = [
+        "ebbtide.sources.duckdb",
+        "ebbtide.sources.files",
+        "ebbtide.sources.postgres",
+        "ebbtide.destinations.webhook",
+        "ebbtide.destinations.mixpanel",
+        "ebbtide.config.schedule",
+    ]
+    clients = [
+        "duckdb",
+        "adbc_driver_manager",
+        "adbc_driver_postgresql",
+        "pyarrow.compute",
+        "aiohttp",
+        "yarl",
+        "croniter",
+    ]
+    shown = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}];"
+            f" print(sorted(m for m in {clients!r} if m in sys.modules))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert shown.stdout.strip() == "[]"
+
+
 def test_runs_list_still_refuses_an_unknown_mapping(tmp_path: Path) -> None:
     subprocess.run(
         [sys.executable, "-m", "ebbtide", "init", "ws"],

@@ -13,7 +13,6 @@ import gzip
 import json
 from typing import Any
 
-import aiohttp
 from pydantic import Field, HttpUrl, model_validator
 
 from ebbtide.config.models import DestinationConfig, FieldType, RateLimitSpec, SyncMode
@@ -149,6 +148,8 @@ class MixpanelDestination:
 
 
 def _client(config: MixpanelConfig) -> HttpClient:
+    import aiohttp  # with the client, not when a workspace naming Mixpanel is loaded
+
     if config.service_account_username and config.service_account_secret:
         login = (config.service_account_username, config.service_account_secret)
     else:
