@@ -606,18 +606,38 @@ class DuckDBSnapshotStore:
         renamed = ", ".join(
             f"{sql.quote(f'{KEY_PART_PREFIX}{i}')} AS {k}" for i, k in enumerate(key_cols)
         )
-        schema = self._snapshot_journal_schema() if files else self._journal_schema_of_stage()
-        self.con.register("journal_rows", read_journals(files, schema))
-        try:
-            self.con.execute(
-                f"CREATE OR REPLACE TABLE work.accepted AS SELECT {renamed}, {HASH_COLUMN},"
-                f" {OP_COLUMN}, {JOURNAL_COLUMN} AS seq FROM journal_rows"
-            )
-        finally:
-            self.con.unregister("journal_rows")
+        if files:
+            self.con.register("journal_rows", read_journals(files, self._snapshot_journal_schema()))
+            try:
+                self.con.execute(
+                    f"CREATE OR REPLACE TABLE work.accepted AS SELECT {renamed}, {HASH_COLUMN},"
+                    f" {OP_COLUMN}, {JOURNAL_COLUMN} AS seq FROM journal_rows"
+                )
+            finally:
+                self.con.unregister("journal_rows")
+        else:  # typed without an Arrow scan, which would import pyarrow.dataset (~20 ms)
+            self._no_accepted_yet()
         if unsent and self._has("work", "changes"):
             self._accept_changes(f"{OP_COLUMN} IN ({_literals(sorted(unsent))})", seq=UNSENT_SEQ)
         return files
+
+    def _no_accepted_yet(self) -> None:
+        """An empty work.accepted, its keys typed as the staged keys (or the snapshot's)."""
+        keys = ", ".join(sql.quote(k) for k in self.mapping.key_columns)
+        typed_by = (
+            self._hashes
+            if self.stage_schema is not None
+            else "snapshot"
+            if self._snapshot_exists()
+            else None
+        )
+        if typed_by is None:  # nothing staged, no snapshot: the keys' types are not known yet
+            keys = ", ".join(f"NULL::VARCHAR AS {sql.quote(k)}" for k in self.mapping.key_columns)
+        self.con.execute(
+            f"CREATE OR REPLACE TABLE work.accepted AS SELECT {keys}, NULL::UBIGINT AS"
+            f" {HASH_COLUMN}, NULL::VARCHAR AS {OP_COLUMN}, NULL::INTEGER AS seq"
+            + (f" FROM {typed_by} LIMIT 0" if typed_by else " LIMIT 0")
+        )
 
     def pending_fates(
         self, keys: list[str], operations_sent: frozenset[Operation]
@@ -775,21 +795,6 @@ class DuckDBSnapshotStore:
             self._count(
                 f"information_schema.tables WHERE table_catalog = {sql.literal(schema)}"
                 f" AND table_name = {sql.literal(table)}"
-            )
-        )
-
-    def _journal_schema_of_stage(self) -> pa.Schema:
-        if self.stage_schema is not None:
-            return self.journal_schema()
-        return (
-            self._snapshot_journal_schema()
-            if self._snapshot_exists()
-            else pa.schema(
-                [
-                    pa.field(f"{KEY_PART_PREFIX}{i}", pa.string())
-                    for i in range(len(self.mapping.key_columns))
-                ]
-                + [pa.field(HASH_COLUMN, pa.uint64()), pa.field(OP_COLUMN, pa.string())]
             )
         )
 

@@ -53,12 +53,12 @@ def acknowledged(directory: Path) -> dict[int, ChangeCounts]:
     Read before the journals are merged, so a run that died is credited with what it
     delivered; a batch torn by a crash is not counted (it is resent, like one in flight).
     """
-    import pyarrow.compute as pc
-
     counted: dict[int, ChangeCounts] = {}
     for file in journal_files(directory):
         if not file.stem.isdigit():
             continue
+        import pyarrow.compute as pc  # only with a journal to count (after a crash)
+
         ops: Counter[str] = Counter()
         for batch in _complete_batches(file, None):
             tally = pc.value_counts(batch.column(OP_COLUMN))
