@@ -96,7 +96,7 @@ class DuckDBSnapshotStore:
         self,
         state_dir: Path,
         mapping: CompiledMapping,
-        memory_limit: str = "512MB",
+        memory_limit: str = "256MB",
         *,
         read_only: bool = False,
         max_record_bytes: int | None = None,

@@ -104,7 +104,9 @@ REGROUP_ROWS = 65_536
 def _complete_batches(file: Path, schema: pa.Schema | None) -> Iterator[pa.RecordBatch]:
     _check_stream(file)
     try:
-        reader = pa.ipc.open_stream(pa.memory_map(str(file)))
+        # Read, not mapped: mapped pages stay in the resident set (a 10M-record journal is
+        # ~300 MB), read buffers go once their batch is consumed.
+        reader = pa.ipc.open_stream(pa.OSFile(str(file)))
     except (pa.ArrowInvalid, OSError):
         return  # the run died before its first batch reached the file
     while True:
