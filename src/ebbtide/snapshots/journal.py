@@ -22,6 +22,8 @@ from ebbtide.ports import OP_COLUMN, ChangeCounts, Operation
 class AckJournal:
     """Appends accepted records (key parts, hash, op) to one file per run."""
 
+    remote = False  # see ports.Journal
+
     def __init__(self, directory: Path, run_id: int, schema: pa.Schema) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{run_id:012d}.arrow"
@@ -106,7 +108,7 @@ def _complete_batches(file: Path, schema: pa.Schema | None) -> Iterator[pa.Recor
     try:
         # Read, not mapped: mapped pages stay in the resident set (a 10M-record journal is
         # ~300 MB), read buffers go once their batch is consumed.
-        reader = pa.ipc.open_stream(pa.OSFile(str(file)))
+        reader = pa.ipc.open_stream(pa.OSFile(str(file), "r"))
     except (pa.ArrowInvalid, OSError):
         return  # the run died before its first batch reached the file
     while True:
