@@ -218,6 +218,7 @@ def test_an_adapter_checks_its_settings_without_its_client() -> None:
         "aiohttp",
         "yarl",
         "croniter",
+        "ebbtide.engine.acknowledgement",  # pyarrow behind it
     ]
     shown = subprocess.run(
         [

@@ -18,7 +18,6 @@ from ebbtide.destinations.http import (
     http_error,
     redirect_error,
 )
-from ebbtide.engine.acknowledgement import json_text
 from ebbtide.errors import DestinationError, ErrorClass
 from ebbtide.ports import (
     RECORD_COLUMN,
@@ -138,6 +137,9 @@ def answer_of(text: str) -> BatchResult:
 
 
 def _results(answer: Any, text: str) -> BatchResult:
+    # With pyarrow behind it: imported once there is an answer to read, not with the module.
+    from ebbtide.engine.acknowledgement import json_text
+
     if not isinstance(answer, dict):
         raise _malformed("it is not a JSON object", text)
     results = answer.get("results", [])

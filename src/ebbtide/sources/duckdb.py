@@ -7,17 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pyarrow as pa
-
 from ebbtide.config.models import SourceConfig
 from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin, iter_batches
 from ebbtide.sources import BATCH_ROWS
 
-# DuckDB is imported when a source is opened: loading a workspace imports each source type it
-# names to check its settings, and `ebbtide runs list` does no more than that.
+# DuckDB and pyarrow are imported when a source is opened: loading a workspace imports each
+# source type it names to check its settings, and `ebbtide runs list` does no more than that.
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 
 class DuckDBSourceConfig(SourceConfig):
@@ -55,6 +54,7 @@ class DuckDBSource:
 
     def read(self, query: str) -> pa.RecordBatchReader:
         import duckdb
+        import pyarrow as pa
 
         if self._con is None:  # closed for a diff in place that then streamed after all
             self._con = self._open()
@@ -69,6 +69,7 @@ class DuckDBSource:
         """DuckDB runs the query as its batches are pulled: an error in a later row, or the
         file failing underneath, arrives here (through Arrow, as an OSError)."""
         import duckdb
+        import pyarrow as pa
 
         try:
             yield from iter_batches(reader)

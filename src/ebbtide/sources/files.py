@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Literal
 
-import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from ebbtide.config.models import SourceConfig, Spec
@@ -21,9 +20,11 @@ from ebbtide.errors import SourceError
 from ebbtide.ports import AdapterContext, SourcePlugin, iter_batches
 from ebbtide.sources import BATCH_ROWS
 
-# DuckDB is imported when a source is opened, not when a workspace that names one is loaded.
+# DuckDB and pyarrow are imported when a source is opened, not when a workspace that names
+# one is loaded.
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow as pa
 
 Format = Literal["parquet", "csv", "json"]
 # How a file's name tells its format; `format:` says it where the name does not.
@@ -164,6 +165,7 @@ class FilesSource:
 
     def read(self, query: str) -> pa.RecordBatchReader:
         import duckdb
+        import pyarrow as pa
 
         self._check_reads_only(query)
         try:
@@ -197,6 +199,7 @@ class FilesSource:
         """DuckDB reads the files as batches are pulled: an unreadable row group, a file
         emptied underneath, or an error in a later row arrives here."""
         import duckdb
+        import pyarrow as pa
 
         try:
             yield from iter_batches(reader)
