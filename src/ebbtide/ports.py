@@ -305,6 +305,10 @@ class PendingFate:
 class Journal(Protocol):
     """Durable record of the batches a destination accepted during one run."""
 
+    # Whether an append may wait on the network (an object store, a warehouse): it then runs
+    # off the event loop; a local append (microseconds) runs on it, sparing a thread handoff.
+    remote: bool
+
     def append(self, records: pa.RecordBatch) -> None: ...
 
     def close(self) -> None: ...

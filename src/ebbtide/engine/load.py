@@ -85,8 +85,9 @@ class Loader:
     fatal: DestinationError | None = None
     fenced: bool = False
     _failing_in_a_row: int = 0
-    # Journal appends run off the event loop (a shared store uploads each batch there), one
-    # at a time: requests in flight go on meanwhile.
+    # Journal appends, one at a time; one that may wait on the network (a shared store
+    # uploads each batch, a warehouse checkpoints) runs off the event loop, so requests in
+    # flight go on meanwhile.
     _journaling: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def run(self, reader: pa.RecordBatchReader) -> None:
@@ -265,7 +266,10 @@ class Loader:
             async with self._journaling:
                 # Stopping, the run still waits for the append: the journal is closed after it,
                 # never mid-write.
-                await _in_thread(self.journal.append, records)
+                if self.journal.remote:
+                    await _in_thread(self.journal.append, records)
+                else:
+                    self.journal.append(records)
             if self.sent is not None:
                 self.sent.write(records, [None] * records.num_rows)
             for op, n in _count_ops(records).items():

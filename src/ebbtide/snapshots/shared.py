@@ -73,6 +73,8 @@ class SharedSnapshotStore(DuckDBSnapshotStore):
 class MirroredJournal(AckJournal):
     """The local acknowledgement journal, each batch also published before it counts."""
 
+    remote = True
+
     def __init__(
         self, directory: Path, run_id: int, schema: pa.Schema, shared: SharedSnapshots
     ) -> None:

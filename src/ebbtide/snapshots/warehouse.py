@@ -459,6 +459,7 @@ class WarehouseJournal(AckJournal):
 
     CHECKPOINT_ROWS = 50_000
     CHECKPOINT_S = 2.0
+    remote = True
 
     def __init__(
         self, directory: Path, run_id: int, schema: pa.Schema, store: WarehouseSnapshotStore
