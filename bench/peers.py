@@ -27,6 +27,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import peers_venv
+from bench.measure import compile_sources
 from bench.peers_tools import REPO, TOOLS, Command, Tool
 from bench.receiver import ReceiverProcess
 from bench.report import WIDTH, machine
@@ -77,6 +78,7 @@ class Row:
 
 def timed(command: Command) -> tuple[int, str, str, float, float]:
     """Run a command; its exit code, output, error output, wall seconds and peak RSS (MB)."""
+    compile_sources(REPO)  # as the peers' installed packages are
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         started = time.perf_counter()
         process = subprocess.Popen(

@@ -274,3 +274,36 @@ def test_the_enums_module_imports_nothing_of_ebbtide() -> None:
         check=True,
     )
     assert shown.stdout.strip() == "['ebbtide', 'ebbtide.enums']"
+
+
+def test_a_no_change_sync_of_a_duckdb_model_scans_no_arrow(tmp_path: Path) -> None:
+    """Hashed where it lies, a DuckDB model's columns are read as the Arrow trip would type
+    them; the trip is learnt once and kept in the snapshot, so the next sync does not scan
+    Arrow to learn it again (which imports pyarrow.dataset)."""
+    subprocess.run(
+        [sys.executable, "-m", "ebbtide", "init", "ws"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    workspace = tmp_path / "ws"
+    (workspace / "models" / "users.sql").write_text("select id, email, name from users")
+    import duckdb
+
+    with duckdb.connect(str(workspace / "warehouse.duckdb")) as con:
+        con.execute(
+            "CREATE TABLE users AS SELECT i AS id, 'u' || i || '@example.com' AS email,"
+            " 'User ' || i AS name FROM range(20) t(i)"
+        )
+    first = probe(
+        ("pyarrow.dataset",), ["sync", "run", "users_to_archive", "--json"], cwd=workspace
+    )
+    assert [run["added"] for run in json.loads(str(first["out"]))] == [20]
+    assert first["loaded"] == ["pyarrow.dataset"]  # the trip, learnt
+
+    again = probe(
+        ("pyarrow.dataset",), ["sync", "run", "users_to_archive", "--json"], cwd=workspace
+    )
+
+    assert [(r["status"], r["added"]) for r in json.loads(str(again["out"]))] == [("success", 0)]
+    assert again["loaded"] == []

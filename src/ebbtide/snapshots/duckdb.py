@@ -12,7 +12,7 @@ import contextlib
 import json
 import shutil
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -81,6 +81,18 @@ def drop_snapshot(state_dir: Path, mapping: str) -> None:
     for file in (base / f"{mapping}.duckdb", base / f"{mapping}.duckdb.wal"):
         file.unlink(missing_ok=True)
     shutil.rmtree(journal_dir(state_dir, mapping), ignore_errors=True)
+
+
+class _KeptInMeta(dict[str, str]):
+    """Entries read from the snapshot's meta; a new one is written there too."""
+
+    def __init__(self, entries: dict[str, str], write: Callable[[dict[str, str]], None]) -> None:
+        super().__init__(entries)
+        self._write = write
+
+    def __setitem__(self, key: str, value: str) -> None:
+        super().__setitem__(key, value)
+        self._write({key: value})
 
 
 class SnapshotBusyError(EbbtideError):
@@ -215,7 +227,7 @@ class DuckDBSnapshotStore:
         self._hashes = "work.stage"
         if isinstance(source, DuckDBFileSource):
             source.close()  # see DuckDBFileSource.close
-            model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
+            model = InPlaceModel.attach(self.con, source.duckdb_file(), query, self._trips())
             if model is not None:
                 bound = bind(self.mapping, model.schema)
                 if model.can_read(bound.columns):
@@ -245,7 +257,7 @@ class DuckDBSnapshotStore:
         model = None
         if isinstance(source, DuckDBFileSource):
             source.close()  # see DuckDBFileSource.close
-            model = InPlaceModel.attach(self.con, source.duckdb_file(), query)
+            model = InPlaceModel.attach(self.con, source.duckdb_file(), query, self._trips())
             if model is not None and not model.can_read(bind(self.mapping, model.schema).columns):
                 model.detach()
                 model = None
@@ -289,6 +301,13 @@ class DuckDBSnapshotStore:
             rows = self._rows_in(model)
             self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
         self._greatest.add(model.greatest(self._greatest.column, where=past))
+
+    def _trips(self) -> MutableMapping[str, str]:
+        """How the Arrow trip types columns, kept in the snapshot's meta (see InPlaceModel)."""
+        if self.read_only or not self._attached:
+            return {}
+        kept = {k: v for k, v in self.meta().items() if k.startswith("arrow_trip:")}
+        return _KeptInMeta(kept, self._set_meta)
 
     def _forget_past_cursor(self) -> None:
         """Before the whole model is read after all: the cursor read lets go of it."""

@@ -15,8 +15,10 @@ streamed as before.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +49,16 @@ class InPlaceModel:
     _reads: dict[str, str | None]  # column → how to read it so it hashes as when streamed
 
     @classmethod
-    def attach(cls, con: duckdb.DuckDBPyConnection, file: Path, query: str) -> InPlaceModel | None:
+    def attach(
+        cls,
+        con: duckdb.DuckDBPyConnection,
+        file: Path,
+        query: str,
+        trips: MutableMapping[str, str] | None = None,
+    ) -> InPlaceModel | None:
         """The model in place, or None when it must be streamed: its file's name is one the
         store's connection uses, or the file cannot be attached (the streaming path then says
-        why)."""
+        why). `trips` keeps, between runs, how the Arrow trip types the model's columns."""
         catalog = file.stem
         if catalog.lower() in _TAKEN or not _PLAIN_NAME.fullmatch(catalog):
             return None  # the model's SQL may name the catalog: it keeps the file's own name
@@ -60,7 +68,7 @@ class InPlaceModel:
             return None  # streamed instead, whose reading says what is wrong with the file
         model = cls(con, catalog, _without_semicolon(query), pa.schema([]), {})
         try:
-            model._reads, model.schema = model._how_to_read()
+            model._reads, model.schema = model._how_to_read({} if trips is None else trips)
         except BaseException:
             model.detach()
             raise
@@ -114,18 +122,34 @@ class InPlaceModel:
         """Let go of the file, so that a process that writes it may open it during the load."""
         self.con.execute(f"DETACH DATABASE IF EXISTS {quote(self.catalog)}")
 
-    def _how_to_read(self) -> tuple[dict[str, str | None], pa.Schema]:
+    def _how_to_read(
+        self, trips: MutableMapping[str, str]
+    ) -> tuple[dict[str, str | None], pa.Schema]:
         probe = f"SELECT * FROM ({self.query}\n) model_rows"
         with self.scope():
             native = self.con.execute(f"DESCRIBE {probe}").fetchall()
             schema = self.con.execute(f"{probe} LIMIT 0").to_arrow_table().schema
-        self.con.register("arrow_trip", schema.empty_table())
-        try:
-            tripped = self.con.execute("DESCRIBE arrow_trip").fetchall()
-        finally:
-            self.con.unregister("arrow_trip")
+        native_types = [str(row[1]) for row in native]
+        # The trip is the same for the same types and versions; scanning Arrow to learn it
+        # imports pyarrow.dataset, a tenth of a no-change sync's start-up: learnt once.
+        key = (
+            "arrow_trip:"
+            + hashlib.sha256(
+                json.dumps([duckdb.__version__, pa.__version__, native_types]).encode()
+            ).hexdigest()[:24]
+        )
+        if key in trips:
+            tripped_types: list[str] = json.loads(trips[key])
+        else:
+            self.con.register("arrow_trip", schema.empty_table())
+            try:
+                tripped = self.con.execute("DESCRIBE arrow_trip").fetchall()
+            finally:
+                self.con.unregister("arrow_trip")
+            tripped_types = [str(row[1]) for row in tripped]
+            trips[key] = json.dumps(tripped_types)
         reads: dict[str, str | None] = {}
-        for (name, native_type, *_), (_, arrow_type, *_) in zip(native, tripped, strict=True):
+        for (name, native_type, *_), arrow_type in zip(native, tripped_types, strict=True):
             if native_type == arrow_type:
                 reads[str(name)] = quote(str(name))
             elif (native_type, arrow_type) in _SAME_VALUES:
