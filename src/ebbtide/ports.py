@@ -10,8 +10,6 @@ from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Generic, Protocol, TypeVar, runtime_checkable
 
-import pyarrow as pa
-
 from ebbtide.config.models import (
     DeclaredField,
     DestinationConfig,
@@ -22,6 +20,9 @@ from ebbtide.config.models import (
 from ebbtide.errors import ErrorClass
 
 if TYPE_CHECKING:  # `ebbtide.values` names `Operation` from here: typing only, no cycle at run
+    # Named in annotations only: a command that reads the history needs no Arrow.
+    import pyarrow as pa
+
     from ebbtide.values import (
         DueSlot,
         FailedRecord,
