@@ -234,13 +234,16 @@ def test_the_cursor_does_not_advance_past_a_run_that_did_not_offer_every_change(
     assert (sent[Operation.UPDATED], detection) == (set(range(5)), "cursor")
 
 
-def test_a_cursor_that_is_not_a_column_or_not_a_time_or_number_is_named(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_cursor_that_is_not_a_column_or_not_a_time_or_number_is_named(
+    tmp_path: Path, stream: bool
+) -> None:
     warehouse = Warehouse(tmp_path / "warehouse.duckdb")
     warehouse.write("INSERT INTO people SELECT i, 'n' || i, 'free', $now FROM range(0, 3) t(i)")
     for column, says in (("touched_at", "not a column"), ("name", "holds str values")):
         compiled = mapping(replace(EVERY_ROW, column=column))
         with pytest.raises(ModelError, match=says):
-            run(tmp_path / column, compiled, warehouse.file, stream=True)
+            run(tmp_path / column, compiled, warehouse.file, stream=stream)
 
 
 def test_a_numeric_cursor_reads_back_by_its_lookback(tmp_path: Path) -> None:

@@ -139,13 +139,7 @@ def tracking(rows: pa.RecordBatchReader, greatest: Greatest) -> pa.RecordBatchRe
     """`rows` unchanged, the greatest value of the cursor column noted as they pass."""
     import pyarrow.compute as pc
 
-    names = [n.lower() for n in rows.schema.names]
-    if greatest.column.lower() not in names:
-        raise ModelError(
-            f"change_detection: cursor {greatest.column!r} is not a column of the model"
-            f" (its columns: {', '.join(rows.schema.names)})"
-        )
-    index = names.index(greatest.column.lower())
+    index = column_index(rows.schema.names, greatest.column)
 
     def batches() -> Iterator[pa.RecordBatch]:
         for batch in iter_batches(rows):
@@ -154,6 +148,17 @@ def tracking(rows: pa.RecordBatchReader, greatest: Greatest) -> pa.RecordBatchRe
             yield batch
 
     return pa.RecordBatchReader.from_batches(rows.schema, batches())
+
+
+def column_index(names: list[str], column: str) -> int:
+    """Where the cursor is among the model's columns (named as any case of it)."""
+    lowered = [n.lower() for n in names]
+    if column.lower() not in lowered:
+        raise ModelError(
+            f"change_detection: cursor {column!r} is not a column of the model"
+            f" (its columns: {', '.join(names)})"
+        )
+    return lowered.index(column.lower())
 
 
 def past_filter(column: str, since: str) -> str:

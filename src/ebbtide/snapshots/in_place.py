@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from ebbtide.errors import SourceError
 from ebbtide.ports import HASH_COLUMN
-from ebbtide.snapshots.cursor import PAST_COLUMN
+from ebbtide.snapshots.cursor import PAST_COLUMN, column_index
 from ebbtide.snapshots.duckdb_sql import literal, quote
 
 # Casts the Arrow trip makes that keep every value, its text included.
@@ -98,6 +98,7 @@ class InPlaceModel:
     def greatest(self, column: str, where: str = "") -> object:
         """The greatest value of one of the model's columns (a cursor), over the rows `where`
         keeps."""
+        column_index(self.schema.names, column)  # a column the model lacks is named as such
         with self.scope():
             row = self.con.execute(
                 f"SELECT max(m.{quote(column)}) FROM ({self.query}\n) m{_where(where)}"
