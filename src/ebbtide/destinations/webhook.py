@@ -97,7 +97,7 @@ class WebhookDestination:
             target = _redirect_target(url, answer.headers.get("Location"))
             if not self._may_follow(url, answer.status, target):
                 raise redirect_error(answer.status, target)
-            url = cast(URL, target)
+            url = cast("URL", target)
         raise DestinationError(
             ErrorClass.NOT_FOUND, f"more than {_MAX_REDIRECTS} redirects in a row; last to {url}"
         )

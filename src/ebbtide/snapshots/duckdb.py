@@ -53,6 +53,11 @@ from ebbtide.snapshots.staging import chunked, remember_errors
 from ebbtide.values import CursorSettings
 
 SAMPLE_KEYS = 10
+# DuckDB's memory for hashing, diffing and committing (it spills past it), and for rendering
+# the records sent: a diff of 10M rows keeps under 700 MB, and a batch of 1 MiB records
+# still renders.
+MEMORY_LIMIT = "256MB"
+RENDER_MEMORY_LIMIT = "512MB"
 STAGE_CHUNK_ROWS = 1_000_000
 # Order of precedence in work.accepted when one key appears twice: journals by run, then the
 # changes this run does not send, then records given up. The highest wins.
@@ -108,12 +113,13 @@ class DuckDBSnapshotStore:
         self,
         state_dir: Path,
         mapping: CompiledMapping,
-        memory_limit: str = "256MB",
+        memory_limit: str = MEMORY_LIMIT,
         *,
         read_only: bool = False,
         max_record_bytes: int | None = None,
     ) -> None:
         self.mapping = mapping
+        self._memory_limit = memory_limit
         self.read_only = read_only
         self.record_limit = record_limit(max_record_bytes)
         self._outbound: OutboundQueries | None = None
@@ -302,6 +308,10 @@ class DuckDBSnapshotStore:
             self.stage_schema = self.con.execute(f"{rows} LIMIT 0").to_arrow_table().schema
         self._greatest.add(model.greatest(self._greatest.column, where=past))
 
+    def _memory(self, limit: str) -> None:
+        """Rendering and copying whole rows out needs room that keys and hashes do not."""
+        self.con.execute(f"SET memory_limit = '{limit}'")
+
     def _trips(self) -> MutableMapping[str, str]:
         """How the Arrow trip types columns, kept in the snapshot's meta (see InPlaceModel)."""
         if self.read_only or not self._attached:
@@ -351,6 +361,7 @@ class DuckDBSnapshotStore:
             return
         rows = self._rows_in(model)
         nothing = "" if self._count("work.main.changes") else " LIMIT 0"  # not even one scan
+        self._memory(RENDER_MEMORY_LIMIT)  # whole rows, however large, are copied out
         try:
             with model.scope():
                 self.con.execute(
@@ -578,6 +589,7 @@ class DuckDBSnapshotStore:
         """The changed rows to send, in batches of `batch_size` (and of bounded bytes)."""
         assert self.bound is not None, "stage() comes first"
         if self._outbound is None:
+            self._memory(RENDER_MEMORY_LIMIT)
             self._outbound = OutboundQueries(
                 self.con, self.bound, self._key_types(), self.record_limit
             )
@@ -617,6 +629,7 @@ class DuckDBSnapshotStore:
 
     def collect_accepted(self, unsent: frozenset[Operation] = frozenset()) -> list[Path]:
         """Gather the journals (and the changes the mode does not send) into work.accepted."""
+        self._memory(self._memory_limit)
         self.attach()
         files = journal_files(self.journal_dir)
         if not self._snapshot_exists():
@@ -641,21 +654,17 @@ class DuckDBSnapshotStore:
         return files
 
     def _no_accepted_yet(self) -> None:
-        """An empty work.accepted, its keys typed as the staged keys (or the snapshot's)."""
-        keys = ", ".join(sql.quote(k) for k in self.mapping.key_columns)
-        typed_by = (
-            self._hashes
-            if self.stage_schema is not None
-            else "snapshot"
-            if self._snapshot_exists()
-            else None
-        )
-        if typed_by is None:  # nothing staged, no snapshot: the keys' types are not known yet
-            keys = ", ".join(f"NULL::VARCHAR AS {sql.quote(k)}" for k in self.mapping.key_columns)
+        """An empty work.accepted, its keys typed as the staged keys. Before anything is
+        staged (a run's first merge) nothing is accepted into it, so its key types do not
+        matter; the snapshot's may be another key's, which a changed mapping is refused for
+        later, with a message."""
+        quoted = [sql.quote(k) for k in self.mapping.key_columns]
+        staged = self.stage_schema is not None
+        keys = ", ".join(quoted if staged else [f"NULL::VARCHAR AS {k}" for k in quoted])
         self.con.execute(
             f"CREATE OR REPLACE TABLE work.accepted AS SELECT {keys}, NULL::UBIGINT AS"
             f" {HASH_COLUMN}, NULL::VARCHAR AS {OP_COLUMN}, NULL::INTEGER AS seq"
-            + (f" FROM {typed_by} LIMIT 0" if typed_by else " LIMIT 0")
+            + (f" FROM {self._hashes} LIMIT 0" if staged else " LIMIT 0")
         )
 
     def pending_fates(
