@@ -361,14 +361,19 @@ class DuckDBSnapshotStore:
             return
         rows = self._rows_in(model)
         nothing = "" if self._count("work.main.changes") else " LIMIT 0"  # not even one scan
-        self._memory(RENDER_MEMORY_LIMIT)  # whole rows, however large, are copied out
+        copy = (
+            f"CREATE OR REPLACE TABLE work.main.stage AS SELECT s.* FROM ({rows}) s"
+            " SEMI JOIN work.main.changes c"
+            f" ON {sql.key_join('s', 'c', self.mapping.key_columns)}{nothing}"
+        )
         try:
             with model.scope():
-                self.con.execute(
-                    f"CREATE OR REPLACE TABLE work.main.stage AS SELECT s.* FROM ({rows}) s"
-                    " SEMI JOIN work.main.changes c"
-                    f" ON {sql.key_join('s', 'c', self.mapping.key_columns)}{nothing}"
-                )
+                try:
+                    self.con.execute(copy)
+                except duckdb.OutOfMemoryException:
+                    # Whole rows of a megabyte or more need room that keys and hashes do not.
+                    self._memory(RENDER_MEMORY_LIMIT)
+                    self.con.execute(copy)
         finally:
             model.detach()
 
@@ -589,10 +594,11 @@ class DuckDBSnapshotStore:
         """The changed rows to send, in batches of `batch_size` (and of bounded bytes)."""
         assert self.bound is not None, "stage() comes first"
         if self._outbound is None:
-            self._memory(RENDER_MEMORY_LIMIT)
             self._outbound = OutboundQueries(
                 self.con, self.bound, self._key_types(), self.record_limit
             )
+            if self._outbound.has_large_rows():
+                self._memory(RENDER_MEMORY_LIMIT)
         return self._outbound.reader(operations, batch_size)
 
     def sample_changes(

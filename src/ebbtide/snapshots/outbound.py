@@ -261,6 +261,12 @@ class OutboundQueries:
         count = self.con.execute(f"SELECT max(__slice) + 1 FROM {SLICES_TABLE}").fetchone()
         return [in_slice(number, keys) for number in range(int(count[0]) if count else 1)]
 
+    def has_large_rows(self) -> bool:
+        """Whether any staged row is large (LARGE_ROW_BYTES or more): rendering such rows
+        needs more of DuckDB's memory than keys and hashes do."""
+        over, large_bytes = self._measure()
+        return over > 0 or large_bytes > 0
+
     def _measure(self) -> tuple[int, int]:
         """One scan of the stage: rows over the record limit, and how many bytes the large rows
         under it add up to (taken before any row is set aside)."""
