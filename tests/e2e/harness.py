@@ -295,6 +295,8 @@ class Workspace:
         return {
             **os.environ,
             "COLUMNS": "200",
+            # A crash in native code (DuckDB, Arrow) leaves the Python stack in stderr.
+            "PYTHONFAULTHANDLER": "1",
             "EBBTIDE_LEASE_TTL_S": f"{self.lease_ttl_s:g}",
             "HOOK_URL": self.url,
         }
