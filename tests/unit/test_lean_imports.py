@@ -87,6 +87,23 @@ def probe(
     return report
 
 
+def new_workspace(folder: Path, *, with_state: bool = False) -> Path:
+    """`ebbtide init`'s workspace in `folder`; `with_state`: its state store created too (with
+    Alembic, which the command probed afterwards then has no need of)."""
+    subprocess.run(
+        [sys.executable, "-m", "ebbtide", "init", "ws"], cwd=folder, check=True, capture_output=True
+    )
+    workspace = folder / "ws"
+    if with_state:
+        subprocess.run(
+            [sys.executable, "-m", "ebbtide", "runs", "list"],
+            cwd=workspace,
+            check=True,
+            capture_output=True,
+        )
+    return workspace
+
+
 def every_command() -> list[list[str]]:
     import typer.main
 
@@ -135,20 +152,7 @@ def test_the_help_of_every_command_loads_none_of_them_but_pydantic() -> None:
 
 
 def test_runs_list_reads_without_the_sync_services(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "ebbtide", "init", "ws"],
-        cwd=tmp_path,
-        check=True,
-        text=True,
-        capture_output=True,
-    )
-    workspace = tmp_path / "ws"
-    subprocess.run(  # opens the state store: the schema is created, with Alembic
-        [sys.executable, "-m", "ebbtide", "runs", "list"],
-        cwd=workspace,
-        check=True,
-        capture_output=True,
-    )
+    workspace = new_workspace(tmp_path, with_state=True)
 
     report = probe(NOT_FOR_RUNS_LIST, ["runs", "list", "--json"], cwd=workspace)
 
@@ -160,19 +164,7 @@ def test_runs_list_reads_without_the_sync_services(tmp_path: Path) -> None:
 def test_a_sync_for_a_script_loads_no_progress_bar_or_server(tmp_path: Path) -> None:
     """`sync run --json` shows no bar, so Rich's progress is not imported; nor is anything of
     the web UI, the users' password hashing or the scheduler's cron parser."""
-    subprocess.run(
-        [sys.executable, "-m", "ebbtide", "init", "ws"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
-    workspace = tmp_path / "ws"
-    subprocess.run(  # opens the state store: the schema is created, with Alembic
-        [sys.executable, "-m", "ebbtide", "runs", "list"],
-        cwd=workspace,
-        check=True,
-        capture_output=True,
-    )
+    workspace = new_workspace(tmp_path, with_state=True)
     names = ("rich.progress", "ebbtide.cli.progress", "argon2", "croniter", "alembic")
 
     # The run fails (the workspace has no warehouse yet), after going all the way through.
@@ -235,15 +227,9 @@ def test_an_adapter_checks_its_settings_without_its_client() -> None:
 
 
 def test_runs_list_still_refuses_an_unknown_mapping(tmp_path: Path) -> None:
-    subprocess.run(
-        [sys.executable, "-m", "ebbtide", "init", "ws"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
     shown = subprocess.run(
         [sys.executable, "-m", "ebbtide", "runs", "list", "users_to_archiv"],
-        cwd=tmp_path / "ws",
+        cwd=new_workspace(tmp_path),
         capture_output=True,
         text=True,
     )
@@ -280,13 +266,7 @@ def test_a_no_change_sync_of_a_duckdb_model_scans_no_arrow(tmp_path: Path) -> No
     """Hashed where it lies, a DuckDB model's columns are read as the Arrow trip would type
     them; the trip is learnt once and kept in the snapshot, so the next sync does not scan
     Arrow to learn it again (which imports pyarrow.dataset)."""
-    subprocess.run(
-        [sys.executable, "-m", "ebbtide", "init", "ws"],
-        cwd=tmp_path,
-        check=True,
-        capture_output=True,
-    )
-    workspace = tmp_path / "ws"
+    workspace = new_workspace(tmp_path)
     (workspace / "models" / "users.sql").write_text("select id, email, name from users")
     import duckdb
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from ebbtide.errors import ModelError
 from ebbtide.ports import iter_batches
+from ebbtide.snapshots.sql_text import bare_query
 from ebbtide.values import CursorSettings
 
 META_KEY = "cursor"
@@ -169,15 +170,11 @@ def past_filter(column: str, since: str) -> str:
 def key_query(query: str, keys: tuple[str, ...]) -> str:
     """The model's keys alone (the cursor's name rule applies: plain names stay unquoted)."""
     listed = ", ".join(f"m.{k}" if _PLAIN.fullmatch(k) else f'm."{k}"' for k in keys)
-    return f"SELECT {listed} FROM ({_bare(query)}\n) m"
+    return f"SELECT {listed} FROM ({bare_query(query)}\n) m"
 
 
 def past_query(query: str, past: str) -> str:
-    return f"SELECT * FROM ({_bare(query)}\n) m WHERE {past}"
-
-
-def _bare(query: str) -> str:
-    return query.strip().rstrip(";").strip()
+    return f"SELECT * FROM ({bare_query(query)}\n) m WHERE {past}"
 
 
 def _parse(kind: str | None, text: str) -> CursorValue:

@@ -154,6 +154,7 @@ class DuckDBSnapshotStore:
         # greatest cursor it read: kept in the snapshot's meta once a complete run commits.
         self.detection = cursor.FULL
         self._greatest: cursor.Greatest | None = None
+        self._cursor_state: cursor.CursorState | None = None  # as the snapshot kept it
         try:
             self.attach()
         except BaseException:
@@ -216,9 +217,10 @@ class DuckDBSnapshotStore:
         if settings is None:
             return self._extract_all(source, query)
         self._greatest = cursor.Greatest(settings.column)
-        why = "full: a replay" if include is not None else self._why_full(settings)
+        state = self._cursor_state = self._kept_cursor(settings)
+        why = "full: a replay" if include is not None else self._why_full(settings, state)
         if why is None:
-            needed = self._extract_past_cursor(source, query, settings, pending)
+            needed = self._extract_past_cursor(source, query, settings, state, pending)
             if not needed:
                 self.detection = cursor.CURSOR
                 return self._count(self._hashes)
@@ -231,49 +233,58 @@ class DuckDBSnapshotStore:
     def _extract_all(self, source: Source, query: str) -> int:
         """Every row of the model, staged (or hashed where it lies) with its hash."""
         self._hashes = "work.stage"
-        if isinstance(source, DuckDBFileSource):
-            source.close()  # see DuckDBFileSource.close
-            model = InPlaceModel.attach(self.con, source.duckdb_file(), query, self._trips())
-            if model is not None:
-                bound = bind(self.mapping, model.schema)
-                if model.can_read(bound.columns):
-                    hashed = self._hash_in_place(model, bound)
-                    if self._greatest is not None:
-                        self._greatest.add(model.greatest(self._greatest.column))
-                    return hashed
-                model.detach()
-        return self.stage(source.read(query))
+        model = self._in_place_model(source, query)
+        if model is None:
+            return self.stage(source.read(query))
+        hashed = self._hash_in_place(model, bind(self.mapping, model.schema))
+        if self._greatest is not None:
+            self._greatest.add(model.greatest(self._greatest.column))
+        return hashed
 
-    def _why_full(self, settings: CursorSettings) -> str | None:
+    def _in_place_model(self, source: Source, query: str) -> InPlaceModel | None:
+        """A DuckDB model attached where it lies, when its mapped columns hash there as they
+        would streamed; None when it is to be streamed."""
+        if not isinstance(source, DuckDBFileSource):
+            return None
+        source.close()  # see DuckDBFileSource.close
+        model = InPlaceModel.attach(self.con, source.duckdb_file(), query, self._trips())
+        if model is not None and not model.can_read(bind(self.mapping, model.schema).columns):
+            model.detach()
+            return None
+        return model
+
+    def _kept_cursor(self, settings: CursorSettings) -> cursor.CursorState:
+        """The cursor state the snapshot keeps (a fresh one when there is no snapshot yet)."""
+        kept = self.meta().get(cursor.META_KEY) if self._snapshot_exists() else None
+        return cursor.CursorState.load(kept, settings.column)
+
+    def _why_full(self, settings: CursorSettings, state: cursor.CursorState) -> str | None:
         if not self._snapshot_exists():
             return "full: no snapshot yet"
-        state = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
         return cursor.why_full(settings, state, datetime.now(UTC))
 
     def _extract_past_cursor(
-        self, source: Source, query: str, settings: CursorSettings, pending: Sequence[str]
+        self,
+        source: Source,
+        query: str,
+        settings: CursorSettings,
+        state: cursor.CursorState,
+        pending: Sequence[str],
     ) -> int:
         """Every key, and the whole rows past the cursor, into work.hashes (each key with its
         row's hash, or the snapshot's when the row was not read); returns how many records
         the sync needs whole but did not read (so must read everything)."""
-        state = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
         past = cursor.past_filter(settings.column, cursor.since_literal(settings, state))
-        assert self._greatest is not None
         keys = self.mapping.key_columns
-        model = None
-        if isinstance(source, DuckDBFileSource):
-            source.close()  # see DuckDBFileSource.close
-            model = InPlaceModel.attach(self.con, source.duckdb_file(), query, self._trips())
-            if model is not None and not model.can_read(bind(self.mapping, model.schema).columns):
-                model.detach()
-                model = None
+        model = self._in_place_model(source, query)
         listed = ", ".join(f"k.{sql.quote(k)}" for k in keys)
         if model is not None:  # one scan: a row's hash is computed only past the cursor
             self._past_cursor_in_place(model, past)
             read = f"""SELECT {listed}, coalesce(k.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN},
                 k.{cursor.PAST_COLUMN} FROM ({self._rows_in(model, past)}) k"""
         else:
-            self._stage_keys(source.read(cursor.key_query(query, keys)))
+            every_key = source.read(cursor.key_query(query, keys))
+            self._load_in_chunks(every_key, "work.keys", "SELECT *")
             self.stage(source.read(cursor.past_query(query, past)))  # tracks the greatest
             read = f"""SELECT {listed}, coalesce(p.{HASH_COLUMN}, n.__row_hash) AS {HASH_COLUMN},
                 p.{HASH_COLUMN} IS NOT NULL AS {cursor.PAST_COLUMN} FROM work.main.keys k
@@ -327,17 +338,24 @@ class DuckDBSnapshotStore:
         self.hashed_in_place = False
         self._hashes = "work.stage"
 
-    def _stage_keys(self, keys: pa.RecordBatchReader) -> None:
-        """Every key of the model into work.keys, in bounded statements (see _stage)."""
-        for number, chunk in enumerate(chunked(keys, STAGE_CHUNK_ROWS)):
-            verb = (
-                "CREATE OR REPLACE TABLE work.keys AS" if number == 0 else "INSERT INTO work.keys"
-            )
-            self.con.register("model_keys", chunk)
+    def _load_in_chunks(self, rows: pa.RecordBatchReader, table: str, select: str) -> None:
+        """`select` over the source's rows (as `model_rows`) into a new `table`.
+
+        DuckDB holds a statement's whole Arrow input until the statement ends, outside its
+        memory limit: one statement per chunk keeps memory flat as the model grows."""
+        failure: list[EbbtideError] = []
+        guarded = pa.RecordBatchReader.from_batches(rows.schema, remember_errors(rows, failure))
+        for number, chunk in enumerate(chunked(guarded, STAGE_CHUNK_ROWS)):
+            verb = f"CREATE OR REPLACE TABLE {table} AS" if number == 0 else f"INSERT INTO {table}"
+            self.con.register("model_rows", chunk)
             try:
-                self.con.execute(f"{verb} SELECT * FROM model_keys")
+                self.con.execute(f"{verb} {select} FROM model_rows")
+            except duckdb.Error:
+                if failure:  # the source failed mid-stream: its own error says why
+                    raise failure[0] from None
+                raise
             finally:
-                self.con.unregister("model_keys")
+                self.con.unregister("model_rows")
 
     def _hash_in_place(self, model: InPlaceModel, bound: BoundMapping) -> int:
         """Every row's key and hash into work.hashes, computed where the model lies."""
@@ -396,32 +414,15 @@ class DuckDBSnapshotStore:
 
     def stage(self, rows: pa.RecordBatchReader) -> int:
         """Copy the mapped columns of the model into the scratch database, with row hashes."""
-        if self._greatest is not None and self._hashes == "work.stage":
-            rows = cursor.tracking(rows, self._greatest)  # a full read of a cursor mapping
+        if self._greatest is not None:  # a cursor mapping's: the greatest cursor read
+            rows = cursor.tracking(rows, self._greatest)
         self.bound = bound = bind(self.mapping, rows.schema)
         return self._stage(rows, sql.hash_expression(bound))
 
     def _stage(self, rows: pa.RecordBatchReader, row_hash: str) -> int:
         assert self.bound is not None
         columns = ", ".join(sql.quote(c) for c in self.bound.columns)
-        select = f"SELECT {columns}, {row_hash} AS {HASH_COLUMN}"
-        # DuckDB holds a statement's whole Arrow input until the statement ends, outside its
-        # memory limit: one statement per chunk keeps memory flat as the model grows.
-        failure: list[EbbtideError] = []
-        guarded = pa.RecordBatchReader.from_batches(rows.schema, remember_errors(rows, failure))
-        for number, chunk in enumerate(chunked(guarded, STAGE_CHUNK_ROWS)):
-            verb = (
-                "CREATE OR REPLACE TABLE work.stage AS" if number == 0 else "INSERT INTO work.stage"
-            )
-            self.con.register("model_rows", chunk)
-            try:
-                self.con.execute(f"{verb} {select} FROM model_rows")
-            except duckdb.Error:
-                if failure:  # the source failed mid-stream: its own error says why
-                    raise failure[0] from None
-                raise
-            finally:
-                self.con.unregister("model_rows")
+        self._load_in_chunks(rows, "work.stage", f"SELECT {columns}, {row_hash} AS {HASH_COLUMN}")
         self.stage_schema = (
             self.con.execute("SELECT * FROM work.stage LIMIT 0").to_arrow_table().schema
         )
@@ -767,10 +768,9 @@ class DuckDBSnapshotStore:
 
     def _cursor_after(self) -> str | None:
         """The cursor state to keep once this run commits; None when there is none to keep."""
-        settings, greatest = self.mapping.cursor, self._greatest
-        if settings is None or greatest is None or not self._attached:
+        kept, greatest = self._cursor_state, self._greatest
+        if kept is None or greatest is None or not self._attached:
             return None
-        kept = cursor.CursorState.load(self.meta().get(cursor.META_KEY), settings.column)
         return kept.after(self.detection, greatest.value, datetime.now(UTC)).dump()
 
     def _accept_changes(self, where: str, seq: int) -> None:

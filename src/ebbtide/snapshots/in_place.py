@@ -29,7 +29,7 @@ import pyarrow as pa
 from ebbtide.errors import SourceError
 from ebbtide.ports import HASH_COLUMN
 from ebbtide.snapshots.cursor import PAST_COLUMN, column_index
-from ebbtide.snapshots.duckdb_sql import literal, quote
+from ebbtide.snapshots.sql_text import bare_query, literal, quote
 
 # Casts the Arrow trip makes that keep every value, its text included.
 _SAME_VALUES = {("UUID", "VARCHAR"), ("JSON", "VARCHAR")}
@@ -66,7 +66,7 @@ class InPlaceModel:
             con.execute(f"ATTACH {literal(str(file))} AS {quote(catalog)} (READ_ONLY)")
         except duckdb.Error:
             return None  # streamed instead, whose reading says what is wrong with the file
-        model = cls(con, catalog, _without_semicolon(query), pa.schema([]), {})
+        model = cls(con, catalog, bare_query(query), pa.schema([]), {})
         try:
             model._reads, model.schema = model._how_to_read({} if trips is None else trips)
         except BaseException:
@@ -162,7 +162,3 @@ class InPlaceModel:
 
 def _where(condition: str) -> str:
     return f" WHERE {condition}" if condition else ""
-
-
-def _without_semicolon(query: str) -> str:
-    return query.strip().rstrip(";").strip()

@@ -1,4 +1,4 @@
-"""Quoting for the DuckDB SQL that ebbtide writes."""
+"""Quoting for the DuckDB SQL that ebbtide writes, and the model's SQL made ready to wrap."""
 
 from __future__ import annotations
 
@@ -11,3 +11,8 @@ def quote(identifier: str) -> str:
 def literal(text: str) -> str:
     """A string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def bare_query(query: str) -> str:
+    """A model's SQL without its closing semicolon, to be wrapped as a subquery."""
+    return query.strip().rstrip(";").strip()

@@ -44,6 +44,7 @@ from ebbtide.ports import (
 from ebbtide.snapshots import warehouse_sql as wsql
 from ebbtide.snapshots.duckdb import SAMPLE_KEYS, UNSENT_SEQ, DuckDBSnapshotStore
 from ebbtide.snapshots.journal import AckJournal, journal_files, read_journal
+from ebbtide.snapshots.sql_text import bare_query
 from ebbtide.snapshots.warehouse_sql import Column
 
 EMPTY = "ebbtide_empty"
@@ -101,7 +102,7 @@ class WarehouseSnapshotStore(DuckDBSnapshotStore):
         Keys asked for by name (a replay's, and those of records that failed before) come out
         too when their row did not change: a replay resends them, and a failed record whose
         row went back to what the destination has is known to be still in the model."""
-        model = query.strip().rstrip(";").strip()
+        model = bare_query(query)
         kinds = dict(self.session.describe(model))
         probe = self.session.read(f"SELECT * FROM ({model}\n) m WHERE 1 = 0")
         schema = probe.schema
